@@ -1,0 +1,209 @@
+"""Inbound sync benchmark: crmail against a minimal raw IMAP client, in one run.
+
+Prints, side by side with a baseline measured in the same run (ratios, not absolute
+times, are what to compare across machines):
+
+1. import throughput of a 10,000-message mailbox: a minimal imaplib client pulling every
+   message (BODY.PEEK[] in chunks) vs. crmail's full initial import (headers, scope
+   decision, bodies, parse, store) — target ratio >= 0.5;
+2. the cost of a no-change resync round on a 1k and a 100k folder — target: flat;
+3. mailbox -> CRM latency for 100 deliveries while the worker follows the mailbox (IDLE)
+   — target p99 < 1 s.
+
+Usage: .venv/bin/python bench/sync_bench.py [--messages 10000] [--big 100000] [--deliveries 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import imaplib
+import ssl
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from crmail.config import Settings
+from crmail.crypto import new_key
+from crmail.demo.dovecot import Dovecot
+from crmail.providers.imap import ImapClient
+from crmail.services import Services
+from crmail.storage import accounts, crm, mail
+from crmail.storage.models import Message
+from crmail.sync.inbound import FolderSync, SyncOptions
+from crmail.sync.worker import AccountWorker, WorkerOptions, imap_settings
+
+BODY = ("Hello, this is a realistic business email body line. " * 40 + "\n") * 4  # ~9 KB
+
+
+def make_message(i: int, sender: str, to: str) -> bytes:
+    m = EmailMessage()
+    m["From"] = f"Contact {i % 50} <{sender}>"
+    m["To"] = to
+    m["Subject"] = f"Proposal #{i}"
+    m["Date"] = format_datetime(datetime.now(UTC))
+    m["Message-ID"] = f"<bench-{i}-{time.time_ns()}@client.example>"
+    m.set_content(BODY)
+    return m.as_bytes()
+
+
+def raw_fetch(dovecot: Dovecot, user: str, password: str, ca: str, port: int) -> tuple[int, float]:
+    """The baseline: a minimal synchronous client that pulls every message once."""
+    ctx = ssl.create_default_context(cafile=ca)
+    t0 = time.perf_counter()
+    imap = imaplib.IMAP4_SSL(dovecot.host, port, ssl_context=ctx)
+    imap.login(user, password)
+    imap.select("INBOX", readonly=True)
+    _, data = imap.uid("SEARCH", "ALL")
+    uids = data[0].split()
+    n = 0
+    for i in range(0, len(uids), 500):
+        chunk = b",".join(uids[i : i + 500]).decode()
+        _, resp = imap.uid("FETCH", chunk, "(BODY.PEEK[])")
+        n += sum(1 for part in resp if isinstance(part, tuple))
+    imap.logout()
+    return n, time.perf_counter() - t0
+
+
+def setup_world(services: Services, box_email: str, contact: str) -> int:
+    def make(s):  # type: ignore[no-untyped-def]
+        ws = crm.create_workspace(s, "Bench")
+        user, _ = crm.create_user(s, ws, box_email, "Bench", role="admin")
+        crm.create_contact(s, ws, name="Client", emails=[contact])
+        return ws, user.id
+
+    ws, uid = services.db.run(make)
+    return ws, uid  # type: ignore[return-value]
+
+
+def connect_account(services: Services, ws: int, uid: int, box) -> int:  # type: ignore[no-untyped-def]
+    secret = services.box.seal({"password": box.password})
+    return services.db.run(
+        lambda s: accounts.create_account(
+            s,
+            workspace_id=ws,
+            user_id=uid,
+            email=box.email,
+            provider="imap",
+            settings={
+                "imap_host": box.host,
+                "imap_port": box.tls_port,
+                "imap_security": "tls",
+                "ca_file": box.ca_file,
+            },
+            secret=secret,
+        )
+    )
+
+
+async def bench_import(dovecot: Dovecot, root: Path, n: int) -> tuple[float, float]:
+    box = dovecot.add_user("importer@bench.test", "pw-import")
+    dovecot.seed_maildir(box.email, "INBOX", (make_message(i, "client@client.example", box.email) for i in range(n)))
+    # warm Dovecot's index so neither side pays for the first indexing
+    dovecot.doveadm("mailbox", "status", "-u", box.email, "messages", "INBOX")
+    got, raw_s = raw_fetch(dovecot, box.email, box.password, box.ca_file, box.tls_port)
+    assert got == n, (got, n)
+
+    services = Services.open(Settings(data_dir=root / "import", secret_keys=(new_key(),)))
+    ws, uid = setup_world(services, box.email, "client@client.example")
+    acc = connect_account(services, ws, uid, box)
+    t0 = time.perf_counter()
+    await AccountWorker(services.db, services.box, acc, WorkerOptions(sync=SyncOptions(batch_size=500))).run_once()
+    crm_s = time.perf_counter() - t0
+    stored = services.db.run(lambda s: s.scalar(select(func.count()).select_from(Message)))
+    assert stored == n, (stored, n)
+    services.close()
+    return n / raw_s, n / crm_s
+
+
+async def no_change_round(dovecot: Dovecot, root: Path, n: int, tag: str, rounds: int = 20) -> float:
+    box = dovecot.add_user(f"resync{tag}@bench.test", "pw-resync")
+    # Headers only from strangers: a big folder whose import stores nothing and is quick.
+    small = b"From: someone@else.example\r\nTo: x@y\r\nSubject: s\r\n\r\nbody\r\n"
+    dovecot.seed_maildir(box.email, "INBOX", (small for _ in range(n)))
+    services = Services.open(Settings(data_dir=root / f"resync{tag}", secret_keys=(new_key(),)))
+    ws, uid = setup_world(services, box.email, "client@client.example")
+    acc = connect_account(services, ws, uid, box)
+    await AccountWorker(services.db, services.box, acc, WorkerOptions(sync=SyncOptions(batch_size=2000))).run_once()
+    account = services.db.run(lambda s: mail.account_info(s, acc))
+    client = await ImapClient.connect(imap_settings(account, services.box))
+    sync = FolderSync(services.db, account, client, SyncOptions())
+    folder = next(f for f in services.db.run(lambda s: mail.folders(s, acc)) if f.name == "INBOX")
+    folder = await sync.round(folder)  # warm
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        folder = await sync.round(folder)
+    per_round = (time.perf_counter() - t0) / rounds
+    await client.logout()
+    services.close()
+    return per_round
+
+
+async def bench_latency(dovecot: Dovecot, root: Path, deliveries: int) -> list[float]:
+    box = dovecot.add_user("latency@bench.test", "pw-latency")
+    services = Services.open(Settings(data_dir=root / "latency", secret_keys=(new_key(),)))
+    ws, uid = setup_world(services, box.email, "client@client.example")
+    acc = connect_account(services, ws, uid, box)
+    worker = asyncio.create_task(AccountWorker(services.db, services.box, acc, WorkerOptions(poll_interval=1.0)).run())
+    # wait until live (import of the empty mailbox done, IDLE entered)
+    while services.db.run(lambda s: accounts.status(s, acc).state) != "live":
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.3)
+    samples = []
+    for i in range(deliveries):
+        raw = make_message(i, "client@client.example", box.email)
+        msgid = raw.split(b"Message-ID: <", 1)[1].split(b">", 1)[0].decode()
+        t0 = time.perf_counter()
+        await asyncio.to_thread(dovecot.deliver, box.email, raw)
+        while not services.db.run(lambda s, m=msgid: s.scalar(select(Message.id).where(Message.message_id == m))):
+            await asyncio.sleep(0.002)
+            if time.perf_counter() - t0 > 10:
+                raise RuntimeError("message did not arrive within 10 s")
+        samples.append(time.perf_counter() - t0)
+        await asyncio.sleep(0.02)
+    worker.cancel()
+    await asyncio.gather(worker, return_exceptions=True)
+    services.close()
+    return samples
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--messages", type=int, default=10_000)
+    ap.add_argument("--small", type=int, default=1_000)
+    ap.add_argument("--big", type=int, default=100_000)
+    ap.add_argument("--deliveries", type=int, default=100)
+    args = ap.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="crmail-bench-"))
+    with Dovecot(root / "dovecot") as dovecot:
+        raw_rate, crm_rate = await bench_import(dovecot, root, args.messages)
+        print(f"import of {args.messages} messages (~9 KB each)")
+        print(f"  raw IMAP fetch (imaplib)     : {raw_rate:8.0f} msg/s")
+        print(f"  crmail initial import        : {crm_rate:8.0f} msg/s")
+        print(f"  ratio crmail / raw           : {crm_rate / raw_rate:8.2f}   (target >= 0.5)")
+        small = await no_change_round(dovecot, root, args.small, "small")
+        big = await no_change_round(dovecot, root, args.big, "big")
+        print("no-change resync round (QRESYNC)")
+        print(f"  {args.small:>7} messages            : {small * 1000:8.2f} ms")
+        print(f"  {args.big:>7} messages            : {big * 1000:8.2f} ms")
+        print(f"  ratio big / small            : {big / small:8.2f}   (target: flat, ~1)")
+        lat = await bench_latency(dovecot, root, args.deliveries)
+        print(f"mailbox -> CRM latency over {len(lat)} deliveries (LMTP -> IDLE -> stored)")
+        print(f"  p50                          : {pct(lat, 50) * 1000:8.1f} ms")
+        print(f"  p99                          : {pct(lat, 99) * 1000:8.1f} ms   (target < 1000 ms)")
+        print(f"  mean                         : {statistics.mean(lat) * 1000:8.1f} ms")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

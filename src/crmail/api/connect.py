@@ -1,0 +1,117 @@
+"""Turning what a user typed into IMAP settings, trying them, and explaining failures.
+
+Used by ``POST /api/accounts/test`` and ``POST /api/accounts``: both log in and list
+folders before anything is stored, so a wrong password is reported while the user is
+still on the form, with the provider's advice (app passwords) attached.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from crmail.api.schemas import AccountIn, AccountTestIn
+from crmail.errors import (
+    AuthFailed,
+    ConnectFailed,
+    CrmailError,
+    InvalidInput,
+    ProviderError,
+    TLSFailed,
+)
+from crmail.providers.imap import ImapClient, ImapSettings
+from crmail.providers.presets import PRESETS, Preset
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """The form filled in with the preset's defaults."""
+
+    preset: Preset
+    imap: ImapSettings
+    #: what is stored in MailAccount.settings: everything but the password
+    stored: dict[str, object]
+
+
+def resolve(body: AccountTestIn, *, default_history_days: int) -> Resolved:
+    if body.provider not in PRESETS:
+        raise InvalidInput(
+            f"unknown provider {body.provider!r}",
+            hint="use a key of GET /api/providers, or 'other' for any IMAP server",
+        )
+    p = PRESETS[body.provider]
+    host = (body.imap_host or p.imap_host).strip()
+    if not host:
+        raise InvalidInput("imap_host is required for this provider")
+    if body.ca_file is not None and not os.path.isfile(body.ca_file):
+        raise InvalidInput("ca_file: no such file on the server", hint="give an absolute path")
+    port = body.imap_port or p.imap_port
+    security = body.imap_security or p.imap_security
+    username = body.username or body.email
+    imap = ImapSettings(
+        host=host,
+        port=port,
+        security=security,
+        username=username,
+        password=body.password.get_secret_value(),
+        ca_file=body.ca_file,
+    )
+    stored: dict[str, object] = {
+        "imap_host": host,
+        "imap_port": port,
+        "imap_security": security,
+        "username": username,
+        "ca_file": body.ca_file,
+    }
+    if isinstance(body, AccountIn):
+        stored.update(
+            smtp_host=body.smtp_host or p.smtp_host,
+            smtp_port=body.smtp_port or p.smtp_port,
+            smtp_security=body.smtp_security or p.smtp_security,
+            history_days=body.history_days or default_history_days,
+            folders=list(dict.fromkeys(body.folders)),
+        )
+    return Resolved(p, imap, stored)
+
+
+async def test_connection(settings: ImapSettings) -> list[str]:
+    """Log in and list the folders; raises the provider's CrmailError on failure."""
+    client = await ImapClient.connect(settings)
+    try:
+        folders = await client.list_folders()
+    finally:
+        await client.logout()
+    return [f.name for f in folders]
+
+
+def explain(err: ProviderError, preset: Preset) -> ProviderError:
+    """Attach the advice a user needs to fix the settings they just typed."""
+    if isinstance(err, AuthFailed):
+        # Most refused passwords on big providers are 2FA accounts needing an app password.
+        err.hint = _join(err.hint, preset.app_password_hint)
+    elif isinstance(err, TLSFailed):
+        err.hint = _join(
+            err.hint,
+            "For a server with a self-signed or private certificate, give ca_file.",
+        )
+    elif isinstance(err, ConnectFailed) and not err.hint:
+        err.hint = "Check the server name, port and security (TLS/STARTTLS) setting."
+    return err
+
+
+def status_for(err: CrmailError) -> int:
+    """HTTP status when the failure is about the settings the client just sent.
+
+    The errors' own status (502, "the mail server failed us") suits background sync;
+    while a user is filling in the form, refused credentials are a problem with the
+    request, so they answer 422 and the client can show it next to the password field.
+    """
+    if isinstance(err, AuthFailed):
+        return 422
+    return err.http_status
+
+
+def _join(first: str | None, second: str) -> str:
+    if not first or first == second:
+        return second
+    return f"{first} {second}"

@@ -1,0 +1,42 @@
+"""Request dependencies: the shared services and the authenticated user."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from crmail.errors import Unauthenticated
+from crmail.services import Services
+from crmail.storage import crm
+from crmail.storage.crm import UserInfo
+
+# auto_error=False: a missing header must answer our own 401 shape, not FastAPI's 403.
+_bearer = HTTPBearer(auto_error=False, description="the API token given when the user was created")
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def current_user(
+    services: ServicesDep,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> UserInfo:
+    if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
+        raise Unauthenticated(
+            "missing API token", hint="send the header 'Authorization: Bearer <token>'"
+        )
+    token = creds.credentials
+    user = await services.db.read(lambda s: crm.user_for_token(s, token))
+    if user is None:
+        raise Unauthenticated("invalid API token")
+    return user
+
+
+CurrentUser = Annotated[UserInfo, Depends(current_user)]

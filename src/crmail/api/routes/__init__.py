@@ -1,0 +1,1 @@
+"""Route modules; each exposes ``router``. Route functions stay thin: parse, call storage, shape."""

@@ -1,0 +1,133 @@
+"""Mail accounts: provider presets, connection test, connect, list, remove, sync status."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+
+from crmail.api import connect
+from crmail.api.deps import CurrentUser, ServicesDep
+from crmail.api.schemas import (
+    AccountIn,
+    AccountOut,
+    AccountStatusOut,
+    AccountTestIn,
+    AccountTestOut,
+    ErrorOut,
+    FolderStatusOut,
+    ProviderOut,
+)
+from crmail.domain.addresses import normalize_email
+from crmail.errors import AuthFailed, Conflict, InvalidInput, ProviderError
+from crmail.providers.presets import PRESETS, preset
+from crmail.storage import crm
+
+router = APIRouter(prefix="/api", tags=["mail accounts"])
+
+_PROVIDER_ERRORS: dict[int | str, dict[str, object]] = {
+    422: {"model": ErrorOut, "description": "invalid settings, or the server refused the login"},
+    502: {"model": ErrorOut, "description": "the mail server could not be reached or failed"},
+}
+
+
+@router.get("/providers")
+async def list_providers(user: CurrentUser) -> list[ProviderOut]:
+    return [ProviderOut.model_validate(p) for p in PRESETS.values()]
+
+
+@router.post("/accounts/test", responses=_PROVIDER_ERRORS)
+async def test_account(body: AccountTestIn, user: CurrentUser, services: ServicesDep) -> Response:
+    """Log in and list folders with these settings; nothing is stored."""
+    r = connect.resolve(body, default_history_days=services.settings.history_days)
+    try:
+        folders = await connect.test_connection(r.imap)
+    except ProviderError as err:
+        return _provider_error(err, r)
+    return JSONResponse(AccountTestOut(ok=True, folders=folders).model_dump())
+
+
+@router.post("/accounts", status_code=201, responses=_PROVIDER_ERRORS)
+async def create_account(body: AccountIn, user: CurrentUser, services: ServicesDep) -> Response:
+    """Test the connection, then store the account (password encrypted) and start syncing it."""
+    email = normalize_email(body.email)
+    if email is None:
+        raise InvalidInput(f"{body.email!r} is not a valid email address")
+    r = connect.resolve(body, default_history_days=services.settings.history_days)
+    if await services.db.read(lambda s: crm.find_account(s, user.id, email)):
+        raise Conflict(f"{email} is already connected")
+    try:
+        await connect.test_connection(r.imap)
+    except ProviderError as err:
+        return _provider_error(err, r)
+    secret = services.box.seal({"password": body.password.get_secret_value()})
+    stored = {**r.stored, "preset": r.preset.key}
+
+    view = await services.db.write(
+        lambda s: crm.add_account(s, user, email=email, settings=stored, secret=secret)
+    )
+    services.sync.accounts_changed()
+    return JSONResponse(AccountOut.model_validate(view).model_dump(mode="json"), status_code=201)
+
+
+def _provider_error(err: ProviderError, r: connect.Resolved) -> JSONResponse:
+    err = connect.explain(err, r.preset)
+    return JSONResponse(err.to_dict(), status_code=connect.status_for(err))
+
+
+@router.get("/accounts")
+async def list_accounts(
+    user: CurrentUser, services: ServicesDep, all_users: bool = False
+) -> list[AccountOut]:
+    """Your mail accounts; ``all_users=true`` lists the workspace's (admins only)."""
+    rows = await services.db.read(lambda s: crm.list_accounts(s, user, all_users=all_users))
+    return [AccountOut.model_validate(a) for a in rows]
+
+
+@router.get("/accounts/{account_id}")
+async def get_account(account_id: int, user: CurrentUser, services: ServicesDep) -> AccountOut:
+    view = await services.db.read(lambda s: crm.get_account(s, user, account_id))
+    return AccountOut.model_validate(view)
+
+
+@router.delete("/accounts/{account_id}", status_code=204)
+async def delete_account(account_id: int, user: CurrentUser, services: ServicesDep) -> Response:
+    """Disconnect and forget the account; mail already on timelines stays there."""
+    await services.db.write(lambda s: crm.delete_account(s, user, account_id))
+    services.sync.accounts_changed()
+    return Response(status_code=204)
+
+
+@router.get("/accounts/{account_id}/status")
+async def account_status(
+    account_id: int, user: CurrentUser, services: ServicesDep
+) -> AccountStatusOut:
+    view, st = await services.db.read(lambda s: crm.account_status(s, user, account_id))
+    hint = None
+    if st.last_error_code in (AuthFailed.code, "app_password_required"):
+        hint = preset(str(view.settings.get("preset", "other"))).app_password_hint
+    return AccountStatusOut(
+        id=st.id,
+        email=st.email,
+        state=st.state,
+        last_error=st.last_error,
+        last_error_code=st.last_error_code,
+        hint=hint,
+        synced=st.synced,
+        skipped=st.skipped,
+        lag_seconds=st.lag_seconds,
+        last_sync_at=st.last_sync_at,
+        folders=[
+            FolderStatusOut(
+                name=f.name,
+                role=f.role,
+                done=f.import_done,
+                total=f.import_total,
+                percent=round(f.progress * 100, 1),
+                import_complete=f.import_complete,
+                synced=f.synced,
+                skipped=f.skipped,
+                last_sync_at=f.last_sync_at,
+            )
+            for f in st.folders
+        ],
+    )

@@ -1,0 +1,296 @@
+"""Request and response bodies of the JSON API (pydantic v2).
+
+Responses are built from the frozen dataclasses of :mod:`crmail.storage.crm` with
+``from_attributes``; requests are validated here for shape only (types, lengths, enums):
+rules that need the database (uniqueness, ids of the workspace) are checked in storage.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+Name = Annotated[str, Field(max_length=300)]
+EmailText = Annotated[str, Field(min_length=3, max_length=320)]
+DealStatus = Literal["open", "won", "lost"]
+Security = Literal["tls", "starttls", "none"]
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class In(BaseModel):
+    # Unknown fields are an error: a typo ("lead" for "lead_id") should not be ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- errors (documentation only: every error is rendered by the app's handlers) ---------
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    hint: str | None = None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
+
+
+# --- me ---------------------------------------------------------------------------------
+
+
+class UserOut(Out):
+    id: int
+    workspace_id: int
+    email: str
+    name: str
+    role: str
+
+
+# --- contacts, leads, deals ---------------------------------------------------------------
+
+
+class ContactIn(In):
+    name: Name = ""
+    emails: Annotated[list[EmailText], Field(max_length=50)] = []
+    lead_id: int | None = None
+
+
+class ContactPatch(In):
+    name: Name | None = None
+    emails: Annotated[list[EmailText], Field(max_length=50)] | None = None
+    lead_id: int | None = None
+
+
+class ContactOut(Out):
+    id: int
+    name: str
+    emails: list[str]
+    lead_id: int | None
+    created_at: datetime
+
+
+class LeadIn(In):
+    name: Annotated[str, Field(min_length=1, max_length=300)]
+
+
+class LeadPatch(In):
+    name: Annotated[str, Field(min_length=1, max_length=300)] | None = None
+
+
+class LeadOut(Out):
+    id: int
+    name: str
+    contact_ids: list[int]
+    created_at: datetime
+
+
+class DealIn(In):
+    title: Annotated[str, Field(min_length=1, max_length=300)]
+    status: DealStatus = "open"
+    lead_id: int | None = None
+    contact_ids: Annotated[list[int], Field(max_length=500)] = []
+    value_cents: Annotated[int, Field(ge=0)] | None = None
+
+
+class DealPatch(In):
+    title: Annotated[str, Field(min_length=1, max_length=300)] | None = None
+    status: DealStatus | None = None
+    lead_id: int | None = None
+    contact_ids: Annotated[list[int], Field(max_length=500)] | None = None
+    value_cents: Annotated[int, Field(ge=0)] | None = None
+
+
+class DealOut(Out):
+    id: int
+    title: str
+    status: str
+    lead_id: int | None
+    contact_ids: list[int]
+    value_cents: int | None
+    created_at: datetime
+
+
+# --- messages ---------------------------------------------------------------------------------
+
+
+class AddressOut(Out):
+    email: str
+    name: str
+
+
+class MessageSummaryOut(Out):
+    id: int
+    thread_id: int
+    subject: str
+    from_: AddressOut | None = Field(serialization_alias="from")
+    to: list[AddressOut]
+    date: datetime
+    snippet: str
+    direction: Literal["inbound", "outbound"]
+    attachment_count: int
+
+
+class TimelineItemOut(Out):
+    message: MessageSummaryOut
+    reason: str
+
+
+class TimelineOut(Out):
+    items: list[TimelineItemOut]
+    next_before: str | None = Field(
+        description="pass as ?before= to get the next, older page; null on the last page"
+    )
+
+
+class InboxEntryOut(Out):
+    id: int
+    message: MessageSummaryOut
+    is_read: bool
+    state: str
+    received_at: datetime
+
+
+class InboxOut(BaseModel):
+    user_id: int
+    #: False when viewing a teammate's Inbox: it can be read, not handled
+    actionable: bool
+    items: list[InboxEntryOut]
+    next_before: str | None
+
+
+class AttachmentOut(Out):
+    id: int
+    filename: str | None
+    content_type: str
+    size: int
+    content_id: str | None
+    inline: bool
+    placeholder_reason: str | None
+
+
+class PlacementOut(Out):
+    account_id: int
+    folder: str
+    folder_role: str
+    uid: int
+    flags: list[str]
+
+
+class LinkOut(Out):
+    subject_type: str
+    subject_id: int
+    reason: str
+
+
+class MessageOut(BaseModel):
+    id: int
+    thread_id: int
+    message_id: str | None = Field(description="the Message-ID header")
+    subject: str
+    date: datetime
+    direction: Literal["inbound", "outbound"]
+    participants: dict[str, list[AddressOut]]
+    text: str | None
+    html: str | None = Field(description="sanitized: scripts, handlers and remote images removed")
+    attachments: list[AttachmentOut]
+    parse_failed: bool
+    defects: list[str]
+    placements: list[PlacementOut] = Field(description="copies in your own mail accounts only")
+    links: list[LinkOut]
+
+
+# --- mail accounts -------------------------------------------------------------------------
+
+
+class ProviderOut(Out):
+    key: str
+    label: str
+    imap_host: str
+    imap_port: int
+    imap_security: str
+    smtp_host: str
+    smtp_port: int
+    smtp_security: str
+    app_password_hint: str
+    oauth: str | None
+
+
+class AccountTestIn(In):
+    provider: str = Field(description="a key of GET /api/providers; 'other' for any server")
+    email: EmailText
+    username: Annotated[str, Field(max_length=320)] | None = Field(
+        None, description="login name; defaults to the email address"
+    )
+    password: SecretStr
+    imap_host: Annotated[str, Field(max_length=255)] | None = None
+    imap_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    imap_security: Security | None = None
+    ca_file: Annotated[str, Field(max_length=4096)] | None = Field(
+        None,
+        description=(
+            "path, on the crmail server, of a PEM CA bundle to trust for this account's "
+            "TLS: for self-signed or private-CA servers (tests, on-premise). Leave empty "
+            "for public providers."
+        ),
+    )
+
+
+class AccountIn(AccountTestIn):
+    smtp_host: Annotated[str, Field(max_length=255)] | None = None
+    smtp_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    smtp_security: Security | None = None
+    history_days: Annotated[int, Field(ge=1, le=36500)] | None = Field(
+        None, description="how far back the initial import goes; server default when absent"
+    )
+    folders: Annotated[list[Annotated[str, Field(max_length=500)]], Field(max_length=100)] = Field(
+        default_factory=list, description="extra folders to sync besides Inbox/Sent/Archive"
+    )
+
+
+class AccountTestOut(BaseModel):
+    ok: bool
+    folders: list[str]
+
+
+class AccountOut(Out):
+    id: int
+    user_id: int
+    email: str
+    provider: str
+    settings: dict[str, object]
+    state: str
+    last_error: str | None
+    last_error_code: str | None
+    last_sync_at: datetime | None
+    created_at: datetime
+
+
+class FolderStatusOut(BaseModel):
+    name: str
+    role: str
+    done: int
+    total: int
+    percent: float
+    import_complete: bool
+    synced: int
+    skipped: dict[str, int]
+    last_sync_at: datetime | None
+
+
+class AccountStatusOut(BaseModel):
+    id: int
+    email: str
+    state: str
+    last_error: str | None
+    last_error_code: str | None
+    hint: str | None
+    synced: int
+    skipped: dict[str, int]
+    lag_seconds: float | None
+    last_sync_at: datetime | None
+    folders: list[FolderStatusOut]

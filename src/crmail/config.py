@@ -1,0 +1,71 @@
+"""Configuration from the environment (12-factor), with safe local defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from crmail.crypto import new_key
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    #: comma-separated Fernet keys, newest first
+    secret_keys: tuple[str, ...] = field(default_factory=tuple)
+    host: str = "127.0.0.1"
+    port: int = 8025
+    history_days: int = 365
+    batch_size: int = 200
+    poll_interval: float = 30.0  # other folders than INBOX
+    idle_timeout: float = 25 * 60.0  # RFC 9051: re-issue IDLE before 29 minutes
+    account_scan_interval: float = 2.0  # how often the service looks for new accounts
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "crmail.db"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
+        e = dict(os.environ if env is None else env)
+        data_dir = Path(e.get("CRMAIL_DATA_DIR", "data"))
+        values: dict[str, object] = {
+            "data_dir": data_dir,
+            "database_url": e.get("CRMAIL_DATABASE_URL", ""),
+            "host": e.get("CRMAIL_HOST", "127.0.0.1"),
+            "port": int(e.get("CRMAIL_PORT", "8025")),
+            "history_days": int(e.get("CRMAIL_HISTORY_DAYS", "365")),
+            "batch_size": int(e.get("CRMAIL_BATCH_SIZE", "200")),
+            "poll_interval": float(e.get("CRMAIL_POLL_INTERVAL", "30")),
+        }
+        keys = [k.strip() for k in e.get("CRMAIL_SECRET_KEY", "").split(",") if k.strip()]
+        values["secret_keys"] = tuple(keys)
+        values.update(overrides)
+        s = cls(**values)  # type: ignore[arg-type]
+        if not s.database_url:
+            s = _with(s, database_url=f"sqlite:///{s.sqlite_path}")
+        return s
+
+    def ensure_secret_key(self) -> Settings:
+        """Without a configured key, use (and on first run create) one in the data dir.
+
+        Convenient for a single machine; a deployment passes CRMAIL_SECRET_KEY instead so
+        the key does not sit beside the database it protects.
+        """
+        if self.secret_keys:
+            return self
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(new_key())
+        return _with(self, secret_keys=(path.read_text().strip(),))
+
+
+def _with(s: Settings, **changes: object) -> Settings:
+    from dataclasses import replace
+
+    return replace(s, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,193 @@
+"""`crmail demo`: the real service on SQLite against a private local Dovecot with seeded mail.
+
+Everything runs on loopback: a Dovecot instance rendered into the demo's data dir, a
+workspace with a user, leads, contacts and a deal, and that user's mailbox connected.
+Every minute a contact writes again, so the Inbox can be watched updating live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+
+from crmail.config import Settings
+from crmail.crypto import new_key
+from crmail.demo.dovecot import Dovecot
+from crmail.runtime import serve
+from crmail.services import Services
+from crmail.storage import accounts, crm
+
+USER = "you@demo.test"
+PASSWORD = "demo-password"
+
+CONTACTS = [
+    ("Alice Martin", "alice@acme.example", "ACME Corp"),
+    ("Bob Chen", "bob@globex.example", "Globex"),
+    ("Carla Diaz", "carla@initech.example", "Initech"),
+]
+STRANGERS = [
+    ("Newsletter", "news@weekly.example"),
+    ("Mum", "mum@family.example"),
+    ("Shop", "orders@shop.example"),
+]
+
+
+def _mail(
+    sender: tuple[str, str],
+    to: str,
+    subject: str,
+    body: str,
+    when: datetime,
+    reply_to_id: str | None = None,
+) -> tuple[str, bytes]:
+    m = EmailMessage()
+    m["From"] = f"{sender[0]} <{sender[1]}>"
+    m["To"] = to
+    m["Subject"] = subject
+    m["Date"] = format_datetime(when)
+    msgid = make_msgid(domain=sender[1].split("@")[1])
+    m["Message-ID"] = msgid
+    if reply_to_id:
+        m["In-Reply-To"] = reply_to_id
+        m["References"] = reply_to_id
+    m.set_content(body)
+    m.add_alternative(
+        f"<p>{body}</p><p><img src='https://tracker.example/p.gif'></p>", subtype="html"
+    )
+    return msgid, m.as_bytes()
+
+
+def seed_mailbox(dovecot: Dovecot) -> int:
+    now = datetime.now(UTC)
+    n = 0
+    for i, (name, email, lead) in enumerate(CONTACTS):
+        when = now - timedelta(days=3 - i, hours=i)
+        msgid, raw = _mail(
+            (name, email),
+            USER,
+            f"{lead}: next steps",
+            f"Hi, {name} here. Shall we talk pricing?",
+            when,
+        )
+        dovecot.append(USER, "INBOX", raw, date=when)
+        _, reply = _mail(
+            ("You", USER),
+            email,
+            f"Re: {lead}: next steps",
+            "Sure, how about Thursday?",
+            when + timedelta(hours=2),
+            msgid,
+        )
+        dovecot.append(USER, "Sent", reply, flags=["\\Seen"], date=when + timedelta(hours=2))
+        n += 2
+    for name, email in STRANGERS:
+        _, raw = _mail(
+            (name, email),
+            USER,
+            f"Private note from {name}",
+            "Not for the CRM.",
+            now - timedelta(hours=5),
+        )
+        dovecot.append(USER, "INBOX", raw)
+        n += 1
+    _, raw = _mail(
+        CONTACTS[0][:2],
+        USER,
+        "Signed contract (archived)",
+        "Attached, thanks!",
+        now - timedelta(days=10),
+    )
+    dovecot.append(USER, "Archive", raw, flags=["\\Seen"])
+    return n + 1
+
+
+def seed_crm(services: Services) -> tuple[str, int]:
+    def make(s):  # type: ignore[no-untyped-def]
+        ws = crm.create_workspace(s, "Demo Inc.")
+        user, token = crm.create_user(s, ws, USER, "Demo User", role="admin")
+        contacts = []
+        for name, email, lead in CONTACTS:
+            lead_id = crm.create_lead(s, ws, lead).id
+            contacts.append(
+                crm.create_contact(s, ws, name=name, emails=[email], lead_id=lead_id).id
+            )
+        crm.create_deal(s, ws, title="ACME renewal", status="open", contact_ids=[contacts[0]])
+        return ws, user, token
+
+    ws, _user, token = services.db.run(make)
+    return token, ws
+
+
+async def run_demo(port: int | None = None, data_dir: Path | None = None) -> None:
+    base = Settings.from_env()
+    root = data_dir or (base.data_dir / "demo")
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    settings = Settings.from_env(
+        data_dir=root,
+        database_url=f"sqlite:///{root / 'crmail.db'}",
+        secret_keys=(new_key(),),
+        port=port or base.port,
+        poll_interval=5.0,
+    )
+    with Dovecot(root / "dovecot") as dovecot:
+        box = dovecot.add_user(USER, PASSWORD)
+        seeded = seed_mailbox(dovecot)
+        services = Services.open(settings)
+        token, ws = seed_crm(services)
+        user_id = services.db.run(lambda s: crm.user_for_token(s, token).id)
+        secret = services.box.seal({"password": PASSWORD})
+        services.db.run(
+            lambda s: accounts.create_account(
+                s,
+                workspace_id=ws,
+                user_id=user_id,
+                email=USER,
+                provider="imap",
+                settings={
+                    "imap_host": box.host,
+                    "imap_port": box.tls_port,
+                    "imap_security": "tls",
+                    "ca_file": box.ca_file,
+                    "username": USER,
+                },
+                secret=secret,
+            )
+        )
+
+        def ready(url: str) -> None:
+            print(
+                f"\ncrmail demo is running on SQLite ({settings.sqlite_path})\n"
+                f"  demo mailbox : {USER} / {PASSWORD} on imaps://{box.host}:{box.tls_port} "
+                f"(Dovecot, {seeded} seeded messages; 3 are private and stay out of the CRM)\n"
+                f"  API          : {url}/docs  (Authorization: Bearer {token})\n"
+                f"  try          : curl -H 'Authorization: Bearer {token}' {url}/api/inbox\n"
+                f"                 curl -H 'Authorization: Bearer {token}' {url}/api/accounts\n"
+                "  a contact writes again every 60 s (watch /api/inbox); Ctrl-C stops.\n",
+                flush=True,
+            )
+
+        async def keep_writing() -> None:
+            i = 0
+            while True:
+                await asyncio.sleep(60)
+                i += 1
+                name, email, lead = CONTACTS[i % len(CONTACTS)]
+                _, raw = _mail(
+                    (name, email), USER, f"{lead}: follow-up #{i}", "Any news?", datetime.now(UTC)
+                )
+                await asyncio.to_thread(dovecot.deliver, USER, raw)
+                print(f"delivered follow-up #{i} from {email}", flush=True)
+
+        writer = asyncio.create_task(keep_writing())
+        try:
+            await serve(services, ready=ready)
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer

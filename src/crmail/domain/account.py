@@ -1,0 +1,69 @@
+"""The life of a connected mailbox, as a state table (h11 style).
+
+States are what a user sees on the sync-health screen; events are what the sync
+worker observes. A transition not in the table is a bug and raises.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class AccountState(StrEnum):
+    NEW = "new"  # saved, never connected
+    CONNECTING = "connecting"
+    IMPORTING = "importing"  # initial import of at least one folder still running
+    LIVE = "live"  # caught up, following changes (IDLE / polling)
+    RETRYING = "retrying"  # network or server trouble, will retry with backoff
+    AUTH_ERROR = "auth_error"  # credentials refused: paused until the user reconnects
+    DISCONNECTED = "disconnected"  # stopped by the user; data kept
+
+
+class AccountEvent(StrEnum):
+    START = "start"
+    CONNECTED_IMPORTING = "connected_importing"
+    CONNECTED_LIVE = "connected_live"
+    IMPORT_FINISHED = "import_finished"
+    NETWORK_FAILED = "network_failed"
+    AUTH_FAILED = "auth_failed"
+    RECONNECT = "reconnect"  # new credentials given
+    DISCONNECT = "disconnect"
+
+
+S, E = AccountState, AccountEvent
+
+TRANSITIONS: dict[tuple[AccountState, AccountEvent], AccountState] = {}
+
+
+def _allow(sources: tuple[AccountState, ...], event: AccountEvent, target: AccountState) -> None:
+    for source in sources:
+        TRANSITIONS[(source, event)] = target
+
+
+_RUNNING = (S.CONNECTING, S.IMPORTING, S.LIVE, S.RETRYING)
+_allow((S.NEW, S.RETRYING, S.LIVE, S.IMPORTING, S.CONNECTING), E.START, S.CONNECTING)
+_allow((S.CONNECTING, S.RETRYING, S.IMPORTING, S.LIVE), E.CONNECTED_IMPORTING, S.IMPORTING)
+_allow((S.CONNECTING, S.RETRYING, S.IMPORTING, S.LIVE), E.CONNECTED_LIVE, S.LIVE)
+_allow((S.IMPORTING, S.LIVE), E.IMPORT_FINISHED, S.LIVE)
+_allow((*_RUNNING, S.NEW), E.NETWORK_FAILED, S.RETRYING)
+_allow((*_RUNNING, S.NEW), E.AUTH_FAILED, S.AUTH_ERROR)
+_allow(
+    (S.AUTH_ERROR, S.DISCONNECTED, S.RETRYING, S.NEW, S.LIVE, S.IMPORTING),
+    E.RECONNECT,
+    S.CONNECTING,
+)
+_allow((*_RUNNING, S.NEW, S.AUTH_ERROR, S.DISCONNECTED), E.DISCONNECT, S.DISCONNECTED)
+
+#: States in which a worker should be running for the account.
+ACTIVE = frozenset({S.NEW, S.CONNECTING, S.IMPORTING, S.LIVE, S.RETRYING})
+
+
+class IllegalTransition(Exception):
+    pass
+
+
+def transition(state: AccountState, event: AccountEvent) -> AccountState:
+    try:
+        return TRANSITIONS[(state, event)]
+    except KeyError:
+        raise IllegalTransition(f"{event} is not allowed in state {state}") from None

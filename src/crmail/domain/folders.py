@@ -1,0 +1,59 @@
+"""Folder roles and which folders a sync covers."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    INBOX = "inbox"
+    SENT = "sent"
+    ARCHIVE = "archive"
+    ALL = "all"  # Gmail's All Mail: an archive that also holds the Inbox
+    TRASH = "trash"
+    JUNK = "junk"
+    DRAFTS = "drafts"
+    CUSTOM = "custom"  # a folder the user chose
+
+
+SPECIAL_USE_ROLES = {
+    "\\Inbox": Role.INBOX,
+    "\\Sent": Role.SENT,
+    "\\Archive": Role.ARCHIVE,
+    "\\All": Role.ALL,
+    "\\Trash": Role.TRASH,
+    "\\Junk": Role.JUNK,
+    "\\Drafts": Role.DRAFTS,
+}
+
+#: Roles synced by default: what the user received, sent and archived.
+SYNCED_ROLES = (Role.INBOX, Role.SENT, Role.ARCHIVE, Role.ALL)
+
+
+def role_of(name: str, special_use: str | None) -> Role:
+    if name.upper() == "INBOX":
+        return Role.INBOX
+    if special_use:
+        return SPECIAL_USE_ROLES.get(special_use, Role.CUSTOM)
+    return Role.CUSTOM
+
+
+def folders_to_sync(
+    folders: list[tuple[str, str | None]], selected: list[str] | None = None
+) -> list[tuple[str, Role]]:
+    """INBOX, Sent and Archive/All Mail by SPECIAL-USE, plus folders the user selected.
+
+    When both \\Archive and \\All exist (Gmail-like), All Mail duplicates the Inbox; the
+    archive role is enough, so \\All is synced only when there is no \\Archive.
+    """
+    chosen: dict[str, Role] = {}
+    roles = {name: role_of(name, su) for name, su in folders}
+    has_archive = Role.ARCHIVE in roles.values()
+    for name, role in roles.items():
+        if role in SYNCED_ROLES and not (role is Role.ALL and has_archive):
+            chosen.setdefault(name, role)
+    for name in selected or []:
+        if name in roles:
+            chosen.setdefault(name, roles[name] if roles[name] in SYNCED_ROLES else Role.CUSTOM)
+    order = {r: i for i, r in enumerate(Role)}
+    return sorted(chosen.items(), key=lambda kv: (order[kv[1]], kv[0]))

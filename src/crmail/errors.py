@@ -1,0 +1,106 @@
+"""The one error hierarchy of crmail.
+
+Every error that crosses a layer is a :class:`CrmailError`. Foreign errors (socket,
+ssl, IMAP NO/BAD, SQL) are translated at the edge that meets them. Each error has a
+stable machine ``code`` and a human ``message``; the API renders every one of them
+as the same JSON shape: ``{"error": {"code": ..., "message": ..., "hint": ...}}``.
+"""
+
+from __future__ import annotations
+
+
+class CrmailError(Exception):
+    """Base of every crmail error."""
+
+    code = "error"
+    http_status = 500
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def to_dict(self) -> dict[str, object]:
+        body: dict[str, object] = {"code": self.code, "message": self.message}
+        if self.hint:
+            body["hint"] = self.hint
+        return {"error": body}
+
+
+# --- request / domain errors -------------------------------------------------
+
+
+class InvalidInput(CrmailError):
+    code = "invalid_input"
+    http_status = 422
+
+
+class NotFound(CrmailError):
+    code = "not_found"
+    http_status = 404
+
+
+class Unauthenticated(CrmailError):
+    code = "unauthenticated"
+    http_status = 401
+
+
+class Forbidden(CrmailError):
+    code = "forbidden"
+    http_status = 403
+
+
+class Conflict(CrmailError):
+    code = "conflict"
+    http_status = 409
+
+
+# --- provider (mail server) errors --------------------------------------------
+
+
+class ProviderError(CrmailError):
+    """Something went wrong talking to a mail server or mail API."""
+
+    code = "provider_error"
+    http_status = 502
+    #: True when trying again later may succeed (network, throttling, server busy).
+    retryable = True
+
+
+class ConnectFailed(ProviderError):
+    """The server could not be reached (DNS, refused, timeout, TLS handshake)."""
+
+    code = "server_unreachable"
+
+
+class TLSFailed(ConnectFailed):
+    code = "tls_failed"
+
+
+class AuthFailed(ProviderError):
+    """The server refused the credentials."""
+
+    code = "auth_failed"
+    retryable = False
+
+
+class AppPasswordRequired(AuthFailed):
+    """The server refused a normal password because the account uses 2FA."""
+
+    code = "app_password_required"
+
+
+class ProtocolError(ProviderError):
+    """The server answered something we could not understand, or NO/BAD to a command."""
+
+    code = "protocol_error"
+
+
+class FolderMissing(ProviderError):
+    code = "folder_missing"
+    retryable = False
+
+
+class MessageTooLarge(CrmailError):
+    code = "message_too_large"
+    http_status = 413

@@ -1,0 +1,29 @@
+"""The mime layer: parse raw messages and make their HTML safe. Pure, no IO."""
+
+from crmail.mime.parse import (
+    DEFAULT_LIMITS,
+    Address,
+    AttachmentInfo,
+    Envelope,
+    ParsedMessage,
+    ParseLimits,
+    normalize_subject,
+    parse_envelope,
+    parse_message,
+)
+from crmail.mime.sanitize import BLOCKED_SRC_ATTRIBUTE, html_to_text, sanitize_html
+
+__all__ = [
+    "BLOCKED_SRC_ATTRIBUTE",
+    "DEFAULT_LIMITS",
+    "Address",
+    "AttachmentInfo",
+    "Envelope",
+    "ParseLimits",
+    "ParsedMessage",
+    "html_to_text",
+    "normalize_subject",
+    "parse_envelope",
+    "parse_message",
+    "sanitize_html",
+]

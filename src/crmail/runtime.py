@@ -1,0 +1,77 @@
+"""Wiring for long-running processes: the API server and the sync service in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from crmail.services import Services
+from crmail.storage import accounts
+from crmail.sync.inbound import SyncOptions
+from crmail.sync.service import SyncService
+from crmail.sync.worker import AccountWorker, WorkerOptions
+
+
+def worker_options(services: Services) -> WorkerOptions:
+    s = services.settings
+    return WorkerOptions(
+        sync=SyncOptions(history_days=s.history_days, batch_size=s.batch_size),
+        poll_interval=s.poll_interval,
+        idle_timeout=s.idle_timeout,
+    )
+
+
+async def serve(services: Services, *, ready: Callable[[str], None] | None = None) -> None:
+    import uvicorn
+
+    from crmail.api.app import create_app
+
+    sync = SyncService(
+        services.db,
+        services.box,
+        worker_options(services),
+        scan_interval=services.settings.account_scan_interval,
+    )
+    services.sync = sync
+    sync.start()
+    app = create_app(services)
+    config = uvicorn.Config(
+        app, host=services.settings.host, port=services.settings.port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    url = f"http://{services.settings.host}:{services.settings.port}"
+    try:
+        task = asyncio.create_task(server.serve())
+        while not server.started and not task.done():
+            await asyncio.sleep(0.05)
+        if ready is not None and server.started:
+            ready(url)
+        await task
+    finally:
+        await sync.stop()
+        services.close()
+
+
+async def sync_once(
+    services: Services, account_id: int, *, progress: Callable[[str, int, int], None] | None = None
+) -> None:
+    worker = AccountWorker(services.db, services.box, account_id, worker_options(services))
+    task = asyncio.create_task(worker.run_once())
+    shown: dict[str, tuple[int, int]] = {}
+
+    def report() -> None:
+        if progress is None:
+            return
+        st = services.db.run(lambda s: accounts.status(s, account_id))
+        for f in st.folders:
+            now = (f.import_done, f.import_total)
+            if shown.get(f.name) != now and f.import_total:
+                shown[f.name] = now
+                progress(f.name, *now)
+
+    while not task.done():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), 0.5)
+        report()
+    await task

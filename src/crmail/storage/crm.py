@@ -1,0 +1,951 @@
+"""Workspaces, users, API tokens and the CRM side: contacts, leads, deals, timelines, inboxes.
+
+Every function takes a ``Session`` first and returns frozen dataclasses, never ORM
+objects, so callers (the API) cannot lazy-load or mutate rows outside the transaction.
+Every lookup by id is scoped to a workspace: an id of another workspace is simply
+"not found", which is what the API answers (404, no leak that the id exists).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Generic, Literal, TypeVar
+
+from sqlalchemy import ColumnElement, SQLColumnExpression, delete, exists, func, or_, select
+from sqlalchemy.orm import Session
+
+from crmail.domain.addresses import normalize_email
+from crmail.domain.inbox import ItemState
+from crmail.errors import Conflict, Forbidden, InvalidInput, NotFound
+from crmail.storage import accounts
+from crmail.storage.models import (
+    Attachment,
+    Contact,
+    ContactEmail,
+    Deal,
+    DealContact,
+    Folder,
+    InboxItem,
+    Lead,
+    MailAccount,
+    Message,
+    MessageRaw,
+    Participant,
+    Placement,
+    TimelineEntry,
+    User,
+    Workspace,
+)
+
+ROLES = ("admin", "member")
+DEAL_STATUSES = ("open", "won", "lost")
+SUBJECT_TYPES = ("contact", "lead", "deal")
+MAX_PAGE = 200
+
+T = TypeVar("T")
+
+
+class Unset(Enum):
+    """Marks a PATCH field the client did not send (distinct from an explicit null)."""
+
+    UNSET = "unset"
+
+
+UNSET = Unset.UNSET
+
+
+# --- value objects handed to the API ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceInfo:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    id: int
+    workspace_id: int
+    email: str
+    name: str
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class NewUser:
+    user: UserInfo
+    #: the plain API token; shown once, only its sha256 is stored
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContactInfo:
+    id: int
+    name: str
+    emails: tuple[str, ...]
+    lead_id: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LeadInfo:
+    id: int
+    name: str
+    contact_ids: tuple[int, ...]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DealInfo:
+    id: int
+    title: str
+    status: str
+    lead_id: int | None
+    contact_ids: tuple[int, ...]
+    value_cents: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    email: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSummary:
+    id: int
+    thread_id: int
+    subject: str
+    from_: Address | None
+    to: tuple[Address, ...]
+    date: datetime
+    snippet: str
+    direction: Literal["inbound", "outbound"]
+    attachment_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineItem:
+    message: MessageSummary
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    id: int
+    message: MessageSummary
+    is_read: bool
+    state: str
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: tuple[T, ...]
+    #: cursor for the next (older) page, None when this one is the last
+    next_before: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentInfo:
+    id: int
+    filename: str | None
+    content_type: str
+    size: int
+    content_id: str | None
+    inline: bool
+    placeholder_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementInfo:
+    account_id: int
+    folder: str
+    folder_role: str
+    uid: int
+    flags: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LinkInfo:
+    subject_type: str
+    subject_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDetail:
+    summary: MessageSummary
+    message_id_header: str | None
+    participants: dict[str, tuple[Address, ...]]
+    text: str | None
+    #: unsanitized: the caller must sanitize before showing it to anyone
+    html: str | None
+    attachments: tuple[AttachmentInfo, ...]
+    parse_failed: bool
+    defects: tuple[str, ...]
+    placements: tuple[PlacementInfo, ...]
+    links: tuple[LinkInfo, ...]
+
+
+# --- workspaces, users, tokens ------------------------------------------------------------
+
+
+def _hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_workspace(s: Session, name: str) -> WorkspaceInfo:
+    ws = Workspace(name=name)
+    s.add(ws)
+    s.flush()
+    return WorkspaceInfo(ws.id, ws.name)
+
+
+def create_user(
+    s: Session, workspace_id: int, email: str, *, name: str = "", role: str = "member"
+) -> NewUser:
+    if role not in ROLES:
+        raise InvalidInput(f"role must be one of {', '.join(ROLES)}")
+    addr = _email_or_invalid(email)
+    if s.scalar(select(User.id).where(User.workspace_id == workspace_id, User.email == addr)):
+        raise Conflict(f"a user with {addr} already exists in this workspace")
+    token = secrets.token_urlsafe(32)
+    u = User(
+        workspace_id=workspace_id, email=addr, name=name, role=role, token_hash=_hash_token(token)
+    )
+    s.add(u)
+    s.flush()
+    return NewUser(_user_info(u), token)
+
+
+def user_for_token(s: Session, token: str) -> UserInfo | None:
+    if not token:
+        return None
+    u = s.scalar(select(User).where(User.token_hash == _hash_token(token)))
+    return _user_info(u) if u else None
+
+
+def get_user(s: Session, workspace_id: int, user_id: int) -> UserInfo:
+    u = s.get(User, user_id)
+    if u is None or u.workspace_id != workspace_id:
+        raise NotFound(f"user {user_id} not found")
+    return _user_info(u)
+
+
+def _user_info(u: User) -> UserInfo:
+    return UserInfo(u.id, u.workspace_id, u.email, u.name, u.role)
+
+
+def own_addresses(s: Session, workspace_id: int) -> frozenset[str]:
+    """Every workspace user's and mail account's address: mail from these is outbound."""
+    users = s.scalars(select(User.email).where(User.workspace_id == workspace_id))
+    accounts = s.scalars(select(MailAccount.email).where(MailAccount.workspace_id == workspace_id))
+    return frozenset(e.lower() for e in (*users, *accounts))
+
+
+# --- contacts ------------------------------------------------------------------------------
+
+
+def _email_or_invalid(raw: str) -> str:
+    addr = normalize_email(raw)
+    if addr is None:
+        raise InvalidInput(f"{raw!r} is not a valid email address")
+    return addr
+
+
+def _normalize_emails(raw: Iterable[str]) -> list[str]:
+    # Keep the client's order (the first address is the primary one) but drop duplicates
+    # that only differ in case, which would otherwise hit the unique key.
+    return list(dict.fromkeys(_email_or_invalid(e) for e in raw))
+
+
+def _check_emails_free(
+    s: Session, workspace_id: int, emails: Sequence[str], contact_id: int | None
+) -> None:
+    if not emails:
+        return
+    q = (
+        select(ContactEmail.email, Contact.id, Contact.name)
+        .join(Contact, Contact.id == ContactEmail.contact_id)
+        .where(ContactEmail.workspace_id == workspace_id, ContactEmail.email.in_(emails))
+    )
+    if contact_id is not None:
+        q = q.where(ContactEmail.contact_id != contact_id)
+    taken = s.execute(q.order_by(ContactEmail.email)).first()
+    if taken is not None:
+        email, other_id, other_name = taken
+        who = f"contact {other_id}" + (f" ({other_name})" if other_name else "")
+        raise Conflict(
+            f"{email} already belongs to {who}",
+            hint="an address can belong to one contact only; edit or merge that contact",
+        )
+
+
+def _check_lead(s: Session, workspace_id: int, lead_id: int | None) -> None:
+    if lead_id is not None:
+        _lead_row(s, workspace_id, lead_id)
+
+
+def create_contact(
+    s: Session, workspace_id: int, *, name: str, emails: Iterable[str], lead_id: int | None = None
+) -> ContactInfo:
+    addrs = _normalize_emails(emails)
+    _check_lead(s, workspace_id, lead_id)
+    _check_emails_free(s, workspace_id, addrs, None)
+    c = Contact(workspace_id=workspace_id, name=name, lead_id=lead_id)
+    s.add(c)
+    s.flush()
+    s.add_all(ContactEmail(workspace_id=workspace_id, contact_id=c.id, email=e) for e in addrs)
+    s.flush()
+    return get_contact(s, workspace_id, c.id)
+
+
+def update_contact(
+    s: Session,
+    workspace_id: int,
+    contact_id: int,
+    *,
+    name: str | Unset = UNSET,
+    emails: Iterable[str] | Unset = UNSET,
+    lead_id: int | Unset | None = UNSET,
+) -> ContactInfo:
+    c = _contact_row(s, workspace_id, contact_id)
+    if not isinstance(name, Unset):
+        c.name = name
+    if not isinstance(lead_id, Unset):
+        _check_lead(s, workspace_id, lead_id)
+        c.lead_id = lead_id
+    if not isinstance(emails, Unset):
+        addrs = _normalize_emails(emails)
+        _check_emails_free(s, workspace_id, addrs, contact_id)
+        # Replace: delete then insert in one transaction; flush between so the unique
+        # key never sees an address twice.
+        s.execute(delete(ContactEmail).where(ContactEmail.contact_id == contact_id))
+        s.flush()
+        s.add_all(ContactEmail(workspace_id=workspace_id, contact_id=c.id, email=e) for e in addrs)
+    s.flush()
+    return get_contact(s, workspace_id, contact_id)
+
+
+def _contact_row(s: Session, workspace_id: int, contact_id: int) -> Contact:
+    c = s.get(Contact, contact_id)
+    if c is None or c.workspace_id != workspace_id:
+        raise NotFound(f"contact {contact_id} not found")
+    return c
+
+
+def _emails_of(s: Session, contact_ids: Sequence[int]) -> dict[int, tuple[str, ...]]:
+    out: dict[int, list[str]] = {}
+    if contact_ids:
+        q = (
+            select(ContactEmail.contact_id, ContactEmail.email)
+            .where(ContactEmail.contact_id.in_(contact_ids))
+            .order_by(ContactEmail.id)
+        )
+        for cid, email in s.execute(q):
+            out.setdefault(cid, []).append(email)
+    return {cid: tuple(v) for cid, v in out.items()}
+
+
+def get_contact(s: Session, workspace_id: int, contact_id: int) -> ContactInfo:
+    c = _contact_row(s, workspace_id, contact_id)
+    emails = _emails_of(s, [c.id]).get(c.id, ())
+    return ContactInfo(c.id, c.name, emails, c.lead_id, c.created_at)
+
+
+def list_contacts(
+    s: Session,
+    workspace_id: int,
+    *,
+    lead_id: int | None = None,
+    email: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[ContactInfo]:
+    q = select(Contact).where(Contact.workspace_id == workspace_id)
+    if lead_id is not None:
+        q = q.where(Contact.lead_id == lead_id)
+    if email is not None:
+        addr = normalize_email(email)
+        q = q.where(
+            exists().where(
+                ContactEmail.contact_id == Contact.id, ContactEmail.email == (addr or "")
+            )
+        )
+    rows = list(s.scalars(q.order_by(Contact.id).limit(_clamp(limit)).offset(max(0, offset))))
+    emails = _emails_of(s, [c.id for c in rows])
+    return [ContactInfo(c.id, c.name, emails.get(c.id, ()), c.lead_id, c.created_at) for c in rows]
+
+
+# --- leads ---------------------------------------------------------------------------------
+
+
+def _lead_row(s: Session, workspace_id: int, lead_id: int) -> Lead:
+    lead = s.get(Lead, lead_id)
+    if lead is None or lead.workspace_id != workspace_id:
+        raise NotFound(f"lead {lead_id} not found")
+    return lead
+
+
+def _lead_info(s: Session, lead: Lead) -> LeadInfo:
+    ids = s.scalars(select(Contact.id).where(Contact.lead_id == lead.id).order_by(Contact.id))
+    return LeadInfo(lead.id, lead.name, tuple(ids), lead.created_at)
+
+
+def create_lead(s: Session, workspace_id: int, *, name: str) -> LeadInfo:
+    lead = Lead(workspace_id=workspace_id, name=name)
+    s.add(lead)
+    s.flush()
+    return _lead_info(s, lead)
+
+
+def get_lead(s: Session, workspace_id: int, lead_id: int) -> LeadInfo:
+    return _lead_info(s, _lead_row(s, workspace_id, lead_id))
+
+
+def update_lead(
+    s: Session, workspace_id: int, lead_id: int, *, name: str | Unset = UNSET
+) -> LeadInfo:
+    lead = _lead_row(s, workspace_id, lead_id)
+    if not isinstance(name, Unset):
+        lead.name = name
+    s.flush()
+    return _lead_info(s, lead)
+
+
+def list_leads(
+    s: Session, workspace_id: int, *, limit: int = 100, offset: int = 0
+) -> list[LeadInfo]:
+    rows = list(
+        s.scalars(
+            select(Lead)
+            .where(Lead.workspace_id == workspace_id)
+            .order_by(Lead.id)
+            .limit(_clamp(limit))
+            .offset(max(0, offset))
+        )
+    )
+    members: dict[int, list[int]] = {}
+    if rows:
+        q = (
+            select(Contact.lead_id, Contact.id)
+            .where(Contact.lead_id.in_([r.id for r in rows]))
+            .order_by(Contact.id)
+        )
+        for lid, cid in s.execute(q):
+            if lid is not None:
+                members.setdefault(lid, []).append(cid)
+    return [LeadInfo(r.id, r.name, tuple(members.get(r.id, ())), r.created_at) for r in rows]
+
+
+# --- deals ---------------------------------------------------------------------------------
+
+
+def _deal_row(s: Session, workspace_id: int, deal_id: int) -> Deal:
+    d = s.get(Deal, deal_id)
+    if d is None or d.workspace_id != workspace_id:
+        raise NotFound(f"deal {deal_id} not found")
+    return d
+
+
+def _deal_contacts(s: Session, deal_ids: Sequence[int]) -> dict[int, tuple[int, ...]]:
+    out: dict[int, list[int]] = {}
+    if deal_ids:
+        q = (
+            select(DealContact.deal_id, DealContact.contact_id)
+            .where(DealContact.deal_id.in_(deal_ids))
+            .order_by(DealContact.contact_id)
+        )
+        for did, cid in s.execute(q):
+            out.setdefault(did, []).append(cid)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _deal_info(d: Deal, contact_ids: tuple[int, ...]) -> DealInfo:
+    return DealInfo(d.id, d.title, d.status, d.lead_id, contact_ids, d.value_cents, d.created_at)
+
+
+def _check_status(status: str) -> None:
+    if status not in DEAL_STATUSES:
+        raise InvalidInput(f"status must be one of {', '.join(DEAL_STATUSES)}")
+
+
+def _check_contacts(s: Session, workspace_id: int, contact_ids: Sequence[int]) -> list[int]:
+    ids = list(dict.fromkeys(contact_ids))
+    if not ids:
+        return ids
+    q = select(Contact.id).where(Contact.workspace_id == workspace_id, Contact.id.in_(ids))
+    found = set(s.scalars(q))
+    missing = [i for i in ids if i not in found]
+    if missing:
+        # Same answer for "no such id" and "another workspace's id": no leak.
+        raise NotFound(f"contact {missing[0]} not found")
+    return ids
+
+
+def create_deal(
+    s: Session,
+    workspace_id: int,
+    *,
+    title: str,
+    status: str = "open",
+    lead_id: int | None = None,
+    contact_ids: Sequence[int] = (),
+    value_cents: int | None = None,
+) -> DealInfo:
+    _check_status(status)
+    _check_lead(s, workspace_id, lead_id)
+    ids = _check_contacts(s, workspace_id, contact_ids)
+    d = Deal(
+        workspace_id=workspace_id,
+        title=title,
+        status=status,
+        lead_id=lead_id,
+        value_cents=value_cents,
+    )
+    s.add(d)
+    s.flush()
+    s.add_all(DealContact(deal_id=d.id, contact_id=cid) for cid in ids)
+    s.flush()
+    return get_deal(s, workspace_id, d.id)
+
+
+def update_deal(
+    s: Session,
+    workspace_id: int,
+    deal_id: int,
+    *,
+    title: str | Unset = UNSET,
+    status: str | Unset = UNSET,
+    lead_id: int | Unset | None = UNSET,
+    contact_ids: Sequence[int] | Unset = UNSET,
+    value_cents: int | Unset | None = UNSET,
+) -> DealInfo:
+    d = _deal_row(s, workspace_id, deal_id)
+    if not isinstance(title, Unset):
+        d.title = title
+    if not isinstance(status, Unset):
+        _check_status(status)
+        d.status = status
+    if not isinstance(lead_id, Unset):
+        _check_lead(s, workspace_id, lead_id)
+        d.lead_id = lead_id
+    if not isinstance(value_cents, Unset):
+        d.value_cents = value_cents
+    if not isinstance(contact_ids, Unset):
+        ids = _check_contacts(s, workspace_id, contact_ids)
+        s.execute(delete(DealContact).where(DealContact.deal_id == deal_id))
+        s.add_all(DealContact(deal_id=deal_id, contact_id=cid) for cid in ids)
+    s.flush()
+    return get_deal(s, workspace_id, deal_id)
+
+
+def get_deal(s: Session, workspace_id: int, deal_id: int) -> DealInfo:
+    d = _deal_row(s, workspace_id, deal_id)
+    return _deal_info(d, _deal_contacts(s, [d.id]).get(d.id, ()))
+
+
+def list_deals(
+    s: Session,
+    workspace_id: int,
+    *,
+    status: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[DealInfo]:
+    q = select(Deal).where(Deal.workspace_id == workspace_id)
+    if status is not None:
+        _check_status(status)
+        q = q.where(Deal.status == status)
+    rows = list(s.scalars(q.order_by(Deal.id).limit(_clamp(limit)).offset(max(0, offset))))
+    contacts = _deal_contacts(s, [d.id for d in rows])
+    return [_deal_info(d, contacts.get(d.id, ())) for d in rows]
+
+
+# --- paging ----------------------------------------------------------------------------------
+
+
+def _clamp(limit: int) -> int:
+    return max(1, min(MAX_PAGE, limit))
+
+
+def encode_cursor(when: datetime, ident: int) -> str:
+    return f"{when.isoformat()}~{ident}"
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    """Cursors are (time, id): times alone tie (many mails share a second)."""
+    try:
+        when_s, _, ident_s = cursor.rpartition("~")
+        when = datetime.fromisoformat(when_s)
+        ident = int(ident_s)
+    except ValueError:
+        raise InvalidInput("before: not a cursor returned by a previous page") from None
+    if when.tzinfo is None:
+        raise InvalidInput("before: not a cursor returned by a previous page")
+    return when, ident
+
+
+def _older_than(
+    when_col: SQLColumnExpression[datetime], id_col: SQLColumnExpression[int], before: str | None
+) -> ColumnElement[bool] | None:
+    if before is None:
+        return None
+    when, ident = decode_cursor(before)
+    return or_(when_col < when, (when_col == when) & (id_col < ident))
+
+
+# --- message summaries -----------------------------------------------------------------------
+
+
+def _message_date() -> ColumnElement[datetime]:
+    # The Date header when there is one (what the user sees in a mail client), else the
+    # time we stored it. type_ keeps the UTC-aware decoding on the coalesced value.
+    return func.coalesce(Message.sent_at, Message.received_at, type_=Message.received_at.type)
+
+
+def _summaries(s: Session, workspace_id: int, ids: Sequence[int]) -> dict[int, MessageSummary]:
+    if not ids:
+        return {}
+    rows = s.execute(select(Message, _message_date()).where(Message.id.in_(ids))).all()
+    to: dict[int, list[Address]] = {}
+    q = (
+        select(Participant.message_id, Participant.email, Participant.name)
+        .where(Participant.message_id.in_(ids), Participant.role == "to")
+        .order_by(Participant.message_id, Participant.position)
+    )
+    for mid, email, name in s.execute(q):
+        to.setdefault(mid, []).append(Address(email, name))
+    # A comprehension, not dict(result): a Result has .keys() (its column names), so
+    # dict() would take it for a mapping.
+    counts: dict[int, int] = {
+        mid: n
+        for mid, n in s.execute(
+            select(Attachment.message_id, func.count())
+            .where(Attachment.message_id.in_(ids))
+            .group_by(Attachment.message_id)
+        )
+    }
+    own = own_addresses(s, workspace_id)
+    out: dict[int, MessageSummary] = {}
+    for m, date in rows:
+        sender = Address(m.from_email, m.from_name) if m.from_email else None
+        outbound = m.from_email is not None and m.from_email.lower() in own
+        out[m.id] = MessageSummary(
+            id=m.id,
+            thread_id=m.thread_id,
+            subject=m.subject,
+            from_=sender,
+            to=tuple(to.get(m.id, ())),
+            date=date,
+            snippet=m.snippet,
+            direction="outbound" if outbound else "inbound",
+            attachment_count=counts.get(m.id, 0),
+        )
+    return out
+
+
+# --- timelines and inboxes -------------------------------------------------------------------
+
+
+def _check_subject(s: Session, workspace_id: int, subject_type: str, subject_id: int) -> None:
+    if subject_type == "contact":
+        _contact_row(s, workspace_id, subject_id)
+    elif subject_type == "lead":
+        _lead_row(s, workspace_id, subject_id)
+    elif subject_type == "deal":
+        _deal_row(s, workspace_id, subject_id)
+    else:
+        raise InvalidInput(f"subject_type must be one of {', '.join(SUBJECT_TYPES)}")
+
+
+def timeline(
+    s: Session,
+    workspace_id: int,
+    subject_type: str,
+    subject_id: int,
+    limit: int = 50,
+    before: str | None = None,
+) -> Page[TimelineItem]:
+    """Messages linked to a contact, lead or deal, newest first, with why they are linked."""
+    _check_subject(s, workspace_id, subject_type, subject_id)
+    date = _message_date()
+    q = (
+        select(TimelineEntry.message_id, TimelineEntry.reason, date)
+        .join(Message, Message.id == TimelineEntry.message_id)
+        .where(
+            TimelineEntry.workspace_id == workspace_id,
+            TimelineEntry.subject_type == subject_type,
+            TimelineEntry.subject_id == subject_id,
+        )
+    )
+    cond = _older_than(date, Message.id, before)
+    if cond is not None:
+        q = q.where(cond)
+    n = _clamp(limit)
+    rows = s.execute(q.order_by(date.desc(), Message.id.desc()).limit(n + 1)).all()
+    page = rows[:n]
+    summaries = _summaries(s, workspace_id, [r[0] for r in page])
+    items = tuple(TimelineItem(summaries[mid], reason) for mid, reason, _ in page)
+    nxt = encode_cursor(page[-1][2], page[-1][0]) if len(rows) > n else None
+    return Page(items, nxt)
+
+
+def inbox(
+    s: Session,
+    user_id: int,
+    limit: int = 50,
+    before: str | None = None,
+    include_read: bool = True,
+) -> Page[InboxEntry]:
+    """The user's open CRM Inbox items, newest first."""
+    u = s.get_one(User, user_id)
+    q = select(InboxItem).where(
+        InboxItem.user_id == user_id, InboxItem.state == ItemState.OPEN.value
+    )
+    if not include_read:
+        q = q.where(InboxItem.is_read.is_(False))
+    cond = _older_than(InboxItem.received_at, InboxItem.id, before)
+    if cond is not None:
+        q = q.where(cond)
+    n = _clamp(limit)
+    rows = list(
+        s.scalars(q.order_by(InboxItem.received_at.desc(), InboxItem.id.desc()).limit(n + 1))
+    )
+    page = rows[:n]
+    summaries = _summaries(s, u.workspace_id, [i.message_id for i in page])
+    items = tuple(
+        InboxEntry(i.id, summaries[i.message_id], i.is_read, i.state, i.received_at) for i in page
+    )
+    nxt = encode_cursor(page[-1].received_at, page[-1].id) if len(rows) > n else None
+    return Page(items, nxt)
+
+
+# --- message visibility and detail -----------------------------------------------------------
+
+
+def can_see_message(s: Session, user: UserInfo, message_id: int) -> bool:
+    """A member sees a message on one of the workspace's timelines, or in their own mail.
+
+    Their own mail means a placement in one of their accounts, or an item in their CRM
+    Inbox (which survives removing the account). A teammate's unlinked mail stays
+    private, admins included: the admin role is about managing the workspace, not
+    reading colleagues' mailboxes.
+    """
+    m = s.get(Message, message_id)
+    if m is None or m.workspace_id != user.workspace_id:
+        return False
+    on_timeline = exists().where(TimelineEntry.message_id == message_id)
+    mine = exists().where(
+        Placement.message_id == message_id,
+        Placement.account_id == MailAccount.id,
+        MailAccount.user_id == user.id,
+    )
+    in_my_inbox = exists().where(InboxItem.message_id == message_id, InboxItem.user_id == user.id)
+    return bool(s.scalar(select(or_(on_timeline, mine, in_my_inbox))))
+
+
+def _visible_or_404(s: Session, user: UserInfo, message_id: int) -> None:
+    # Not visible and nonexistent answer the same, so ids of others' mail do not leak.
+    if not can_see_message(s, user, message_id):
+        raise NotFound(f"message {message_id} not found")
+
+
+def message_detail(s: Session, user: UserInfo, message_id: int) -> MessageDetail:
+    _visible_or_404(s, user, message_id)
+    m = s.get_one(Message, message_id)
+    summary = _summaries(s, user.workspace_id, [message_id])[message_id]
+    parts: dict[str, list[Address]] = {}
+    for role, email, name in s.execute(
+        select(Participant.role, Participant.email, Participant.name)
+        .where(Participant.message_id == message_id)
+        .order_by(Participant.role, Participant.position)
+    ):
+        parts.setdefault(role, []).append(Address(email, name))
+    atts = tuple(
+        AttachmentInfo(
+            a.id, a.filename, a.content_type, a.size, a.content_id, a.inline, a.placeholder_reason
+        )
+        for a in s.scalars(
+            select(Attachment).where(Attachment.message_id == message_id).order_by(Attachment.id)
+        )
+    )
+    # Only the requesting user's own copies: where a teammate filed the message is
+    # their business.
+    placements = tuple(
+        PlacementInfo(account_id, folder, role, uid, tuple(flags or ()))
+        for account_id, folder, role, uid, flags in s.execute(
+            select(Placement.account_id, Folder.name, Folder.role, Placement.uid, Placement.flags)
+            .join(Folder, Folder.id == Placement.folder_id)
+            .join(MailAccount, MailAccount.id == Placement.account_id)
+            .where(Placement.message_id == message_id, MailAccount.user_id == user.id)
+            .order_by(Placement.id)
+        )
+    )
+    links = tuple(
+        LinkInfo(t, i, r)
+        for t, i, r in s.execute(
+            select(TimelineEntry.subject_type, TimelineEntry.subject_id, TimelineEntry.reason)
+            .where(TimelineEntry.message_id == message_id)
+            .order_by(TimelineEntry.id)
+        )
+    )
+    return MessageDetail(
+        summary=summary,
+        message_id_header=m.message_id,
+        participants={k: tuple(v) for k, v in parts.items()},
+        text=m.text_body,
+        html=m.html_body,
+        attachments=atts,
+        parse_failed=m.parse_failed,
+        defects=tuple(m.defects or ()),
+        placements=placements,
+        links=links,
+    )
+
+
+def message_raw(s: Session, user: UserInfo, message_id: int) -> bytes:
+    _visible_or_404(s, user, message_id)
+    raw = s.get(MessageRaw, message_id)
+    if raw is None:
+        raise NotFound(f"the original of message {message_id} is not stored")
+    return raw.raw
+
+
+# --- mail accounts, as the API shows them ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    """A mail account without its secret: the only shape an account leaves storage in for the API."""
+
+    id: int
+    user_id: int
+    email: str
+    provider: str
+    settings: dict[str, object]
+    state: str
+    last_error: str | None
+    last_error_code: str | None
+    last_sync_at: datetime | None
+    created_at: datetime
+
+
+def _account_view(a: MailAccount) -> AccountView:
+    settings = {k: v for k, v in (a.settings or {}).items() if k not in _SECRET_KEYS}
+    return AccountView(
+        a.id,
+        a.user_id,
+        a.email,
+        a.provider,
+        settings,
+        a.state,
+        a.last_error,
+        a.last_error_code,
+        a.last_sync_at,
+        a.created_at,
+    )
+
+
+# Defence in depth: secrets live in MailAccount.secret, but should one ever slip into
+# settings it is still not shown.
+_SECRET_KEYS = frozenset({"password", "secret", "token", "access_token", "refresh_token"})
+
+
+def _account_row(s: Session, user: UserInfo, account_id: int) -> MailAccount:
+    """The account if the user may see it (its owner, or an admin of its workspace)."""
+    a = s.get(MailAccount, account_id)
+    if (
+        a is None
+        or a.workspace_id != user.workspace_id
+        or (a.user_id != user.id and not user.is_admin)
+    ):
+        raise NotFound(f"mail account {account_id} not found")
+    return a
+
+
+def find_account(s: Session, user_id: int, email: str) -> int | None:
+    return s.scalar(
+        select(MailAccount.id).where(
+            MailAccount.user_id == user_id, MailAccount.email == email.lower()
+        )
+    )
+
+
+def list_accounts(s: Session, user: UserInfo, *, all_users: bool = False) -> list[AccountView]:
+    q = select(MailAccount).where(MailAccount.workspace_id == user.workspace_id)
+    if not (all_users and user.is_admin):
+        q = q.where(MailAccount.user_id == user.id)
+    return [_account_view(a) for a in s.scalars(q.order_by(MailAccount.id))]
+
+
+def get_account(s: Session, user: UserInfo, account_id: int) -> AccountView:
+    return _account_view(_account_row(s, user, account_id))
+
+
+def check_account_visible(s: Session, user: UserInfo, account_id: int) -> None:
+    _account_row(s, user, account_id)
+
+
+def delete_account(s: Session, user: UserInfo, account_id: int) -> None:
+    """Remove a mail account: folders and placements go (FK cascade), messages stay.
+
+    Messages on timelines are CRM records now, not copies of the mailbox; the owner's
+    Inbox items stay too (they point at messages, not at the account).
+    """
+    a = _account_row(s, user, account_id)
+    if a.user_id != user.id:
+        raise Forbidden("only the owner of a mail account can remove it")
+    s.delete(a)
+    s.flush()
+
+
+def add_account(
+    s: Session, user: UserInfo, *, email: str, settings: dict[str, object], secret: bytes
+) -> AccountView:
+    # Checked again here (the route checks before the slow login test) because two
+    # requests may race between that check and this write.
+    if find_account(s, user.id, email) is not None:
+        raise Conflict(f"{email} is already connected")
+    account_id = accounts.create_account(
+        s,
+        workspace_id=user.workspace_id,
+        user_id=user.id,
+        email=email,
+        provider="imap",
+        settings=settings,
+        secret=secret,
+    )
+    return get_account(s, user, account_id)
+
+
+def account_status(
+    s: Session, user: UserInfo, account_id: int
+) -> tuple[AccountView, accounts.AccountStatus]:
+    view = get_account(s, user, account_id)
+    return view, accounts.status(s, account_id)
+
+
+def inbox_for(
+    s: Session,
+    viewer: UserInfo,
+    user_id: int,
+    limit: int = 50,
+    before: str | None = None,
+    include_read: bool = True,
+) -> Page[InboxEntry]:
+    """A user's Inbox as ``viewer`` may see it: their own, or a teammate's (same workspace)."""
+    get_user(s, viewer.workspace_id, user_id)  # 404 for a user of another workspace
+    return inbox(s, user_id, limit, before, include_read)

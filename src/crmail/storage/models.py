@@ -1,0 +1,326 @@
+"""The database schema, as SQLAlchemy 2 typed ORM classes.
+
+One message is stored once per workspace (``messages``); where it lives on a mail server
+is a ``placement`` (one per account, folder and UID), and what a user does with it is an
+``inbox_item``. ``timeline_entries`` say which contact, lead or deal a message belongs
+to, and why. Nothing outside ``crmail.storage`` imports this module.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores aware datetimes as UTC and always gives back aware ones (SQLite drops tzinfo)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime}
+
+
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def pk() -> Mapped[int]:
+    return mapped_column(Id, primary_key=True, autoincrement=True)
+
+
+def fk(target: str, *, nullable: bool = False, ondelete: str = "CASCADE") -> Mapped[Any]:
+    return mapped_column(Id, ForeignKey(target, ondelete=ondelete), nullable=nullable, index=True)
+
+
+# --- the CRM ------------------------------------------------------------------
+
+
+class Workspace(Base):
+    __tablename__ = "workspaces"
+    id: Mapped[int] = pk()
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = pk()
+    workspace_id: Mapped[int] = fk("workspaces.id")
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    role: Mapped[str] = mapped_column(String(20), default="member")
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    __table_args__ = (UniqueConstraint("workspace_id", "email"),)
+
+
+class Lead(Base):
+    """A company or organisation; contacts belong to at most one lead."""
+
+    __tablename__ = "leads"
+    id: Mapped[int] = pk()
+    workspace_id: Mapped[int] = fk("workspaces.id")
+    name: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+    id: Mapped[int] = pk()
+    workspace_id: Mapped[int] = fk("workspaces.id")
+    lead_id: Mapped[int | None] = fk("leads.id", nullable=True, ondelete="SET NULL")
+    name: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ContactEmail(Base):
+    __tablename__ = "contact_emails"
+    id: Mapped[int] = pk()
+    workspace_id: Mapped[int] = fk("workspaces.id")
+    contact_id: Mapped[int] = fk("contacts.id")
+    email: Mapped[str] = mapped_column(String(320))
+    __table_args__ = (UniqueConstraint("workspace_id", "email"),)
+
+
+class Deal(Base):
+    __tablename__ = "deals"
+    id: Mapped[int] = pk()
+    workspace_id: Mapped[int] = fk("workspaces.id")
+    lead_id: Mapped[int | None] = fk("leads.id", nullable=True, ondelete="SET NULL")
+    title: Mapped[str] = mapped_column(String(300))
+    status: Mapped[str] = mapped_column(String(10), default="open")
+    value_cents: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DealContact(Base):
+    __tablename__ = "deal_contacts"
+    deal_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("deals.id", ondelete="CASCADE"), primary_key=True
+    )
+    contact_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+# --- mail accounts --------------------------------------------------------------
+
+
+class MailAccount(Base):
+    __tablename__ = "mail_accounts"
+    id: Mapped[int] = pk()
+    workspace_id: Mapped[int] = fk("workspaces.id")
+    user_id: Mapped[int] = fk("users.id")
+    email: Mapped[str] = mapped_column(String(320))
+    provider: Mapped[str] = mapped_column(String(20), default="imap")
+    #: host, ports, security, username, history window, scope... (no secrets)
+    settings: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+    #: Fernet token of the JSON secrets (password / OAuth tokens)
+    secret: Mapped[bytes] = mapped_column(LargeBinary)
+    state: Mapped[str] = mapped_column(String(20), default="new")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_code: Mapped[str | None] = mapped_column(String(40))
+    last_sync_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Folder(Base):
+    """Sync state of one server folder of one account."""
+
+    __tablename__ = "folders"
+    id: Mapped[int] = pk()
+    account_id: Mapped[int] = fk("mail_accounts.id")
+    name: Mapped[str] = mapped_column(String(500))
+    role: Mapped[str] = mapped_column(String(20))
+    uidvalidity: Mapped[int | None] = mapped_column(BigInteger)
+    #: every UID below this was examined by the incremental sync
+    uidnext: Mapped[int | None] = mapped_column(BigInteger)
+    highestmodseq: Mapped[int | None] = mapped_column(BigInteger)
+    #: the initial import walks down from uidnext; UIDs >= import_floor are done
+    import_floor: Mapped[int | None] = mapped_column(BigInteger)
+    import_total: Mapped[int] = mapped_column(Integer, default=0)
+    import_done: Mapped[int] = mapped_column(Integer, default=0)
+    import_complete: Mapped[bool] = mapped_column(Boolean, default=False)
+    synced: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    last_sync_at: Mapped[datetime | None]
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+
+
+# --- messages ---------------------------------------------------------------------
+
+
+class Thread(Base):
+    __tablename__ = "threads"
+    id: Mapped[int] = pk()
+    workspace_id: Mapped[int] = fk("workspaces.id")
+    subject: Mapped[str] = mapped_column(Text, default="")
+    subject_key: Mapped[str] = mapped_column(String(200), default="", index=True)
+    last_message_at: Mapped[datetime | None]
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    id: Mapped[int] = pk()
+    workspace_id: Mapped[int] = fk("workspaces.id")
+    thread_id: Mapped[int] = fk("threads.id", ondelete="RESTRICT")
+    dedup_key: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[str | None] = mapped_column(String(998))
+    subject: Mapped[str] = mapped_column(Text, default="")
+    from_email: Mapped[str | None] = mapped_column(String(320))
+    from_name: Mapped[str] = mapped_column(String(300), default="")
+    sent_at: Mapped[datetime | None]
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    snippet: Mapped[str] = mapped_column(Text, default="")
+    text_body: Mapped[str | None] = mapped_column(Text)
+    html_body: Mapped[str | None] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    is_bulk: Mapped[bool] = mapped_column(Boolean, default=False)
+    parse_failed: Mapped[bool] = mapped_column(Boolean, default=False)
+    defects: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "dedup_key"),
+        Index("ix_messages_ws_msgid", "workspace_id", "message_id"),
+    )
+
+
+class MessageRaw(Base):
+    """The bytes as the server gave them: the truth we can always re-parse."""
+
+    __tablename__ = "message_raw"
+    message_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class MessageRef(Base):
+    """Message-IDs a message points at (In-Reply-To and References), for threading."""
+
+    __tablename__ = "message_refs"
+    message_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    ref: Mapped[str] = mapped_column(String(998), primary_key=True)
+    workspace_id: Mapped[int] = fk("workspaces.id")
+    __table_args__ = (Index("ix_message_refs_ws_ref", "workspace_id", "ref"),)
+
+
+class Participant(Base):
+    __tablename__ = "participants"
+    message_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(String(10), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), index=True)
+    name: Mapped[str] = mapped_column(String(300), default="")
+
+
+class Attachment(Base):
+    __tablename__ = "attachments"
+    id: Mapped[int] = pk()
+    message_id: Mapped[int] = fk("messages.id")
+    filename: Mapped[str | None] = mapped_column(String(500))
+    content_type: Mapped[str] = mapped_column(String(200))
+    size: Mapped[int] = mapped_column(BigInteger)
+    content_id: Mapped[str | None] = mapped_column(String(500))
+    inline: Mapped[bool] = mapped_column(Boolean, default=False)
+    placeholder_reason: Mapped[str | None] = mapped_column(String(100))
+
+
+class Placement(Base):
+    """One copy of a message on a server: account, folder, UID and flags."""
+
+    __tablename__ = "placements"
+    id: Mapped[int] = pk()
+    message_id: Mapped[int] = fk("messages.id")
+    account_id: Mapped[int] = fk("mail_accounts.id")
+    folder_id: Mapped[int] = fk("folders.id")
+    uid: Mapped[int] = mapped_column(BigInteger)
+    flags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    modseq: Mapped[int | None] = mapped_column(BigInteger)
+    __table_args__ = (UniqueConstraint("folder_id", "uid"),)
+
+
+class TimelineEntry(Base):
+    __tablename__ = "timeline_entries"
+    id: Mapped[int] = pk()
+    workspace_id: Mapped[int] = fk("workspaces.id")
+    message_id: Mapped[int] = fk("messages.id")
+    subject_type: Mapped[str] = mapped_column(String(10))
+    subject_id: Mapped[int] = mapped_column(Id)
+    reason: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    __table_args__ = (
+        UniqueConstraint("message_id", "subject_type", "subject_id"),
+        Index("ix_timeline_subject", "workspace_id", "subject_type", "subject_id"),
+    )
+
+
+class InboxItem(Base):
+    """A message in a user's CRM Inbox: what that user still has to handle."""
+
+    __tablename__ = "inbox_items"
+    id: Mapped[int] = pk()
+    workspace_id: Mapped[int] = fk("workspaces.id")
+    user_id: Mapped[int] = fk("users.id")
+    message_id: Mapped[int] = fk("messages.id")
+    thread_id: Mapped[int] = fk("threads.id")
+    is_read: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: open: in the Inbox; archived: left INBOX on the server; done: handled in the CRM
+    state: Mapped[str] = mapped_column(String(10), default="open")
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    __table_args__ = (
+        UniqueConstraint("user_id", "message_id"),
+        Index("ix_inbox_user_state", "user_id", "state", "received_at"),
+    )

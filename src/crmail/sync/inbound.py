@@ -1,0 +1,290 @@
+"""Inbound sync of one IMAP folder: a round brings the CRM up to date with the server.
+
+A round is cheap when nothing changed: a QRESYNC SELECT answers with what changed since
+our HIGHESTMODSEQ (nothing), and UIDNEXT tells whether anything arrived. Its work grows
+with the number of changes, not with the size of the folder.
+
+Each round, in order:
+1. SELECT; a new UIDVALIDITY (or a first visit) restarts the folder's import.
+2. Flag changes and expunges since the last round (QRESYNC, or CONDSTORE + a UID search,
+   or, on servers with neither, a full FLAGS fetch).
+3. New mail: UIDs at or above our UIDNEXT, oldest first.
+4. A bounded slice of the initial import, newest first, inside the history window.
+
+Every batch is one :func:`crmail.storage.mail.apply_step` transaction that carries the
+folder's cursor, so a crash at any point resumes exactly where the last commit stopped.
+Messages are judged on their headers first; bodies are fetched (with BODY.PEEK) only for
+messages that enter the CRM and are not stored yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from crmail.domain.identity import dedup_key
+from crmail.domain.scope import AddressBook, Link, decide
+from crmail.mime import Envelope, parse_envelope, parse_message
+from crmail.providers.imap import HeaderFetch, ImapClient, SelectResult
+from crmail.storage import mail
+from crmail.storage.db import Database
+
+log = logging.getLogger(__name__)
+
+IMAP_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+@dataclass(frozen=True, slots=True)
+class SyncOptions:
+    history_days: int = 365
+    batch_size: int = 200
+
+
+def roles_of(env: Envelope) -> dict[str, set[str]]:
+    return {
+        "from": {a.email for a in env.from_},
+        "sender": {a.email for a in env.sender},
+        "reply_to": {a.email for a in env.reply_to},
+        "to": {a.email for a in env.to},
+        "cc": {a.email for a in env.cc},
+        "bcc": {a.email for a in env.bcc},
+    }
+
+
+def key_of(env: Envelope) -> str:
+    return dedup_key(
+        env.message_id,
+        env.from_[0].email if env.from_ else None,
+        date=env.date,
+        subject=env.subject,
+        recipients=[a.email for a in (*env.to, *env.cc)],
+    )
+
+
+def imap_date(d: datetime) -> str:
+    return f"{d.day:02d}-{IMAP_MONTHS[d.month - 1]}-{d.year}"
+
+
+class FolderSync:
+    """Runs sync rounds for the folders of one account over one IMAP connection."""
+
+    def __init__(
+        self, db: Database, account: mail.AccountInfo, client: ImapClient, options: SyncOptions
+    ) -> None:
+        self.db = db
+        self.account = account
+        self.client = client
+        self.options = options
+        #: import UIDs still to do, per folder id (newest first); rebuilt after a restart
+        self._pending_import: dict[int, list[int]] = {}
+        self._book: AddressBook | None = None
+
+    async def round(self, folder: mail.FolderInfo, *, import_batches: int = 1) -> mail.FolderInfo:
+        """One sync round of ``folder``; returns its state after the round."""
+        self._book = None
+        c = self.client
+        known = folder.uidvalidity is not None and folder.uidnext is not None
+        qresync = None
+        if known and c.qresync_enabled and folder.highestmodseq:
+            assert folder.uidvalidity is not None
+            qresync = (folder.uidvalidity, folder.highestmodseq)
+        sel = await c.select(folder.name, readonly=True, qresync=qresync)
+
+        if not known or sel.uidvalidity != folder.uidvalidity:
+            if known:
+                log.warning(
+                    "UIDVALIDITY of %s changed (%s -> %s): re-mapping",
+                    folder.name,
+                    folder.uidvalidity,
+                    sel.uidvalidity,
+                )
+            folder = await self._start(folder, sel.uidvalidity, sel.uidnext, sel.highestmodseq)
+        else:
+            folder = await self._apply_changes(folder, sel)
+            folder = await self._new_mail(folder, sel.uidnext)
+
+        for _ in range(import_batches):
+            if folder.import_complete:
+                break
+            folder = await self._import_slice(folder)
+        return folder
+
+    # --- steps -------------------------------------------------------------------------
+
+    async def _start(
+        self, folder: mail.FolderInfo, uidvalidity: int, uidnext: int, modseq: int | None
+    ) -> mail.FolderInfo:
+        uids = [u for u in await self.client.uid_search(self._window_criteria()) if u < uidnext]
+        self._pending_import[folder.id] = sorted(uids, reverse=True)
+        return await self.db.write(
+            lambda s: mail.start_folder(
+                s,
+                folder.id,
+                uidvalidity=uidvalidity,
+                uidnext=uidnext,
+                highestmodseq=modseq,
+                total=len(uids),
+            )
+        )
+
+    def _window_criteria(self) -> str:
+        since = datetime.now(UTC) - timedelta(days=self.options.history_days)
+        return f"SINCE {imap_date(since)}"
+
+    async def _apply_changes(
+        self, folder: mail.FolderInfo, sel: SelectResult
+    ) -> mail.FolderInfo:
+        assert folder.uidnext is not None
+        c = self.client
+        top = folder.uidnext - 1
+        if sel.resynced:
+            updates, vanished = list(sel.changed), set(sel.vanished)
+        elif top < 1:
+            updates, vanished = [], set()
+        elif c.condstore and folder.highestmodseq is not None:
+            if sel.highestmodseq == folder.highestmodseq:
+                updates, vanished = [], set()
+            else:
+                fetched = await c.fetch_flags(f"1:{top}", changed_since=folder.highestmodseq)
+                updates = list(fetched.updates)
+                vanished = await self._vanished_by_search(folder, top)
+        else:
+            # No CONDSTORE: the only way to see flag changes is to look at every flag.
+            fetched = await c.fetch_flags(f"1:{top}")
+            updates = list(fetched.updates)
+            vanished = await self._vanished_by_search(folder, top)
+        if not updates and not vanished and sel.highestmodseq == folder.highestmodseq:
+            return folder
+        step = mail.FolderStep(
+            folder_id=folder.id,
+            flag_changes=[
+                mail.FlagChange(u.uid, frozenset(u.flags), u.modseq)
+                for u in updates
+                if u.uid <= top
+            ],
+            removed_uids={u for u in vanished if u <= top},
+            highestmodseq=sel.highestmodseq,
+        )
+        await self.db.write(lambda s: mail.apply_step(s, self.account.id, step))
+        return replace(folder, highestmodseq=sel.highestmodseq or folder.highestmodseq)
+
+    async def _vanished_by_search(self, folder: mail.FolderInfo, top: int) -> set[int]:
+        placed = await self.db.read(lambda s: mail.placed_uids(s, folder.id))
+        if not placed:
+            return set()
+        present = set(await self.client.uid_search(f"UID 1:{top}"))
+        return placed - present
+
+    async def _new_mail(self, folder: mail.FolderInfo, server_uidnext: int) -> mail.FolderInfo:
+        assert folder.uidnext is not None
+        if server_uidnext <= folder.uidnext:
+            return folder
+        # "n:*" always matches the highest UID, even below n: filter.
+        uids = sorted(
+            u
+            for u in await self.client.uid_search(f"UID {folder.uidnext}:*")
+            if u >= folder.uidnext
+        )
+        size = self.options.batch_size
+        for i in range(0, len(uids), size):
+            batch = uids[i : i + size]
+            last = i + size >= len(uids)
+            nxt = max(batch[-1] + 1, server_uidnext) if last else batch[-1] + 1
+            step = await self._ingest(folder, batch)
+            step.uidnext = nxt
+            await self.db.write(lambda s, st=step: mail.apply_step(s, self.account.id, st))
+            folder = replace(folder, uidnext=nxt)
+        if not uids:
+            await self.db.write(
+                lambda s: mail.apply_step(
+                    s, self.account.id, mail.FolderStep(folder.id, uidnext=server_uidnext)
+                )
+            )
+            folder = replace(folder, uidnext=server_uidnext)
+        return folder
+
+    async def _import_slice(self, folder: mail.FolderInfo) -> mail.FolderInfo:
+        assert folder.import_floor is not None
+        pending = self._pending_import.get(folder.id)
+        if pending is None:
+            # After a restart: what is left is below the floor the last commit recorded.
+            found = []
+            if folder.import_floor > 1:
+                found = await self.client.uid_search(
+                    f"UID 1:{folder.import_floor - 1} {self._window_criteria()}"
+                )
+            pending = sorted((u for u in found if u < folder.import_floor), reverse=True)
+            self._pending_import[folder.id] = pending
+        pending = [u for u in pending if u < folder.import_floor]
+        batch, rest = pending[: self.options.batch_size], pending[self.options.batch_size :]
+        self._pending_import[folder.id] = rest
+        step = await self._ingest(folder, batch) if batch else mail.FolderStep(folder.id)
+        step.import_floor = batch[-1] if batch else folder.import_floor
+        step.import_complete = not rest
+        await self.db.write(lambda s: mail.apply_step(s, self.account.id, step))
+        return replace(folder, import_floor=step.import_floor, import_complete=not rest)
+
+    # --- one batch of UIDs -------------------------------------------------------------
+
+    async def _address_book(self) -> AddressBook:
+        if self._book is None:
+            ws = self.account.workspace_id
+            self._book = await self.db.read(lambda s: mail.address_book(s, ws))
+        return self._book
+
+    async def _ingest(self, folder: mail.FolderInfo, uids: list[int]) -> mail.FolderStep:
+        step = mail.FolderStep(folder_id=folder.id)
+        heads = await self.client.fetch_headers(uids)
+        if not heads:
+            return step
+        book = await self._address_book()
+        envelopes = await asyncio.to_thread(lambda: [parse_envelope(h.header) for h in heads])
+        keys = [key_of(e) for e in envelopes]
+        ws = self.account.workspace_id
+        known = await self.db.read(lambda s: mail.known_keys(s, ws, keys))
+
+        wanted: dict[str, tuple[HeaderFetch, tuple[Link, ...]]] = {}
+        placed: list[tuple[HeaderFetch, str]] = []
+        skipped: Counter[str] = Counter()
+        for head, env, key in zip(heads, envelopes, keys, strict=True):
+            if key in known or key in wanted:
+                placed.append((head, key))
+                continue
+            decision = decide(roles_of(env), book)
+            if decision.store:
+                wanted[key] = (head, decision.links)
+                placed.append((head, key))
+            else:
+                assert decision.skip_reason is not None
+                skipped[decision.skip_reason.value] += 1
+
+        bodies = {}
+        if wanted:
+            fetched = await self.client.fetch_messages([h.uid for h, _ in wanted.values()])
+            bodies = {m.uid: m.raw for m in fetched}
+        parsed = await asyncio.to_thread(
+            lambda: {uid: parse_message(raw) for uid, raw in bodies.items()}
+        )
+        for head, key in placed:
+            new = None
+            if key in wanted and wanted[key][0].uid == head.uid:
+                if head.uid not in parsed:  # expunged between the two fetches
+                    continue
+                new = mail.NewMessage(key, parsed[head.uid], bodies[head.uid], wanted[key][1])
+            elif key in wanted and wanted[key][0].uid not in parsed:
+                continue
+            step.copies.append(
+                mail.Copy(
+                    uid=head.uid,
+                    flags=frozenset(head.flags),
+                    modseq=head.modseq,
+                    dedup_key=key,
+                    internaldate=head.internaldate,
+                    new=new,
+                )
+            )
+        step.skipped = skipped
+        return step

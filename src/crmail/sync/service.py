@@ -1,0 +1,71 @@
+"""The sync service: one worker per active account, started and stopped as accounts change."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from crmail.crypto import SecretBox
+from crmail.storage import accounts
+from crmail.storage.db import Database
+from crmail.sync.worker import AccountWorker, WorkerOptions
+
+log = logging.getLogger(__name__)
+
+
+class SyncService:
+    def __init__(
+        self, db: Database, box: SecretBox, options: WorkerOptions, *, scan_interval: float = 2.0
+    ) -> None:
+        self.db = db
+        self.box = box
+        self.options = options
+        self.scan_interval = scan_interval
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+
+    def accounts_changed(self) -> None:
+        """Safe to call from any thread (API handlers run in a thread pool)."""
+        loop = self._runner.get_loop() if self._runner else None
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
+
+    def start(self) -> None:
+        self._runner = asyncio.get_running_loop().create_task(
+            self._supervise(), name="sync-supervisor"
+        )
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._runner, *self._tasks.values()) if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+
+    @property
+    def running(self) -> set[int]:
+        return {i for i, t in self._tasks.items() if not t.done()}
+
+    async def _supervise(self) -> None:
+        while True:
+            await self.reconcile()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.scan_interval)
+            self._wake.clear()
+
+    async def reconcile(self) -> None:
+        wanted = set(await self.db.read(accounts.active_ids))
+        for account_id, task in list(self._tasks.items()):
+            if account_id not in wanted or task.done():
+                task.cancel()
+                del self._tasks[account_id]
+        for account_id in sorted(wanted - set(self._tasks)):
+            worker = AccountWorker(self.db, self.box, account_id, self.options)
+            self._tasks[account_id] = asyncio.create_task(
+                worker.run(), name=f"account-{account_id}"
+            )
+            log.info("sync started for account %s", account_id)

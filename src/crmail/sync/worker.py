@@ -1,0 +1,206 @@
+"""One account's sync worker: connect, import, then follow the mailbox in real time.
+
+Two IMAP connections per account: one sits in IDLE on INBOX (push: new mail shows in
+well under a second), the other walks the other synced folders (Sent, Archive, chosen
+folders) with a short poll. Both use :class:`FolderSync` rounds, whose every commit
+carries the folder cursor, so stopping the worker anywhere loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from crmail.crypto import SecretBox
+from crmail.domain.account import AccountEvent
+from crmail.domain.folders import Role, folders_to_sync
+from crmail.errors import AuthFailed, CrmailError, ProviderError
+from crmail.providers.imap import ImapClient, ImapSettings
+from crmail.storage import accounts, mail
+from crmail.storage.db import Database
+from crmail.sync.inbound import FolderSync, SyncOptions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    sync: SyncOptions = field(default_factory=SyncOptions)
+    poll_interval: float = 30.0
+    idle_timeout: float = 25 * 60.0
+    max_backoff: float = 300.0
+
+
+def imap_settings(account: mail.AccountInfo, box: SecretBox) -> ImapSettings:
+    cfg = account.settings
+    secrets = box.open(account.secret)
+    return ImapSettings(
+        host=str(cfg["imap_host"]),
+        port=int(str(cfg["imap_port"])),
+        security=str(cfg.get("imap_security", "tls")),
+        username=str(cfg.get("username") or account.email),
+        password=secrets.get("password"),
+        oauth2_token=secrets.get("oauth2_token"),
+        ca_file=str(cfg["ca_file"]) if cfg.get("ca_file") else None,
+        # Extensions a buggy server advertises but gets wrong can be switched off per account.
+        disabled_caps=frozenset(str(c).upper() for c in _as_list(cfg.get("imap_disabled_caps"))),
+    )
+
+
+def _as_list(value: object) -> list[object]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+class AccountWorker:
+    def __init__(
+        self,
+        db: Database,
+        box: SecretBox,
+        account_id: int,
+        options: WorkerOptions = WorkerOptions(),
+        *,
+        on_change: Callable[[int], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.box = box
+        self.account_id = account_id
+        self.options = options
+        self.on_change = on_change
+        self._clients: list[ImapClient] = []
+
+    # --- entry points --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Sync until cancelled; network trouble is retried with backoff, auth errors pause."""
+        attempt = 0
+        while True:
+            try:
+                await self._session(follow=True)
+                attempt = 0
+            except AuthFailed as exc:
+                await self._event(AccountEvent.AUTH_FAILED, exc)
+                log.warning("account %s: %s; paused until reconnect", self.account_id, exc.message)
+                return
+            except (ProviderError, OSError) as exc:
+                err = exc if isinstance(exc, CrmailError) else ProviderError(str(exc))
+                await self._event(AccountEvent.NETWORK_FAILED, err)
+                attempt += 1
+                delay = min(self.options.max_backoff, 2 ** min(attempt, 10)) * random.uniform(
+                    0.5, 1.0
+                )
+                log.info("account %s: %s; retrying in %.1fs", self.account_id, err.message, delay)
+                await asyncio.sleep(delay)
+            finally:
+                await self._close_clients()
+
+    async def run_once(self) -> None:
+        """Import and catch up every synced folder, then return (CLI `sync --once`, tests, bench)."""
+        try:
+            await self._session(follow=False)
+        except AuthFailed as exc:
+            await self._event(AccountEvent.AUTH_FAILED, exc)
+            raise
+        except ProviderError as exc:
+            await self._event(AccountEvent.NETWORK_FAILED, exc)
+            raise
+        finally:
+            await self._close_clients()
+
+    # --- a connected session ---------------------------------------------------------------
+
+    async def _session(self, *, follow: bool) -> None:
+        await self._event(AccountEvent.START)
+        account = await self.db.read(lambda s: mail.account_info(s, self.account_id))
+        settings = imap_settings(account, self.box)
+        main = await self._connect(settings)
+        listed = await main.list_folders()
+        selected = [str(x) for x in _as_list(account.settings.get("folders"))]
+        wanted = folders_to_sync([(f.name, f.special_use) for f in listed], selected)
+        folders = await self.db.write(lambda s: mail.ensure_folders(s, self.account_id, wanted))
+        importing = not all(f.import_complete for f in folders) or any(
+            f.uidnext is None for f in folders
+        )
+        await self._event(
+            AccountEvent.CONNECTED_IMPORTING if importing else AccountEvent.CONNECTED_LIVE
+        )
+        inbox = [f for f in folders if f.role is Role.INBOX]
+        others = [f for f in folders if f.role is not Role.INBOX]
+        opts = self.options.sync
+        if not follow:
+            sync = FolderSync(self.db, account, main, opts)
+            for f in folders:
+                while True:
+                    f = await sync.round(f, import_batches=1_000_000)
+                    if f.import_complete:
+                        break
+            await self._event(AccountEvent.IMPORT_FINISHED)
+            return
+        tasks = []
+        if inbox:
+            tasks.append(self._follow_inbox(FolderSync(self.db, account, main, opts), inbox[0]))
+        if others:
+            second = await self._connect(settings)
+            tasks.append(self._poll_folders(FolderSync(self.db, account, second, opts), others))
+        self._importing = {f.id for f in folders if not f.import_complete or f.uidnext is None}
+        await _gather_or_fail(tasks)
+
+    async def _follow_inbox(self, sync: FolderSync, folder: mail.FolderInfo) -> None:
+        while True:
+            folder = await sync.round(folder, import_batches=1)
+            self._changed()
+            if not folder.import_complete:
+                continue  # new mail is still checked first in every round
+            await self._import_finished(folder.id)
+            await sync.client.idle(timeout=self.options.idle_timeout)
+
+    async def _poll_folders(self, sync: FolderSync, folders: list[mail.FolderInfo]) -> None:
+        current = list(folders)
+        while True:
+            for i, f in enumerate(current):
+                current[i] = await sync.round(f, import_batches=1)
+                if current[i].import_complete:
+                    await self._import_finished(f.id)
+            self._changed()
+            if all(f.import_complete for f in current):
+                await asyncio.sleep(self.options.poll_interval)
+
+    async def _import_finished(self, folder_id: int) -> None:
+        if folder_id in self._importing:
+            self._importing.discard(folder_id)
+            if not self._importing:
+                await self._event(AccountEvent.IMPORT_FINISHED)
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    async def _connect(self, settings: ImapSettings) -> ImapClient:
+        client = await ImapClient.connect(settings)
+        self._clients.append(client)
+        return client
+
+    async def _close_clients(self) -> None:
+        clients, self._clients = self._clients, []
+        for c in clients:
+            await c.close()
+
+    async def _event(self, event: AccountEvent, error: CrmailError | None = None) -> None:
+        await self.db.write(lambda s: accounts.try_event(s, self.account_id, event, error))
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self.account_id)
+
+
+async def _gather_or_fail(coros: list[object]) -> None:
+    """Run the loops together; the first failure cancels the others and propagates."""
+    tasks = [asyncio.ensure_future(c) for c in coros]  # type: ignore[call-overload]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for t in done:
+            t.result()
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,174 @@
+"""Authorization matrix: every route of the app, for every kind of caller.
+
+The table must cover every route (a new route without a row fails the test), so
+nobody can add an endpoint without deciding who may call it. Another workspace's ids
+must answer exactly what a nonexistent id answers: 404 ``not_found``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from crmail.api import connect
+from tests.api.conftest import Actor, World
+from tests.api.test_mail_routes import T0, raw_mail
+
+ACTORS = ("owner", "teammate", "admin", "other", "anonymous")
+
+
+@dataclass(frozen=True)
+class Row:
+    method: str
+    route: str
+    #: (path, json body) from the ids of the world's objects
+    request: Callable[[dict[str, int]], tuple[str, Any]]
+    #: expected status for owner, teammate, admin, other workspace; anonymous gets 401
+    expect: tuple[int, int, int, int]
+    anonymous: int = 401
+
+
+def row(
+    method: str,
+    route: str,
+    expect: tuple[int, int, int, int],
+    body: Any = None,
+    query: str = "",
+    anonymous: int = 401,
+) -> Row:
+    def request(ids: dict[str, int]) -> tuple[str, Any]:
+        return route.format(**ids) + query.format(**ids), body
+
+    return Row(method, route, request, expect, anonymous)
+
+
+ALL_OK, WS_ONLY = (200, 200, 200, 200), (200, 200, 200, 404)
+
+# Order matters only at the end: the DELETE runs last.
+TABLE = [
+    row("GET", "/healthz", ALL_OK, anonymous=200),
+    row("GET", "/api/me", ALL_OK),
+    row("POST", "/api/contacts", (201,) * 4, {"name": "N", "emails": ["new@x.test"]}),
+    row("GET", "/api/contacts", ALL_OK),
+    row("GET", "/api/contacts/{contact_id}", WS_ONLY),
+    row("PATCH", "/api/contacts/{contact_id}", WS_ONLY, {"name": "Renamed"}),
+    row("GET", "/api/contacts/{contact_id}/timeline", WS_ONLY),
+    row("POST", "/api/leads", (201,) * 4, {"name": "L"}),
+    row("GET", "/api/leads", ALL_OK),
+    row("GET", "/api/leads/{lead_id}", WS_ONLY),
+    row("PATCH", "/api/leads/{lead_id}", WS_ONLY, {"name": "Renamed"}),
+    row("GET", "/api/leads/{lead_id}/timeline", WS_ONLY),
+    row("POST", "/api/deals", (201,) * 4, {"title": "D"}),
+    row("GET", "/api/deals", ALL_OK),
+    row("GET", "/api/deals/{deal_id}", WS_ONLY),
+    row("PATCH", "/api/deals/{deal_id}", WS_ONLY, {"status": "won"}),
+    row("GET", "/api/deals/{deal_id}/timeline", WS_ONLY),
+    row("GET", "/api/providers", ALL_OK),
+    row(
+        "POST",
+        "/api/accounts/test",
+        ALL_OK,
+        {"provider": "gmail", "email": "a@b.test", "password": "p"},
+    ),
+    row(
+        "POST",
+        "/api/accounts",
+        (201,) * 4,
+        {"provider": "gmail", "email": "a@b.test", "password": "p"},
+    ),
+    row("GET", "/api/accounts", ALL_OK),
+    row("GET", "/api/accounts/{account_id}", (200, 404, 200, 404)),
+    row("GET", "/api/accounts/{account_id}/status", (200, 404, 200, 404)),
+    row("GET", "/api/inbox", ALL_OK),
+    row("GET", "/api/inbox", WS_ONLY, query="?user_id={owner_id}"),
+    row("GET", "/api/messages/{message_id}", WS_ONLY),
+    row("GET", "/api/messages/{message_id}/raw", WS_ONLY),
+    row("GET", "/api/messages/{private_id}", (200, 404, 404, 404)),
+    row("GET", "/api/messages/{private_id}/raw", (200, 404, 404, 404)),
+    row("DELETE", "/api/accounts/{account_id}", (204, 404, 403, 404)),
+]
+
+
+def test_table_covers_every_route(world: World) -> None:
+    # Walked through the OpenAPI document: it lists every route with its methods, and no
+    # route of ours is hidden from it.
+    paths = world.client.get("/openapi.json").json()["paths"]
+    routes = {(m.upper(), path) for path, ops in paths.items() for m in ops}
+    covered = {(r.method, r.route.replace("{private_id}", "{message_id}")) for r in TABLE}
+    assert routes - covered == set(), "routes without an authorization row"
+    assert covered - routes == set(), "rows for routes that do not exist"
+    assert len(routes) == 27  # a sanity check that the walk saw the whole app
+
+
+@pytest.fixture
+def ids(world: World, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Objects of workspace A, made by the owner; the IMAP login test is faked."""
+
+    async def fake_test(settings: Any) -> list[str]:
+        return ["INBOX"]
+
+    monkeypatch.setattr(connect, "test_connection", fake_test)
+    c, h = world.client, world.owner.headers
+    lead = c.post("/api/leads", json={"name": "Initech"}, headers=h).json()["id"]
+    contact = c.post(
+        "/api/contacts",
+        json={"name": "Ann", "emails": ["ann@client.test"], "lead_id": lead},
+        headers=h,
+    ).json()["id"]
+    deal = c.post("/api/deals", json={"title": "Deal", "contact_ids": [contact]}, headers=h).json()[
+        "id"
+    ]
+    box = world.mailbox(world.owner)
+    message = world.deliver(box, raw_mail("ann@client.test", "owner@acme.test", "Linked", T0))
+    private = world.deliver(box, raw_mail("friend@home.test", "owner@acme.test", "Private", T0))
+    return {
+        "contact_id": contact,
+        "lead_id": lead,
+        "deal_id": deal,
+        "account_id": box.account_id,
+        "message_id": message,
+        "private_id": private,
+        "owner_id": world.owner.id,
+    }
+
+
+@pytest.mark.parametrize("who", ACTORS)
+def test_authorization_matrix(world: World, ids: dict[str, int], who: str) -> None:
+    actor: Actor | None = None if who == "anonymous" else getattr(world, who)
+    headers = actor.headers if actor else {}
+    failures = []
+    for r in TABLE:
+        path, body = r.request(ids)
+        expected = r.anonymous if actor is None else r.expect[ACTORS.index(who)]
+        resp = world.client.request(r.method, path, json=body, headers=headers)
+        if resp.status_code != expected:
+            failures.append(
+                f"{r.method} {path}: {resp.status_code} != {expected}: {resp.text[:200]}"
+            )
+            continue
+        if expected >= 400:
+            err = resp.json()["error"]
+            want = {401: "unauthenticated", 403: "forbidden", 404: "not_found"}[expected]
+            if err["code"] != want:
+                failures.append(f"{r.method} {path}: code {err['code']} != {want}")
+        if who == "other" and expected == 404:
+            # indistinguishable from an id that does not exist anywhere
+            missing = {k: 10**9 for k in ids}
+            ghost_path, _ = r.request(missing)
+            ghost = world.client.request(r.method, ghost_path, json=body, headers=headers)
+            if ghost.status_code != 404 or ghost.json()["error"]["code"] != "not_found":
+                failures.append(
+                    f"{r.method} {ghost_path}: a missing id answers {ghost.status_code}"
+                )
+    assert failures == []
+
+
+def test_other_workspace_lists_show_nothing_of_ours(world: World, ids: dict[str, int]) -> None:
+    c, h = world.client, world.other.headers
+    for path in ("/api/contacts", "/api/leads", "/api/deals", "/api/accounts", "/api/inbox"):
+        body = c.get(path, headers=h).json()
+        assert (body["items"] if isinstance(body, dict) else body) == [], path
+    assert c.get("/api/accounts?all_users=true", headers=h).json() == []

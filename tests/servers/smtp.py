@@ -1,0 +1,134 @@
+"""An aiosmtpd server on loopback that relays every accepted message to Dovecot's LMTP.
+
+So a message "sent by SMTP" shows up in the recipient's INBOX over IMAP, the way a
+real submission server + MTA would do it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from tests.servers.dovecot import free_port
+
+
+@dataclass(frozen=True)
+class AcceptedMessage:
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    data: bytes
+    login: str | None
+
+
+@dataclass
+class _RelayHandler:
+    lmtp_host: str
+    lmtp_port: int
+    accepted: list[AcceptedMessage] = field(default_factory=list)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        data = envelope.original_content or b""
+        rcpts = tuple(envelope.rcpt_tos)
+        mail_from = envelope.mail_from or ""
+        try:
+            # smtplib is blocking: keep the server's loop responsive.
+            await asyncio.get_running_loop().run_in_executor(
+                None, self._relay, mail_from, rcpts, data
+            )
+        except smtplib.SMTPException as e:
+            return f"451 relay to LMTP failed: {e}"
+        login = session.login_data.decode() if isinstance(session.login_data, bytes) else None
+        self.accepted.append(AcceptedMessage(mail_from, rcpts, data, login))
+        return "250 OK relayed"
+
+    def _relay(self, mail_from: str, rcpts: tuple[str, ...], data: bytes) -> None:
+        with smtplib.LMTP(self.lmtp_host, self.lmtp_port, timeout=10) as lmtp:
+            lmtp.sendmail(mail_from, list(rcpts), data)
+
+
+class _Authenticator:
+    def __init__(self, users: dict[str, str]) -> None:
+        self.users = users
+
+    def __call__(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        if isinstance(auth_data, LoginPassword):
+            login = auth_data.login.decode()
+            if self.users.get(login) == auth_data.password.decode():
+                return AuthResult(success=True, auth_data=auth_data.login)
+        return AuthResult(success=False, handled=False)
+
+
+class SmtpRelay:
+    """aiosmtpd relay to LMTP. ``tls="starttls"`` offers STARTTLS, ``"implicit"`` wraps.
+
+    With ``users`` AUTH PLAIN/LOGIN is required and checked against the dict.
+    ``accepted`` records every envelope that was relayed.
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(
+        self,
+        lmtp_host: str,
+        lmtp_port: int,
+        *,
+        users: dict[str, str] | None = None,
+        tls: str = "none",
+        cert_file: str | None = None,
+        key_file: str | None = None,
+    ) -> None:
+        if tls not in ("none", "starttls", "implicit"):
+            raise ValueError(tls)
+        self.port = free_port()
+        self.users = users
+        self.tls = tls
+        self.handler = _RelayHandler(lmtp_host, lmtp_port)
+        server_ctx: ssl.SSLContext | None = None
+        if tls != "none":
+            if not (cert_file and key_file):
+                raise ValueError("TLS needs cert_file and key_file")
+            server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            server_ctx.load_cert_chain(cert_file, key_file)
+        kwargs: dict[str, Any] = {}
+        if users is not None:
+            kwargs["authenticator"] = _Authenticator(users)
+            kwargs["auth_required"] = True
+            # aiosmtpd only knows STARTTLS as "TLS": on an implicit-TLS listener
+            # auth_require_tls=True would hide AUTH for good.
+            kwargs["auth_require_tls"] = tls == "starttls"
+        if tls == "starttls":
+            kwargs["tls_context"] = server_ctx
+            kwargs["require_starttls"] = users is not None
+        self.controller = Controller(
+            self.handler,
+            hostname=self.host,
+            port=self.port,
+            ssl_context=server_ctx if tls == "implicit" else None,
+            server_hostname="localhost",
+            **kwargs,
+        )
+
+    @property
+    def accepted(self) -> list[AcceptedMessage]:
+        return self.handler.accepted
+
+    def start(self) -> SmtpRelay:
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    def __enter__(self) -> SmtpRelay:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
