@@ -55,6 +55,12 @@ class Conflict(CrmailError):
     http_status = 409
 
 
+class AttachmentTypeNotAllowed(InvalidInput):
+    """An attachment's file type is outside the provider's allow-list (checked before sending)."""
+
+    code = "attachment_type_not_allowed"
+
+
 # --- provider (mail server) errors --------------------------------------------
 
 
@@ -94,6 +100,30 @@ class ProtocolError(ProviderError):
     """The server answered something we could not understand, or NO/BAD to a command."""
 
     code = "protocol_error"
+
+
+class SendFailed(ProviderError):
+    """The SMTP server refused the message (or dropped the connection while sending it).
+
+    ``permanent`` is True for 5xx answers: sending the same message again will fail the
+    same way. 4xx answers and connection drops are temporary (``retryable``).
+    ``smtp_code`` is the server's reply code when there was one.
+    """
+
+    code = "send_failed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool,
+        smtp_code: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.permanent = permanent
+        self.smtp_code = smtp_code
+        self.retryable = not permanent
 
 
 class FolderMissing(ProviderError):

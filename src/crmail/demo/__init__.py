@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crmail.config import Settings
 from crmail.crypto import new_key
@@ -21,6 +22,9 @@ from crmail.demo.dovecot import Dovecot
 from crmail.runtime import serve
 from crmail.services import Services
 from crmail.storage import accounts, crm
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 USER = "you@demo.test"
 PASSWORD = "demo-password"
@@ -106,21 +110,21 @@ def seed_mailbox(dovecot: Dovecot) -> int:
     return n + 1
 
 
-def seed_crm(services: Services) -> tuple[str, int]:
-    def make(s):  # type: ignore[no-untyped-def]
-        ws = crm.create_workspace(s, "Demo Inc.")
-        user, token = crm.create_user(s, ws, USER, "Demo User", role="admin")
+def seed_crm(services: Services) -> tuple[str, int, int]:
+    """A workspace, its admin user (token returned once), leads, contacts and a deal."""
+
+    def make(s: Session) -> tuple[str, int, int]:
+        ws = crm.create_workspace(s, "Demo Inc.").id
+        new = crm.create_user(s, ws, USER, name="Demo User", role="admin")
         contacts = []
         for name, email, lead in CONTACTS:
-            lead_id = crm.create_lead(s, ws, lead).id
-            contacts.append(
-                crm.create_contact(s, ws, name=name, emails=[email], lead_id=lead_id).id
-            )
+            lead_id = crm.create_lead(s, ws, name=lead).id
+            contact = crm.create_contact(s, ws, name=name, emails=[email], lead_id=lead_id)
+            contacts.append(contact.id)
         crm.create_deal(s, ws, title="ACME renewal", status="open", contact_ids=[contacts[0]])
-        return ws, user, token
+        return new.token, ws, new.user.id
 
-    ws, _user, token = services.db.run(make)
-    return token, ws
+    return services.db.run(make)
 
 
 async def run_demo(port: int | None = None, data_dir: Path | None = None) -> None:
@@ -139,8 +143,7 @@ async def run_demo(port: int | None = None, data_dir: Path | None = None) -> Non
         box = dovecot.add_user(USER, PASSWORD)
         seeded = seed_mailbox(dovecot)
         services = Services.open(settings)
-        token, ws = seed_crm(services)
-        user_id = services.db.run(lambda s: crm.user_for_token(s, token).id)
+        token, ws, user_id = seed_crm(services)
         secret = services.box.seal({"password": PASSWORD})
         services.db.run(
             lambda s: accounts.create_account(

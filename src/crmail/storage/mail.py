@@ -404,26 +404,26 @@ def _store_new_messages(s: Session, ws: int, news: list[NewMessage]) -> list[int
             ("bcc", env.bcc),
             ("reply_to", env.reply_to),
         ):
-            for pos, a in enumerate(addrs):
+            for pos, addr in enumerate(addrs):
                 parts.append(
                     {
                         "message_id": row.id,
                         "role": role,
                         "position": pos,
-                        "email": a.email,
-                        "name": a.name[:300],
+                        "email": addr.email,
+                        "name": addr.name[:300],
                     }
                 )
-        for a in n.parsed.attachments:
+        for att in n.parsed.attachments:
             atts.append(
                 {
                     "message_id": row.id,
-                    "filename": a.filename,
-                    "content_type": a.content_type,
-                    "size": a.size,
-                    "content_id": a.content_id,
-                    "inline": a.inline,
-                    "placeholder_reason": a.placeholder_reason,
+                    "filename": att.filename,
+                    "content_type": att.content_type,
+                    "size": att.size,
+                    "content_id": att.content_id,
+                    "inline": att.inline,
+                    "placeholder_reason": att.placeholder_reason,
                 }
             )
         for link in n.links:

@@ -86,6 +86,8 @@ class Workspace(Base):
     __tablename__ = "workspaces"
     id: Mapped[int] = pk()
     name: Mapped[str] = mapped_column(String(200))
+    #: auto-create blocklist, default sending provider, teammate-inbox policy...
+    settings: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -97,6 +99,8 @@ class User(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     role: Mapped[str] = mapped_column(String(20), default="member")
     token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    #: scrypt hash for signing in to the web app; None: API token only
+    password_hash: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     __table_args__ = (UniqueConstraint("workspace_id", "email"),)
 
@@ -165,6 +169,8 @@ class MailAccount(Base):
     #: Fernet token of the JSON secrets (password / OAuth tokens)
     secret: Mapped[bytes] = mapped_column(LargeBinary)
     state: Mapped[str] = mapped_column(String(20), default="new")
+    #: the local part of this account's BCC drop address (1-way mode)
+    drop_token: Mapped[str | None] = mapped_column(String(64), unique=True)
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_code: Mapped[str | None] = mapped_column(String(40))
     last_sync_at: Mapped[datetime | None]
@@ -225,6 +231,15 @@ class Message(Base):
     is_bulk: Mapped[bool] = mapped_column(Boolean, default=False)
     parse_failed: Mapped[bool] = mapped_column(Boolean, default=False)
     defects: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: how it entered the CRM: "sync" (a mailbox), "crm" (sent from the CRM), "bcc" (drop address)
+    origin: Mapped[str] = mapped_column(String(10), default="sync")
+    #: for mail sent from the CRM: the account it went through (None: default provider)
+    crm_account_id: Mapped[int | None] = fk("mail_accounts.id", nullable=True, ondelete="SET NULL")
+    #: the address it was sent from by the CRM: threads follow the address, not the account
+    crm_from: Mapped[str | None] = mapped_column(String(320))
+    #: queued | sending | sent | failed | unknown (crash while handing to SMTP)
+    send_state: Mapped[str | None] = mapped_column(String(10))
+    send_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     __table_args__ = (
         UniqueConstraint("workspace_id", "dedup_key"),
@@ -299,6 +314,9 @@ class TimelineEntry(Base):
     subject_type: Mapped[str] = mapped_column(String(10))
     subject_id: Mapped[int] = mapped_column(Id)
     reason: Mapped[str] = mapped_column(String(200))
+    #: "auto" (at arrival) or "manual" (a user linked it)
+    source: Mapped[str] = mapped_column(String(10), default="auto")
+    created_by: Mapped[int | None] = fk("users.id", nullable=True, ondelete="SET NULL")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     __table_args__ = (
         UniqueConstraint("message_id", "subject_type", "subject_id"),
@@ -316,11 +334,109 @@ class InboxItem(Base):
     message_id: Mapped[int] = fk("messages.id")
     thread_id: Mapped[int] = fk("threads.id")
     is_read: Mapped[bool] = mapped_column(Boolean, default=False)
-    #: open: in the Inbox; archived: left INBOX on the server; done: handled in the CRM
+    #: open: in the Inbox; archived: left INBOX on the server; done: handled in the CRM;
+    #: snoozed: out of the Inbox until snooze_until
     state: Mapped[str] = mapped_column(String(10), default="open")
+    snooze_until: Mapped[datetime | None]
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     __table_args__ = (
         UniqueConstraint("user_id", "message_id"),
         Index("ix_inbox_user_state", "user_id", "state", "received_at"),
+    )
+
+
+# --- two-way: actions from the CRM to the mailbox ---------------------------------------
+
+
+class OutboxAction(Base):
+    """A change the CRM owes a mail server, written in the same transaction as the CRM change.
+
+    Drained per account in id order; several pending actions on one message collapse into
+    one desired state (flags to add/remove, a destination folder, a send).
+    """
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = pk()
+    workspace_id: Mapped[int] = fk("workspaces.id")
+    account_id: Mapped[int | None] = fk("mail_accounts.id", nullable=True)
+    user_id: Mapped[int | None] = fk("users.id", nullable=True, ondelete="SET NULL")
+    message_id: Mapped[int | None] = fk("messages.id", nullable=True)
+    #: "sync" (flags / move / delete on a message) or "send"
+    kind: Mapped[str] = mapped_column(String(10))
+    payload: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+    #: pending | running | done | failed
+    state: Mapped[str] = mapped_column(String(10), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    __table_args__ = (Index("ix_outbox_drain", "account_id", "state", "id"),)
+
+
+class OutgoingAttachment(Base):
+    """Bytes of an attachment of a message composed in the CRM, kept until it is sent."""
+
+    __tablename__ = "outgoing_attachments"
+    id: Mapped[int] = pk()
+    message_id: Mapped[int] = fk("messages.id")
+    filename: Mapped[str] = mapped_column(String(500))
+    content_type: Mapped[str] = mapped_column(String(200))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+# --- web app and integrations -------------------------------------------------------------
+
+
+class WebSession(Base):
+    __tablename__ = "web_sessions"
+    id: Mapped[int] = pk()
+    user_id: Mapped[int] = fk("users.id")
+    #: sha256 of the cookie value: a stolen database does not give live sessions
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+
+
+class WebhookEndpoint(Base):
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[int] = pk()
+    workspace_id: Mapped[int] = fk("workspaces.id")
+    url: Mapped[str] = mapped_column(String(2000))
+    #: Fernet-sealed signing secret
+    secret: Mapped[bytes] = mapped_column(LargeBinary)
+    #: event types delivered; empty: all
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookEvent(Base):
+    __tablename__ = "webhook_events"
+    id: Mapped[int] = pk()
+    #: the public id receivers deduplicate on
+    public_id: Mapped[str] = mapped_column(String(40), unique=True)
+    workspace_id: Mapped[int] = fk("workspaces.id")
+    type: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[int] = pk()
+    endpoint_id: Mapped[int] = fk("webhook_endpoints.id")
+    event_id: Mapped[int] = fk("webhook_events.id")
+    #: pending | delivered | failed
+    state: Mapped[str] = mapped_column(String(10), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None]
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "event_id"),
+        Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
     )

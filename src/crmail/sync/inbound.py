@@ -168,7 +168,7 @@ class FolderSync:
             removed_uids={u for u in vanished if u <= top},
             highestmodseq=sel.highestmodseq,
         )
-        await self.db.write(lambda s: mail.apply_step(s, self.account.id, step))
+        await self._apply(step)
         return replace(folder, highestmodseq=sel.highestmodseq or folder.highestmodseq)
 
     async def _vanished_by_search(self, folder: mail.FolderInfo, top: int) -> set[int]:
@@ -195,14 +195,10 @@ class FolderSync:
             nxt = max(batch[-1] + 1, server_uidnext) if last else batch[-1] + 1
             step = await self._ingest(folder, batch)
             step.uidnext = nxt
-            await self.db.write(lambda s, st=step: mail.apply_step(s, self.account.id, st))
+            await self._apply(step)
             folder = replace(folder, uidnext=nxt)
         if not uids:
-            await self.db.write(
-                lambda s: mail.apply_step(
-                    s, self.account.id, mail.FolderStep(folder.id, uidnext=server_uidnext)
-                )
-            )
+            await self._apply(mail.FolderStep(folder.id, uidnext=server_uidnext))
             folder = replace(folder, uidnext=server_uidnext)
         return folder
 
@@ -224,8 +220,12 @@ class FolderSync:
         step = await self._ingest(folder, batch) if batch else mail.FolderStep(folder.id)
         step.import_floor = batch[-1] if batch else folder.import_floor
         step.import_complete = not rest
-        await self.db.write(lambda s: mail.apply_step(s, self.account.id, step))
+        await self._apply(step)
         return replace(folder, import_floor=step.import_floor, import_complete=not rest)
+
+    async def _apply(self, step: mail.FolderStep) -> mail.StepResult:
+        account_id = self.account.id
+        return await self.db.write(lambda s: mail.apply_step(s, account_id, step))
 
     # --- one batch of UIDs -------------------------------------------------------------
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from crmail.crypto import SecretBox
 from crmail.domain.account import AccountEvent
@@ -193,9 +194,9 @@ class AccountWorker:
             self.on_change(self.account_id)
 
 
-async def _gather_or_fail(coros: list[object]) -> None:
+async def _gather_or_fail(coros: Sequence[Coroutine[Any, Any, None]]) -> None:
     """Run the loops together; the first failure cancels the others and propagates."""
-    tasks = [asyncio.ensure_future(c) for c in coros]  # type: ignore[call-overload]
+    tasks = [asyncio.ensure_future(c) for c in coros]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for t in done:

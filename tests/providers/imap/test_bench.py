@@ -1,11 +1,13 @@
 """Throughput of a full fetch of a 10,000-message folder vs a minimal imaplib loop.
 
-Run with ``pytest -m slow tests/providers/imap/test_bench.py -s`` to see the numbers.
+Timing on a shared 2-core machine is noisy (imaplib alone varies 30k-50k msg/s), so
+this only runs when asked: ``CRMAIL_BENCH=1 pytest tests/providers/imap/test_bench.py -s``.
 """
 
 from __future__ import annotations
 
 import imaplib
+import os
 import time
 
 import pytest
@@ -63,11 +65,16 @@ async def _client_rate(acct: MailboxAccount) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("CRMAIL_BENCH"), reason="set CRMAIL_BENCH=1 to run")
 async def test_fetch_throughput_vs_imaplib(dovecot: Dovecot, mailbox: MailboxAccount) -> None:
     dovecot.seed_maildir(mailbox.email, "INBOX", (_message(i) for i in range(N)))
     # Warm Dovecot's index and the page cache so neither side pays for the first SELECT.
     _imaplib_rate(mailbox)
-    ours = max([await _client_rate(mailbox) for _ in range(2)])
-    raw = max(_imaplib_rate(mailbox) for _ in range(2))
+    # Interleave the rounds so machine noise hits both sides alike; best of three.
+    ours_runs, raw_runs = [], []
+    for _ in range(3):
+        ours_runs.append(await _client_rate(mailbox))
+        raw_runs.append(_imaplib_rate(mailbox))
+    ours, raw = max(ours_runs), max(raw_runs)
     print(f"\nfetch_messages: {ours:,.0f} msg/s  imaplib: {raw:,.0f} msg/s  ratio {ours / raw:.2f}")
     assert ours >= 0.5 * raw

@@ -17,7 +17,7 @@ from crmail.errors import (
     TLSFailed,
 )
 from crmail.providers.imap import ImapClient, ImapSettings
-from tests.servers import Dovecot, MailboxAccount
+from tests.servers import Dovecot, MailboxAccount, SmtpRelay
 from tests.servers.dovecot import free_port
 
 MSG = b"From: a@example.test\r\nTo: b@example.test\r\nSubject: %d\r\n\r\nbody %d\r\n"
@@ -459,3 +459,20 @@ async def test_logout_then_close_never_raises(client: ImapClient) -> None:
 def test_ssl_module_available() -> None:
     # The fixture CA must be loadable by the stdlib (sanity for TLS tests above).
     ssl.create_default_context()
+
+
+async def test_smtp_relay_delivers_to_imap(
+    smtp_relay: SmtpRelay, mailbox: MailboxAccount, client: ImapClient
+) -> None:
+    import smtplib
+
+    raw = (
+        b"From: x@example.test\r\nTo: %s\r\nSubject: via smtp\r\n\r\nhi\r\n"
+        % mailbox.email.encode()
+    )
+    with smtplib.SMTP(smtp_relay.host, smtp_relay.port) as smtp:
+        smtp.sendmail("x@example.test", [mailbox.email], raw)
+    assert smtp_relay.accepted[-1].rcpt_tos == (mailbox.email,)
+    await client.select("INBOX")
+    (m,) = await client.fetch_messages(await client.uid_search("ALL"))
+    assert b"Subject: via smtp" in m.raw

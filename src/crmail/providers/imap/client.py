@@ -349,7 +349,7 @@ def _records(responses: Iterable[Response]) -> list[Record]:
 
 _SEQ_OPEN = re.compile(rb"(\d+) \(")
 _FAST_ITEM = re.compile(
-    rb" ?([A-Za-z0-9.\[\]<>-]+) "
+    rb" ?([A-Za-z0-9.-]+(?:\[[A-Za-z0-9.]*\](?:<\d+>)?)?) "
     rb'(?:(\d+)|\(([^()"{}]*)\)|"([^"\\]*)"|(NIL)|\{(\d+)\}\Z)'
 )
 _INTERNALDATE = re.compile(
