@@ -20,8 +20,13 @@ class Settings:
     history_days: int = 365
     batch_size: int = 200
     poll_interval: float = 30.0  # other folders than INBOX
-    idle_timeout: float = 25 * 60.0  # RFC 9051: re-issue IDLE before 29 minutes
+    #: IDLE is re-issued this often: keeps NAT/firewalls from dropping a quiet connection,
+    #: finds a dead one, and bounds the lag the status page can show (RFC 9051: < 29 min)
+    idle_timeout: float = 60.0
     account_scan_interval: float = 2.0  # how often the service looks for new accounts
+    #: allow http:// webhook endpoints on loopback (local development and tests only);
+    #: off, endpoints must be https and resolve to public addresses
+    webhook_allow_http_loopback: bool = False
 
     @property
     def sqlite_path(self) -> Path:
@@ -39,6 +44,8 @@ class Settings:
             "history_days": int(e.get("CRMAIL_HISTORY_DAYS", "365")),
             "batch_size": int(e.get("CRMAIL_BATCH_SIZE", "200")),
             "poll_interval": float(e.get("CRMAIL_POLL_INTERVAL", "30")),
+            "webhook_allow_http_loopback": e.get("CRMAIL_WEBHOOK_ALLOW_HTTP_LOOPBACK", "").lower()
+            in ("1", "true", "yes", "on"),
         }
         keys = [k.strip() for k in e.get("CRMAIL_SECRET_KEY", "").split(",") if k.strip()]
         values["secret_keys"] = tuple(keys)

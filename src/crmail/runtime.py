@@ -10,6 +10,7 @@ from crmail.services import Services
 from crmail.storage import accounts
 from crmail.sync.inbound import SyncOptions
 from crmail.sync.service import SyncService
+from crmail.sync.webhooks import WebhookSender
 from crmail.sync.worker import AccountWorker, WorkerOptions
 
 
@@ -35,7 +36,14 @@ async def serve(services: Services, *, ready: Callable[[str], None] | None = Non
     )
     services.sync = sync
     sync.start()
+    webhooks = WebhookSender(
+        services.db,
+        services.box,
+        allow_http_loopback=services.settings.webhook_allow_http_loopback,
+    )
+    webhooks.start()
     app = create_app(services)
+    app.state.webhooks = webhooks  # lets the API wake it after queueing a test ping
     config = uvicorn.Config(
         app, host=services.settings.host, port=services.settings.port, log_level="warning"
     )
@@ -49,6 +57,7 @@ async def serve(services: Services, *, ready: Callable[[str], None] | None = Non
             ready(url)
         await task
     finally:
+        await webhooks.stop()
         await sync.stop()
         services.close()
 

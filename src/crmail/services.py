@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from crmail.config import Settings
 from crmail.crypto import SecretBox
 from crmail.storage.db import Database
 from crmail.storage.migrate import upgrade
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from crmail.storage.actions import Queued
+
 
 class SyncControl(Protocol):
     def accounts_changed(self) -> None:
         """Tell the sync service to look at accounts again (new, reconnected, removed)."""
 
+    def actions_queued(self, account_ids: Iterable[int]) -> None:
+        """Tell the sync service that the CRM queued changes for these accounts."""
+
 
 class _NoSync:
+    """Without a running sync service (CLI, tests), queued actions wait for the next run."""
+
     def accounts_changed(self) -> None:
+        pass
+
+    def actions_queued(self, account_ids: Iterable[int]) -> None:
         pass
 
 
@@ -37,6 +51,13 @@ class Services:
         if migrate:
             upgrade(db.engine)
         return cls(settings, db, SecretBox(settings.secret_keys))
+
+    async def act(self, fn: Callable[[Session], Queued]) -> Queued:
+        """Run a user action in one transaction, then wake the accounts it queued work for."""
+        queued = await self.db.write(fn)
+        if queued.account_ids:
+            self.sync.actions_queued(queued.account_ids)
+        return queued
 
     def close(self) -> None:
         self.db.close()

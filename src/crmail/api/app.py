@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from crmail.api.routes import accounts, crm, health, mail, me
+from crmail.api.routes import accounts, actions, crm, health, mail, me, webhooks
 from crmail.api.schemas import ErrorOut
 from crmail.errors import CrmailError
 from crmail.services import Services
@@ -42,7 +42,7 @@ def create_app(services: Services) -> FastAPI:
         responses={"default": {"model": ErrorOut, "description": "any error"}},
     )
     app.state.services = services
-    for module in (health, me, crm, accounts, mail):
+    for module in (health, me, crm, accounts, mail, actions, webhooks):
         app.include_router(module.router)
     app.add_exception_handler(CrmailError, _crmail_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

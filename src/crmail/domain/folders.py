@@ -54,6 +54,6 @@ def folders_to_sync(
             chosen.setdefault(name, role)
     for name in selected or []:
         if name in roles:
-            chosen.setdefault(name, roles[name] if roles[name] in SYNCED_ROLES else Role.CUSTOM)
+            chosen.setdefault(name, roles[name])
     order = {r: i for i, r in enumerate(Role)}
     return sorted(chosen.items(), key=lambda kv: (order[kv[1]], kv[0]))

@@ -1,5 +1,13 @@
 """The mime layer: parse raw messages and make their HTML safe. Pure, no IO."""
 
+from crmail.mime.compose import (
+    Composed,
+    Draft,
+    OutgoingAttachment,
+    compose,
+    reply_references,
+    reply_subject,
+)
 from crmail.mime.parse import (
     DEFAULT_LIMITS,
     Address,
@@ -18,12 +26,18 @@ __all__ = [
     "DEFAULT_LIMITS",
     "Address",
     "AttachmentInfo",
+    "Composed",
+    "Draft",
     "Envelope",
+    "OutgoingAttachment",
     "ParseLimits",
     "ParsedMessage",
+    "compose",
     "html_to_text",
     "normalize_subject",
     "parse_envelope",
     "parse_message",
+    "reply_references",
+    "reply_subject",
     "sanitize_html",
 ]

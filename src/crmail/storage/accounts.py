@@ -126,9 +126,17 @@ class AccountStatus:
 
     @property
     def lag_seconds(self) -> float | None:
-        if self.last_sync_at is None:
+        """How long ago the least recently checked folder was last compared with the server.
+
+        Quiet folders are re-checked every poll interval (INBOX: every IDLE refresh), so
+        a healthy account shows a lag of at most that interval; a growing lag means the
+        worker cannot reach the server.
+        """
+        checked = [f.last_sync_at for f in self.folders]
+        if not checked or any(c is None for c in checked):
             return None
-        return max(0.0, (utcnow() - self.last_sync_at).total_seconds())
+        oldest = min(c for c in checked if c is not None)
+        return max(0.0, (utcnow() - oldest).total_seconds())
 
 
 def status(s: Session, account_id: int) -> AccountStatus:

@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Generic, Literal, TypeVar
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, delete, exists, func, or_, select
+from sqlalchemy import ColumnElement, SQLColumnExpression, and_, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from crmail.domain.addresses import normalize_email
@@ -40,6 +40,7 @@ from crmail.storage.models import (
     TimelineEntry,
     User,
     Workspace,
+    utcnow,
 )
 
 ROLES = ("admin", "member")
@@ -712,8 +713,10 @@ def inbox(
 ) -> Page[InboxEntry]:
     """The user's open CRM Inbox items, newest first."""
     u = s.get_one(User, user_id)
+    # A snoozed item whose time has come is back even before the waker has run.
+    back = and_(InboxItem.state == ItemState.SNOOZED.value, InboxItem.snooze_until <= utcnow())
     q = select(InboxItem).where(
-        InboxItem.user_id == user_id, InboxItem.state == ItemState.OPEN.value
+        InboxItem.user_id == user_id, or_(InboxItem.state == ItemState.OPEN.value, back)
     )
     if not include_read:
         q = q.where(InboxItem.is_read.is_(False))

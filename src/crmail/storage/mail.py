@@ -20,6 +20,7 @@ from crmail.domain.folders import Role
 from crmail.domain.inbox import ItemState, is_read, next_state
 from crmail.domain.scope import AddressBook, ContactRef, Link
 from crmail.mime import ParsedMessage, normalize_subject
+from crmail.storage import outbox
 from crmail.storage.models import (
     Attachment,
     Contact,
@@ -323,6 +324,45 @@ def apply_step(s: Session, account_id: int, step: FolderStep) -> StepResult:
     return StepResult(len(stored_ids), len(fresh), tuple(sorted(touched)))
 
 
+def apply_syncback(
+    s: Session,
+    account_id: int,
+    user_id: int,
+    action_id: int,
+    message_id: int,
+    flags: dict[int, frozenset[str]],
+    moved: dict[int, tuple[str, int | None]],
+    expunged: set[int],
+) -> None:
+    """Record what a syncback action did to the server copies, and complete the action."""
+    for pid, new_flags in flags.items():
+        s.execute(update(Placement).where(Placement.id == pid).values(flags=sorted(new_flags)))
+    folder_ids = dict(
+        s.execute(select(Folder.name, Folder.id).where(Folder.account_id == account_id)).all()
+    )
+    for pid, (dest, uid) in moved.items():
+        target = folder_ids.get(dest)
+        taken = (
+            target is not None
+            and uid is not None
+            and s.scalar(
+                select(Placement.id).where(Placement.folder_id == target, Placement.uid == uid)
+            )
+        )
+        if target is None or uid is None or taken:
+            # Not a synced folder, no COPYUID, or the destination's sync got there first.
+            s.execute(delete(Placement).where(Placement.id == pid))
+        else:
+            s.execute(
+                update(Placement).where(Placement.id == pid).values(folder_id=target, uid=uid)
+            )
+    if expunged:
+        s.execute(delete(Placement).where(Placement.id.in_(sorted(expunged))))
+    outbox.complete(s, action_id)
+    ws = s.get_one(MailAccount, account_id).workspace_id
+    _refresh_inbox(s, user_id, ws, {message_id})
+
+
 def _advance_folder(folder: Folder, step: FolderStep, copies: int) -> None:
     skipped = dict(folder.skipped or {})
     for reason, n in step.skipped.items():
@@ -570,12 +610,17 @@ class _Threader:
 
 
 def _refresh_inbox(s: Session, user_id: int, ws: int, message_ids: set[int]) -> None:
-    """Recompute the owner's Inbox items for messages whose placements changed."""
-    ids = sorted(message_ids)
-    inbox_flags: dict[int, list[list[str]]] = {}
+    """Recompute the owner's Inbox items for messages whose placements changed.
+
+    Messages with a CRM action still on its way to the server are left alone: the
+    state the user just chose stands until the server has caught up (no flip-flop).
+    """
+    my_accounts = list(s.scalars(select(MailAccount.id).where(MailAccount.user_id == user_id)))
+    ids = sorted(message_ids - outbox.pending_message_ids(s, my_accounts, message_ids))
+    inbox_copies: dict[int, list[tuple[list[str], bool]]] = {}
     for chunk in _chunks(ids, 500):
         q = (
-            select(Placement.message_id, Placement.flags)
+            select(Placement.message_id, Placement.flags, MailAccount.settings)
             .join(Folder, Folder.id == Placement.folder_id)
             .join(MailAccount, MailAccount.id == Placement.account_id)
             .where(
@@ -584,8 +629,9 @@ def _refresh_inbox(s: Session, user_id: int, ws: int, message_ids: set[int]) -> 
                 Placement.message_id.in_(chunk),
             )
         )
-        for mid, flags in s.execute(q).all():
-            inbox_flags.setdefault(mid, []).append(flags)
+        for mid, flags, cfg in s.execute(q).all():
+            archives = bool((cfg or {}).get("archive_on_done", True))
+            inbox_copies.setdefault(mid, []).append((flags, archives))
     items = {
         i.message_id: i
         for chunk in _chunks(ids, 500)
@@ -593,7 +639,7 @@ def _refresh_inbox(s: Session, user_id: int, ws: int, message_ids: set[int]) -> 
             select(InboxItem).where(InboxItem.user_id == user_id, InboxItem.message_id.in_(chunk))
         )
     }
-    missing = [mid for mid in ids if mid not in items and mid in inbox_flags]
+    missing = [mid for mid in ids if mid not in items and mid in inbox_copies]
     meta = {}
     for chunk in _chunks(missing, 500):
         meta.update(
@@ -608,16 +654,12 @@ def _refresh_inbox(s: Session, user_id: int, ws: int, message_ids: set[int]) -> 
         )
     for mid in ids:
         item = items.get(mid)
-        present = mid in inbox_flags
+        copies = inbox_copies.get(mid, [])
         current = ItemState(item.state) if item else None
-        state = next_state(current, present)
+        state = next_state(current, bool(copies), done_archives=any(a for _, a in copies))
         if state is None:
             continue
-        read = (
-            any(is_read(f) for f in inbox_flags[mid])
-            if present
-            else (item.is_read if item else False)
-        )
+        read = any(is_read(f) for f, _ in copies) if copies else (item.is_read if item else False)
         if item is None:
             tid, sent = meta[mid]
             s.add(

@@ -134,9 +134,7 @@ class FolderSync:
         since = datetime.now(UTC) - timedelta(days=self.options.history_days)
         return f"SINCE {imap_date(since)}"
 
-    async def _apply_changes(
-        self, folder: mail.FolderInfo, sel: SelectResult
-    ) -> mail.FolderInfo:
+    async def _apply_changes(self, folder: mail.FolderInfo, sel: SelectResult) -> mail.FolderInfo:
         assert folder.uidnext is not None
         c = self.client
         top = folder.uidnext - 1
@@ -157,6 +155,7 @@ class FolderSync:
             updates = list(fetched.updates)
             vanished = await self._vanished_by_search(folder, top)
         if not updates and not vanished and sel.highestmodseq == folder.highestmodseq:
+            await self._apply(mail.FolderStep(folder.id))  # nothing changed: a heartbeat
             return folder
         step = mail.FolderStep(
             folder_id=folder.id,

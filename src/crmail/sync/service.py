@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
 
 from crmail.crypto import SecretBox
-from crmail.storage import accounts
+from crmail.storage import accounts, actions
 from crmail.storage.db import Database
 from crmail.sync.worker import AccountWorker, WorkerOptions
 
@@ -23,6 +24,7 @@ class SyncService:
         self.options = options
         self.scan_interval = scan_interval
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._workers: dict[int, AccountWorker] = {}
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
 
@@ -31,6 +33,16 @@ class SyncService:
         loop = self._runner.get_loop() if self._runner else None
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._wake.set)
+
+    def actions_queued(self, account_ids: Iterable[int]) -> None:
+        """The CRM queued changes for these accounts: wake their outbox drains (any thread)."""
+        loop = self._runner.get_loop() if self._runner else None
+        if loop is None or loop.is_closed():
+            return
+        for account_id in account_ids:
+            worker = self._workers.get(account_id)
+            if worker is not None:
+                loop.call_soon_threadsafe(worker.wake)
 
     def start(self) -> None:
         self._runner = asyncio.get_running_loop().create_task(
@@ -53,6 +65,7 @@ class SyncService:
     async def _supervise(self) -> None:
         while True:
             await self.reconcile()
+            await self.db.write(actions.wake_snoozed)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.scan_interval)
             self._wake.clear()
@@ -63,8 +76,10 @@ class SyncService:
             if account_id not in wanted or task.done():
                 task.cancel()
                 del self._tasks[account_id]
+                self._workers.pop(account_id, None)
         for account_id in sorted(wanted - set(self._tasks)):
             worker = AccountWorker(self.db, self.box, account_id, self.options)
+            self._workers[account_id] = worker
             self._tasks[account_id] = asyncio.create_task(
                 worker.run(), name=f"account-{account_id}"
             )

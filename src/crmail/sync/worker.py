@@ -9,20 +9,23 @@ carries the folder cursor, so stopping the worker anywhere loses nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from crmail.crypto import SecretBox
 from crmail.domain.account import AccountEvent
 from crmail.domain.folders import Role, folders_to_sync
-from crmail.errors import AuthFailed, CrmailError, ProviderError
+from crmail.errors import AuthFailed, ConnectFailed, CrmailError, InvalidInput, ProviderError
 from crmail.providers.imap import ImapClient, ImapSettings
-from crmail.storage import accounts, mail
+from crmail.storage import accounts, mail, outbox
 from crmail.storage.db import Database
 from crmail.sync.inbound import FolderSync, SyncOptions
+from crmail.sync.syncback import SyncBack
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,7 @@ log = logging.getLogger(__name__)
 class WorkerOptions:
     sync: SyncOptions = field(default_factory=SyncOptions)
     poll_interval: float = 30.0
-    idle_timeout: float = 25 * 60.0
+    idle_timeout: float = 60.0
     max_backoff: float = 300.0
 
 
@@ -71,6 +74,8 @@ class AccountWorker:
         self.options = options
         self.on_change = on_change
         self._clients: list[ImapClient] = []
+        self._outbox_wake = asyncio.Event()
+        self._importing: set[int] = set()
 
     # --- entry points --------------------------------------------------------------------
 
@@ -138,8 +143,9 @@ class AccountWorker:
                     if f.import_complete:
                         break
             await self._event(AccountEvent.IMPORT_FINISHED)
+            await self._drain_outbox(SyncBack(self.db, account, main), follow=False)
             return
-        tasks = []
+        tasks = [self._drain_outbox(SyncBack(self.db, account, await self._connect(settings)))]
         if inbox:
             tasks.append(self._follow_inbox(FolderSync(self.db, account, main, opts), inbox[0]))
         if others:
@@ -167,6 +173,42 @@ class AccountWorker:
             self._changed()
             if all(f.import_complete for f in current):
                 await asyncio.sleep(self.options.poll_interval)
+
+    def wake(self) -> None:
+        """An action was queued for this account: drain now (call from the worker's loop)."""
+        self._outbox_wake.set()
+
+    async def _drain_outbox(self, syncback: SyncBack, *, follow: bool = True) -> None:
+        """Run the account's queued actions in order; retry with backoff; wake on demand."""
+        account_id = self.account_id
+        await self.db.write(lambda s: outbox.requeue_running(s, account_id))
+        while True:
+            action = await self.db.write(lambda s: outbox.claim_next(s, account_id))
+            if action is None:
+                if not follow:
+                    return
+                due = await self.db.read(lambda s: outbox.next_due(s, account_id))
+                wait = 30.0 if due is None else (due - datetime.now(UTC)).total_seconds()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._outbox_wake.wait(), max(0.01, min(wait, 30.0)))
+                self._outbox_wake.clear()
+                continue
+            await self._run_action(syncback, action)
+            self._changed()
+
+    async def _run_action(self, syncback: SyncBack, action: outbox.Action) -> None:
+        try:
+            if action.kind == "sync":
+                await syncback.run(action)
+            else:
+                raise InvalidInput(f"unknown action kind {action.kind!r}")
+        except CrmailError as exc:
+            retryable = isinstance(exc, ProviderError) and exc.retryable
+            message = exc.message
+            await self.db.write(lambda s: outbox.fail(s, action.id, message, retryable=retryable))
+            log.warning("account %s: action %s failed: %s", self.account_id, action.id, message)
+            if isinstance(exc, ConnectFailed | AuthFailed):
+                raise  # the session is gone: reconnect (or pause) like any other loop
 
     async def _import_finished(self, folder_id: int) -> None:
         if folder_id in self._importing:

@@ -1,0 +1,117 @@
+"""Syncback: carry the CRM's queued changes to the IMAP server, in order, idempotently.
+
+Each action is safe to run twice: flags are set, not toggled; a copy already gone from
+its folder is simply not there to move; a crash between the server change and the
+commit re-runs an action whose effect is already in place. The new UIDs a MOVE gives
+(UIDPLUS COPYUID) are recorded so later actions on the message still find it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from crmail.domain.folders import Role, role_of
+from crmail.errors import InvalidInput, ProviderError
+from crmail.providers.imap import ImapClient
+from crmail.storage import mail, outbox
+from crmail.storage.db import Database
+
+log = logging.getLogger(__name__)
+
+#: names used when the server has no folder with the role (Onpipeline's seed: a
+#: top-level "Sent", which users should not delete)
+DEFAULT_NAMES = {Role.ARCHIVE: "Archive", Role.TRASH: "Trash", Role.SENT: "Sent", Role.JUNK: "Junk"}
+
+
+@dataclass(slots=True)
+class Done:
+    """What happened to each copy, for the commit that completes the action."""
+
+    flags: dict[int, frozenset[str]] = field(default_factory=dict)  # placement id -> new flags
+    moved: dict[int, tuple[str, int | None]] = field(default_factory=dict)  # -> (folder, new uid)
+    expunged: set[int] = field(default_factory=set)
+
+
+class SyncBack:
+    def __init__(self, db: Database, account: mail.AccountInfo, client: ImapClient) -> None:
+        self.db = db
+        self.account = account
+        self.client = client
+        self._roles: dict[Role, str] | None = None
+
+    async def folder_for(self, role: Role) -> str:
+        """The account's folder with this role; created (with SPECIAL-USE where the
+        server allows) when the server has none."""
+        if self._roles is None:
+            self._roles = {}
+            for f in await self.client.list_folders():
+                r = role_of(f.name, f.special_use)
+                if r is not Role.CUSTOM:
+                    self._roles.setdefault(r, f.name)
+        if role not in self._roles:
+            name = DEFAULT_NAMES.get(role, role.value.capitalize())
+            special = "\\" + role.value.capitalize() if role in DEFAULT_NAMES else None
+            await self.client.create_folder(name, special_use=special)
+            log.info("account %s: created folder %s for %s", self.account.id, name, role)
+            self._roles[role] = name
+        return self._roles[role]
+
+    async def run(self, action: outbox.Action) -> None:
+        assert action.message_id is not None
+        change = outbox.SyncChange.from_payload(action.payload)
+        copies = await self.db.read(
+            lambda s: outbox.copies(s, self.account.id, action.message_id or 0)
+        )
+        if change.from_role:
+            copies = [c for c in copies if c.role == change.from_role]
+        dest: str | None = None
+        if change.move_to_role:
+            dest = await self.folder_for(Role(change.move_to_role))
+        elif change.move_to:
+            dest = await self._existing_folder(change.move_to)
+
+        by_folder: dict[str, list[outbox.Copy]] = defaultdict(list)
+        for c in copies:
+            by_folder[c.folder].append(c)
+        done = Done()
+        for folder, group in by_folder.items():
+            await self.client.select(folder, readonly=False)
+            uids = [c.uid for c in group]
+            if change.add:
+                await self.client.store_flags(uids, add=change.add)
+            if change.remove:
+                await self.client.store_flags(uids, remove=change.remove)
+            for c in group:
+                done.flags[c.placement_id] = (c.flags | change.add) - change.remove
+            if change.expunge:
+                await self.client.expunge(uids)
+                done.expunged.update(c.placement_id for c in group)
+            elif dest is not None and dest != folder:
+                mapping = await self.client.move(uids, dest)
+                for c in group:
+                    done.moved[c.placement_id] = (dest, mapping.get(c.uid))
+        user_id = self.account.user_id
+        await self.db.write(
+            lambda s: mail.apply_syncback(
+                s,
+                self.account.id,
+                user_id,
+                action.id,
+                action.message_id or 0,
+                done.flags,
+                done.moved,
+                done.expunged,
+            )
+        )
+
+    async def _existing_folder(self, name: str) -> str:
+        names = {f.name for f in await self.client.list_folders()}
+        if name not in names:
+            raise InvalidInput(f"there is no folder {name!r} in {self.account.email}")
+        return name
+
+
+def is_retryable(exc: Exception) -> bool:
+    return isinstance(exc, ProviderError) and exc.retryable

@@ -1,0 +1,251 @@
+"""The sender against a real HTTP receiver on loopback: signing, retries, give-up, SSRF."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy.orm import Session
+
+from crmail import __version__
+from crmail.services import Services
+from crmail.storage import crm, events
+from crmail.storage.crm import UserInfo
+from crmail.storage.events import DeliveryInfo
+from crmail.sync.webhooks import WebhookSender, verify_signature
+from tests.webhooks.conftest import Clock
+from tests.webhooks.receiver import Receiver
+
+
+@dataclass
+class Setup:
+    services: Services
+    admin: UserInfo
+    endpoint_id: int
+    secret: str
+
+    @property
+    def ws(self) -> int:
+        return self.admin.workspace_id
+
+    def emit(self, type: str = "message.received", payload: dict[str, object] | None = None) -> str:
+        data = payload if payload is not None else {"message_id": 1}
+        public = self.services.db.run(lambda s: events.emit(s, self.ws, type, data))
+        assert public is not None
+        return public
+
+    def log(self) -> list[DeliveryInfo]:
+        return self.services.db.run(lambda s: events.delivery_log(s, self.ws, self.endpoint_id))
+
+
+def make_setup(services: Services, url: str) -> Setup:
+    def make(s: Session) -> Setup:
+        ws = crm.create_workspace(s, "Acme").id
+        admin = crm.create_user(s, ws, "boss@acme.test", role="admin").user
+        new = events.create_endpoint(s, admin, services.box, url=url)
+        return Setup(services, admin, new.endpoint.id, new.secret)
+
+    return services.db.run(make)
+
+
+@pytest.fixture
+def setup(services: Services, receiver: Receiver) -> Setup:
+    return make_setup(services, receiver.url)
+
+
+@pytest.fixture
+async def sender(services: Services, clock: Clock) -> AsyncIterator[WebhookSender]:
+    s = WebhookSender(
+        services.db, services.box, allow_http_loopback=True, timeout=0.5, clock=clock
+    )
+    try:
+        yield s
+    finally:
+        await s.stop()
+
+
+def test_sign_check(setup: Setup) -> None:
+    assert setup.secret.startswith("whsec_")
+
+
+async def test_delivers_a_signed_event(
+    setup: Setup, sender: WebhookSender, receiver: Receiver
+) -> None:
+    public = setup.emit("message.skipped", {"message_id": 3, "reason": "bulk"})
+    assert await sender.run_once() == 1
+
+    (req,) = receiver.requests
+    assert req.path == "/hook"
+    h = {k.lower(): v for k, v in req.headers.items()}
+    assert h["content-type"] == "application/json"
+    assert h["user-agent"] == f"crmail-webhooks/{__version__}"
+    assert h["webhook-id"] == public
+    assert h["host"].startswith("127.0.0.1:")
+    assert h["webhook-signature"].startswith("v1,")
+    assert verify_signature(setup.secret, req.headers, req.body)
+    body = json.loads(req.body)
+    assert body["id"] == public and body["type"] == "message.skipped"
+    assert body["workspace_id"] == setup.ws
+    assert body["data"] == {"message_id": 3, "reason": "bulk"}
+    assert body["created_at"].endswith("Z")
+    # the signature covers the body: another secret or a changed body does not verify
+    assert not verify_signature(events.new_secret(), req.headers, req.body)
+    assert not verify_signature(setup.secret, req.headers, req.body.replace(b"bulk", b"spam"))
+
+    (d,) = setup.log()
+    assert (d.state, d.attempts, d.last_status, d.last_error) == ("delivered", 1, 200, None)
+    # delivered once: nothing more to send
+    assert await sender.run_once() == 0
+    assert len(receiver.requests) == 1
+
+
+async def test_retries_with_backoff_then_succeeds_with_the_same_id(
+    setup: Setup, sender: WebhookSender, receiver: Receiver, clock: Clock
+) -> None:
+    receiver.fail_next = 2
+    public = setup.emit()
+
+    await sender.run_once()
+    (d,) = setup.log()
+    assert (d.state, d.attempts, d.last_status) == ("pending", 1, 500)
+    assert d.last_error is not None and "boom" in d.last_error
+    # backoff: not retried at once
+    assert await sender.run_once() == 0
+    assert len(receiver.requests) == 1
+
+    clock.advance(5 * 1.2 + 1)  # first delay: 5 s ± 20 %
+    await sender.run_once()
+    assert setup.log()[0].attempts == 2 and setup.log()[0].state == "pending"
+    clock.advance(25)  # second delay is 30 s ± 20 %: 24 s is too early
+    assert await sender.run_once() == 0
+    clock.advance(12)
+    await sender.run_once()
+
+    (d,) = setup.log()
+    assert (d.state, d.attempts, d.last_status, d.last_error) == ("delivered", 3, 200, None)
+    assert len(receiver.requests) == 3
+    # at-least-once: every attempt carries the same id (receivers deduplicate on it),
+    # each freshly signed, and the same body
+    assert {r.headers["Webhook-Id"] for r in receiver.requests} == {public}
+    assert len({r.body for r in receiver.requests}) == 1
+    assert all(verify_signature(setup.secret, r.headers, r.body) for r in receiver.requests)
+
+
+async def test_gives_up_after_max_attempts(
+    services: Services, setup: Setup, receiver: Receiver, clock: Clock
+) -> None:
+    receiver.fail_next = 100
+    sender = WebhookSender(
+        services.db,
+        services.box,
+        allow_http_loopback=True,
+        backoff=(1,),
+        max_attempts=3,
+        clock=clock,
+    )
+    try:
+        setup.emit()
+        for _ in range(5):
+            await sender.run_once()
+            clock.advance(2)
+    finally:
+        await sender.stop()
+    (d,) = setup.log()
+    assert (d.state, d.attempts, d.last_status) == ("failed", 3, 500)
+    assert len(receiver.requests) == 3
+
+
+async def test_a_hanging_receiver_times_out_and_is_retried(
+    setup: Setup, sender: WebhookSender, receiver: Receiver, clock: Clock
+) -> None:
+    receiver.hang_next = 1
+    setup.emit()
+    await asyncio.wait_for(sender.run_once(), 5)  # sender timeout is 0.5 s
+    (d,) = setup.log()
+    assert d.state == "pending" and d.last_status is None
+    assert d.last_error is not None and "timeout" in d.last_error
+    clock.advance(10)
+    await sender.run_once()
+    assert setup.log()[0].state == "delivered"
+
+
+async def test_redirects_are_not_followed(
+    setup: Setup, sender: WebhookSender, receiver: Receiver
+) -> None:
+    receiver.fail_next, receiver.fail_status = 1, 307
+    setup.emit()
+    await sender.run_once()
+    (d,) = setup.log()
+    assert (d.state, d.last_status) == ("pending", 307)
+    assert len(receiver.requests) == 1
+
+
+async def test_a_closed_port_is_a_network_error(
+    services: Services, sender: WebhookSender, receiver: Receiver
+) -> None:
+    # a port that was just open and is now closed: connection refused
+    with Receiver() as gone:
+        url = gone.url
+    setup = make_setup(services, url)
+    setup.emit()
+    await sender.run_once()
+    (d,) = setup.log()
+    assert d.state == "pending" and d.last_status is None and d.last_error
+    assert "Connect" in d.last_error
+
+
+async def test_loopback_is_refused_at_delivery_without_the_flag(
+    services: Services, setup: Setup, receiver: Receiver, clock: Clock
+) -> None:
+    # The endpoint was saved while loopback was allowed; the setting is now off.
+    strict = WebhookSender(services.db, services.box, clock=clock)
+    try:
+        setup.emit()
+        await strict.run_once()
+    finally:
+        await strict.stop()
+    assert receiver.requests == []
+    (d,) = setup.log()
+    assert d.state == "pending" and d.last_error and d.last_error.startswith("refused")
+
+
+async def test_a_slow_endpoint_does_not_hold_up_another(
+    services: Services, sender: WebhookSender, clock: Clock
+) -> None:
+    with Receiver() as slow, Receiver() as fast:
+        slow.hang_next = 1
+        a = make_setup(services, slow.url)
+        b = make_setup(services, fast.url)
+        a.emit()
+        b.emit()
+        # both in one pass: the fast one is not serialized behind the slow one's timeout
+        await asyncio.wait_for(sender.run_once(), 0.5 * 2 + 2)
+        assert b.log()[0].state == "delivered"
+        assert a.log()[0].state == "pending"
+
+
+async def test_started_sender_wakes_from_another_thread(
+    services: Services, setup: Setup, receiver: Receiver, clock: Clock
+) -> None:
+    sender = WebhookSender(
+        services.db, services.box, allow_http_loopback=True, poll_interval=60, clock=clock
+    )
+    sender.start()
+    try:
+        await asyncio.sleep(0.2)  # its first pass found nothing; now it waits 60 s
+        setup.emit()
+        threading.Thread(target=sender.wake).start()
+        await wait_for(lambda: len(receiver.requests) == 1)
+        await wait_for(lambda: setup.log()[0].state == "delivered")
+    finally:
+        await sender.stop()
+
+
+async def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not cond():
+            await asyncio.sleep(0.02)
