@@ -103,7 +103,9 @@ def connect_account(services: Services, ws: int, uid: int, box) -> int:  # type:
 
 async def bench_import(dovecot: Dovecot, root: Path, n: int) -> tuple[float, float]:
     box = dovecot.add_user("importer@bench.test", "pw-import")
-    dovecot.seed_maildir(box.email, "INBOX", (make_message(i, "client@client.example", box.email) for i in range(n)))
+    dovecot.seed_maildir(
+        box.email, "INBOX", (make_message(i, "client@client.example", box.email) for i in range(n))
+    )
     # warm Dovecot's index so neither side pays for the first indexing
     dovecot.doveadm("mailbox", "status", "-u", box.email, "messages", "INBOX")
     got, raw_s = raw_fetch(dovecot, box.email, box.password, box.ca_file, box.tls_port)
@@ -113,7 +115,9 @@ async def bench_import(dovecot: Dovecot, root: Path, n: int) -> tuple[float, flo
     ws, uid = setup_world(services, box.email, "client@client.example")
     acc = connect_account(services, ws, uid, box)
     t0 = time.perf_counter()
-    await AccountWorker(services.db, services.box, acc, WorkerOptions(sync=SyncOptions(batch_size=500))).run_once()
+    await AccountWorker(
+        services.db, services.box, acc, WorkerOptions(sync=SyncOptions(batch_size=500))
+    ).run_once()
     crm_s = time.perf_counter() - t0
     stored = services.db.run(lambda s: s.scalar(select(func.count()).select_from(Message)))
     assert stored == n, (stored, n)
@@ -121,7 +125,9 @@ async def bench_import(dovecot: Dovecot, root: Path, n: int) -> tuple[float, flo
     return n / raw_s, n / crm_s
 
 
-async def no_change_round(dovecot: Dovecot, root: Path, n: int, tag: str, rounds: int = 20) -> float:
+async def no_change_round(
+    dovecot: Dovecot, root: Path, n: int, tag: str, rounds: int = 20
+) -> float:
     box = dovecot.add_user(f"resync{tag}@bench.test", "pw-resync")
     # Headers only from strangers: a big folder whose import stores nothing and is quick.
     small = b"From: someone@else.example\r\nTo: x@y\r\nSubject: s\r\n\r\nbody\r\n"
@@ -129,7 +135,9 @@ async def no_change_round(dovecot: Dovecot, root: Path, n: int, tag: str, rounds
     services = Services.open(Settings(data_dir=root / f"resync{tag}", secret_keys=(new_key(),)))
     ws, uid = setup_world(services, box.email, "client@client.example")
     acc = connect_account(services, ws, uid, box)
-    await AccountWorker(services.db, services.box, acc, WorkerOptions(sync=SyncOptions(batch_size=2000))).run_once()
+    await AccountWorker(
+        services.db, services.box, acc, WorkerOptions(sync=SyncOptions(batch_size=2000))
+    ).run_once()
     account = services.db.run(lambda s: mail.account_info(s, acc))
     client = await ImapClient.connect(imap_settings(account, services.box))
     sync = FolderSync(services.db, account, client, SyncOptions())
@@ -149,7 +157,9 @@ async def bench_latency(dovecot: Dovecot, root: Path, deliveries: int) -> list[f
     services = Services.open(Settings(data_dir=root / "latency", secret_keys=(new_key(),)))
     ws, uid = setup_world(services, box.email, "client@client.example")
     acc = connect_account(services, ws, uid, box)
-    worker = asyncio.create_task(AccountWorker(services.db, services.box, acc, WorkerOptions(poll_interval=1.0)).run())
+    worker = asyncio.create_task(
+        AccountWorker(services.db, services.box, acc, WorkerOptions(poll_interval=1.0)).run()
+    )
     # wait until live (import of the empty mailbox done, IDLE entered)
     while services.db.run(lambda s: accounts.status(s, acc).state) != "live":
         await asyncio.sleep(0.01)
@@ -160,7 +170,9 @@ async def bench_latency(dovecot: Dovecot, root: Path, deliveries: int) -> list[f
         msgid = raw.split(b"Message-ID: <", 1)[1].split(b">", 1)[0].decode()
         t0 = time.perf_counter()
         await asyncio.to_thread(dovecot.deliver, box.email, raw)
-        while not services.db.run(lambda s, m=msgid: s.scalar(select(Message.id).where(Message.message_id == m))):
+        while not services.db.run(
+            lambda s, m=msgid: s.scalar(select(Message.id).where(Message.message_id == m))
+        ):
             await asyncio.sleep(0.002)
             if time.perf_counter() - t0 > 10:
                 raise RuntimeError("message did not arrive within 10 s")
@@ -200,7 +212,9 @@ async def main() -> None:
         lat = await bench_latency(dovecot, root, args.deliveries)
         print(f"mailbox -> CRM latency over {len(lat)} deliveries (LMTP -> IDLE -> stored)")
         print(f"  p50                          : {pct(lat, 50) * 1000:8.1f} ms")
-        print(f"  p99                          : {pct(lat, 99) * 1000:8.1f} ms   (target < 1000 ms)")
+        print(
+            f"  p99                          : {pct(lat, 99) * 1000:8.1f} ms   (target < 1000 ms)"
+        )
         print(f"  mean                         : {statistics.mean(lat) * 1000:8.1f} ms")
 
 

@@ -144,5 +144,96 @@ def _print_progress(name: str, done: int, total: int) -> None:
         click.echo()
 
 
+@main.group()
+def user() -> None:
+    """Manage users: add one (prints its API token), set a web password."""
+
+
+@user.command("add")
+@click.option("--workspace-name", default=None, help="Create a new workspace with this name.")
+@click.option("--workspace-id", type=int, default=None, help="Add to this existing workspace.")
+@click.option("--email", required=True)
+@click.option("--name", default="")
+@click.option("--role", type=click.Choice(["admin", "member"]), default="member", show_default=True)
+@click.option("--password", default=None, help="Web sign-in password (prompted when omitted).")
+@click.option("--no-password", is_flag=True, help="API token only: no web sign-in.")
+@_fail_cleanly
+def user_add(
+    workspace_name: str | None,
+    workspace_id: int | None,
+    email: str,
+    name: str,
+    role: str,
+    password: str | None,
+    no_password: bool,
+) -> None:
+    """Create a user; its API token is printed once and never stored in clear."""
+    from crmail.storage import crm
+    from crmail.storage import web as web_store
+
+    if (workspace_name is None) == (workspace_id is None):
+        raise click.UsageError("give exactly one of --workspace-name and --workspace-id")
+    if password is None and not no_password:
+        password = click.prompt("Web password", hide_input=True, confirmation_prompt=True)
+    services = _services()
+
+    def make(s: Any) -> crm.NewUser:
+        ws = workspace_id
+        if ws is None:
+            ws = crm.create_workspace(s, str(workspace_name)).id
+        else:
+            web_store.check_workspace(s, ws)
+        new = crm.create_user(s, ws, email, name=name, role=role)
+        if password:
+            web_store.set_password(s, new.user.id, password)
+        return new
+
+    try:
+        new = services.db.run(make)
+    finally:
+        services.close()
+    click.echo(
+        f"user {new.user.id} <{new.user.email}> ({new.user.role}) in workspace {new.user.workspace_id}"
+    )
+    click.echo(f"API token (shown once): {new.token}")
+
+
+@user.command("set-password")
+@click.argument("email")
+@click.option("--workspace-id", type=int, default=None, help="When the address is in several.")
+@click.option("--password", default=None, help="The new password (prompted when omitted).")
+@_fail_cleanly
+def user_set_password(email: str, workspace_id: int | None, password: str | None) -> None:
+    """Set (or reset) a user's web sign-in password; their web sessions end."""
+    from crmail.errors import InvalidInput, NotFound
+    from crmail.storage import web as web_store
+
+    if password is None:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    new_password = password
+    services = _services()
+
+    def change(s: Any) -> str:
+        users = [
+            u
+            for u in web_store.users_by_email(s, email)
+            if workspace_id is None or u.workspace_id == workspace_id
+        ]
+        if not users:
+            raise NotFound(f"no user {email}")
+        if len(users) > 1:
+            raise InvalidInput(
+                f"{email} is a user in several workspaces", hint="add --workspace-id"
+            )
+        web_store.set_password(s, users[0].id, new_password)
+        return users[0].email
+
+    try:
+        who = services.db.run(change)
+    finally:
+        services.close()
+    click.echo(f"password set for {who}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

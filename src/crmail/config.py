@@ -27,6 +27,15 @@ class Settings:
     #: allow http:// webhook endpoints on loopback (local development and tests only);
     #: off, endpoints must be https and resolve to public addresses
     webhook_allow_http_loopback: bool = False
+    #: mark the web app's session cookie Secure (sent over HTTPS only): turn on behind TLS;
+    #: off by default so the loopback demo on plain http works
+    cookie_secure: bool = False
+    #: the workspace's default sending provider, for bulk and workflow email that does not
+    #: go out through a user's own mailbox: smtp://user:pass@host:587 (STARTTLS),
+    #: smtps://...:465 (implicit TLS), or smtp://host:25?security=none; ?ca_file=PATH
+    default_smtp_url: str = ""
+    #: From address of workflow email sent through the default provider
+    default_from: str = ""
 
     @property
     def sqlite_path(self) -> Path:
@@ -44,7 +53,11 @@ class Settings:
             "history_days": int(e.get("CRMAIL_HISTORY_DAYS", "365")),
             "batch_size": int(e.get("CRMAIL_BATCH_SIZE", "200")),
             "poll_interval": float(e.get("CRMAIL_POLL_INTERVAL", "30")),
+            "default_smtp_url": e.get("CRMAIL_DEFAULT_SMTP_URL", ""),
+            "default_from": e.get("CRMAIL_DEFAULT_FROM", ""),
             "webhook_allow_http_loopback": e.get("CRMAIL_WEBHOOK_ALLOW_HTTP_LOOPBACK", "").lower()
+            in ("1", "true", "yes", "on"),
+            "cookie_secure": e.get("CRMAIL_COOKIE_SECURE", "").lower()
             in ("1", "true", "yes", "on"),
         }
         keys = [k.strip() for k in e.get("CRMAIL_SECRET_KEY", "").split(",") if k.strip()]

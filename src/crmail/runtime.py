@@ -9,6 +9,7 @@ from collections.abc import Callable
 from crmail.services import Services
 from crmail.storage import accounts
 from crmail.sync.inbound import SyncOptions
+from crmail.sync.sending import smtp_settings_from_url
 from crmail.sync.service import SyncService
 from crmail.sync.webhooks import WebhookSender
 from crmail.sync.worker import AccountWorker, WorkerOptions
@@ -33,6 +34,11 @@ async def serve(services: Services, *, ready: Callable[[str], None] | None = Non
         services.box,
         worker_options(services),
         scan_interval=services.settings.account_scan_interval,
+        default_smtp=(
+            smtp_settings_from_url(services.settings.default_smtp_url)
+            if services.settings.default_smtp_url
+            else None
+        ),
     )
     services.sync = sync
     sync.start()

@@ -21,8 +21,9 @@ class SyncControl(Protocol):
     def accounts_changed(self) -> None:
         """Tell the sync service to look at accounts again (new, reconnected, removed)."""
 
-    def actions_queued(self, account_ids: Iterable[int]) -> None:
-        """Tell the sync service that the CRM queued changes for these accounts."""
+    def actions_queued(self, account_ids: Iterable[int], default_provider: bool = False) -> None:
+        """Tell the sync service that the CRM queued changes for these accounts (and/or
+        for the workspace's default sending provider)."""
 
 
 class _NoSync:
@@ -31,7 +32,7 @@ class _NoSync:
     def accounts_changed(self) -> None:
         pass
 
-    def actions_queued(self, account_ids: Iterable[int]) -> None:
+    def actions_queued(self, account_ids: Iterable[int], default_provider: bool = False) -> None:
         pass
 
 
@@ -55,8 +56,8 @@ class Services:
     async def act(self, fn: Callable[[Session], Queued]) -> Queued:
         """Run a user action in one transaction, then wake the accounts it queued work for."""
         queued = await self.db.write(fn)
-        if queued.account_ids:
-            self.sync.actions_queued(queued.account_ids)
+        if queued.account_ids or queued.default_provider:
+            self.sync.actions_queued(queued.account_ids, queued.default_provider)
         return queued
 
     def close(self) -> None:

@@ -44,9 +44,13 @@ from crmail.storage.models import (
 class FakeSync:
     def __init__(self) -> None:
         self.calls = 0
+        self.woken: list[tuple[frozenset[int], bool]] = []
 
     def accounts_changed(self) -> None:
         self.calls += 1
+
+    def actions_queued(self, account_ids: Iterable[int], default_provider: bool = False) -> None:
+        self.woken.append((frozenset(account_ids), default_provider))
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ class _RelayHandler:
     data_reply: str | None = None
     #: when True, the connection is dropped after DATA without any reply
     drop_on_data: bool = False
+    #: MAIL FROM parameters of every transaction that reached DATA ("SMTPUTF8", "SIZE=...")
+    mail_options: list[tuple[str, ...]] = field(default_factory=list)
 
     async def handle_RCPT(
         self,
@@ -54,6 +56,7 @@ class _RelayHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.mail_options.append(tuple(envelope.mail_options))
         if self.drop_on_data:
             assert server.transport is not None
             server.transport.close()
@@ -112,7 +115,8 @@ class SmtpRelay:
     and enforced SIZE (aiosmtpd's default 32 MiB when None, no SIZE at all when 0).
     ``rcpt_replies`` / ``data_reply`` / ``drop_on_data`` make the server refuse chosen
     recipients, refuse the message, or hang up after DATA (also settable later on
-    ``handler``). ``accepted`` records every envelope that was relayed.
+    ``handler``). ``smtputf8=False`` stops offering SMTPUTF8 (aiosmtpd's Controller
+    offers it by default). ``accepted`` records every envelope that was relayed.
     """
 
     host = "127.0.0.1"
@@ -131,6 +135,7 @@ class SmtpRelay:
         rcpt_replies: dict[str, str] | None = None,
         data_reply: str | None = None,
         drop_on_data: bool = False,
+        smtputf8: bool = True,
     ) -> None:
         if tls not in ("none", "starttls", "implicit"):
             raise ValueError(tls)
@@ -150,7 +155,7 @@ class SmtpRelay:
                 raise ValueError("TLS needs cert_file and key_file")
             server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             server_ctx.load_cert_chain(cert_file, key_file)
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"enable_SMTPUTF8": smtputf8}
         if size_limit is not None:
             kwargs["data_size_limit"] = size_limit
         if users is not None:

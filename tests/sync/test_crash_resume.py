@@ -38,7 +38,8 @@ def test_kill_mid_import_then_resume(
     world.contact("hal@client.test")
     account = world.connect(me, mailbox)
     raws = [
-        message("hal@client.test", mailbox.email, f"n{i}", msgid=f"<n{i}@c.test>") if i % 3
+        message("hal@client.test", mailbox.email, f"n{i}", msgid=f"<n{i}@c.test>")
+        if i % 3
         else message("stranger@else.test", mailbox.email, f"s{i}", msgid=f"<s{i}@c.test>")
         for i in range(N)
     ]
@@ -47,7 +48,11 @@ def test_kill_mid_import_then_resume(
 
     def imported() -> int:
         return services.db.run(
-            lambda s: s.scalar(select(func.coalesce(func.sum(Folder.import_done), 0)).where(Folder.account_id == account))
+            lambda s: s.scalar(
+                select(func.coalesce(func.sum(Folder.import_done), 0)).where(
+                    Folder.account_id == account
+                )
+            )
         )
 
     cmd, env = _sync_cmd(settings, account)
@@ -75,7 +80,9 @@ def test_kill_mid_import_then_resume(
     links = services.db.run(lambda s: s.scalar(select(func.count()).select_from(TimelineEntry)))
     assert links == len(expected)
     folder = services.db.run(
-        lambda s: s.scalars(select(Folder).where(Folder.account_id == account, Folder.name == "INBOX")).one()
+        lambda s: s.scalars(
+            select(Folder).where(Folder.account_id == account, Folder.name == "INBOX")
+        ).one()
     )
     assert folder.import_complete
     assert folder.skipped == {"no_known_contact": N - len(expected)}

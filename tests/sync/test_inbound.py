@@ -243,7 +243,11 @@ async def test_history_window_and_newest_first(
 
 @pytest.mark.parametrize(
     "disabled",
-    [["QRESYNC"], ["QRESYNC", "CONDSTORE"], ["QRESYNC", "CONDSTORE", "IDLE", "MOVE", "UIDPLUS", "SPECIAL-USE", "ESEARCH", "LITERAL+"]],
+    [
+        ["QRESYNC"],
+        ["QRESYNC", "CONDSTORE"],
+        ["QRESYNC", "CONDSTORE", "IDLE", "MOVE", "UIDPLUS", "SPECIAL-USE", "ESEARCH", "LITERAL+"],
+    ],
     ids=["condstore-only", "no-modseq", "bare-imap4rev1"],
 )
 async def test_fallbacks_without_extensions(
@@ -253,15 +257,40 @@ async def test_fallbacks_without_extensions(
     world.contact("gus@client.test")
     account = world.connect(me, mailbox, imap_disabled_caps=disabled)
     for i in range(3):
-        dovecot.deliver(mailbox.email, message("gus@client.test", mailbox.email, f"g{i}", msgid=f"<g{i}@c.test>"))
+        dovecot.deliver(
+            mailbox.email,
+            message("gus@client.test", mailbox.email, f"g{i}", msgid=f"<g{i}@c.test>"),
+        )
     worker = asyncio.create_task(AccountWorker(services.db, services.box, account, FAST).run())
     try:
         await wait_for(lambda: count(services, InboxItem, InboxItem.state == "open") == 3)
-        dovecot.doveadm("flags", "add", "-u", mailbox.email, "\\Seen", "mailbox", "INBOX", "header", "Message-ID", "<g0@c.test>")
+        dovecot.doveadm(
+            "flags",
+            "add",
+            "-u",
+            mailbox.email,
+            "\\Seen",
+            "mailbox",
+            "INBOX",
+            "header",
+            "Message-ID",
+            "<g0@c.test>",
+        )
         await wait_for(lambda: count(services, InboxItem, InboxItem.is_read.is_(True)) == 1)
-        dovecot.doveadm("expunge", "-u", mailbox.email, "mailbox", "INBOX", "header", "Message-ID", "<g1@c.test>")
+        dovecot.doveadm(
+            "expunge",
+            "-u",
+            mailbox.email,
+            "mailbox",
+            "INBOX",
+            "header",
+            "Message-ID",
+            "<g1@c.test>",
+        )
         await wait_for(lambda: count(services, InboxItem, InboxItem.state == "archived") == 1)
-        dovecot.deliver(mailbox.email, message("gus@client.test", mailbox.email, "g3", msgid="<g3@c.test>"))
+        dovecot.deliver(
+            mailbox.email, message("gus@client.test", mailbox.email, "g3", msgid="<g3@c.test>")
+        )
         await wait_for(lambda: count(services, Message) == 4)
         assert count(services, InboxItem, InboxItem.state == "open") == 3
     finally:

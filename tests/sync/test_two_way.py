@@ -29,22 +29,30 @@ def user(services: Services, world: World, user_id: int) -> crm.UserInfo:
 
 
 def thread_of(services: Services, msgid: str) -> int:
-    return services.db.run(lambda s: s.scalar(select(Message.thread_id).where(Message.message_id == msgid)))
+    return services.db.run(
+        lambda s: s.scalar(select(Message.thread_id).where(Message.message_id == msgid))
+    )
 
 
 def item_state(services: Services, user_id: int, msgid: str) -> tuple[str, bool]:
-    return tuple(services.db.run(
-        lambda s: s.execute(
-            select(InboxItem.state, InboxItem.is_read)
-            .join(Message, Message.id == InboxItem.message_id)
-            .where(InboxItem.user_id == user_id, Message.message_id == msgid)
-        ).one()
-    ))  # type: ignore[return-value]
+    return tuple(
+        services.db.run(
+            lambda s: s.execute(
+                select(InboxItem.state, InboxItem.is_read)
+                .join(Message, Message.id == InboxItem.message_id)
+                .where(InboxItem.user_id == user_id, Message.message_id == msgid)
+            ).one()
+        )
+    )  # type: ignore[return-value]
 
 
 def folders_on_server(dovecot: Dovecot, user: str, msgid: str) -> list[str]:
-    out = dovecot.doveadm("fetch", "-u", user, "mailbox", "mailbox", "*", "header", "Message-ID", msgid)
-    return sorted(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("mailbox:"))
+    out = dovecot.doveadm(
+        "fetch", "-u", user, "mailbox", "mailbox", "*", "header", "Message-ID", msgid
+    )
+    return sorted(
+        line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("mailbox:")
+    )
 
 
 class Running:
@@ -60,13 +68,17 @@ class Running:
     def accounts_changed(self) -> None:
         pass
 
-    def actions_queued(self, account_ids: object) -> None:
+    def actions_queued(self, account_ids: object, default_provider: bool = False) -> None:
         self.worker.wake()
 
     async def live(self) -> None:
         from crmail.storage.models import MailAccount
 
-        await wait_for(lambda: self.services.db.run(lambda s: s.get_one(MailAccount, self.account).state) == "live")
+        await wait_for(
+            lambda: (
+                self.services.db.run(lambda s: s.get_one(MailAccount, self.account).state) == "live"
+            )
+        )
 
     async def stop(self) -> None:
         self.task.cancel()
@@ -74,12 +86,17 @@ class Running:
 
 
 @pytest.fixture
-async def setup(services: Services, world: World, dovecot: Dovecot, mailbox: MailboxAccount) -> AsyncIterator[tuple[int, int, Running]]:
+async def setup(
+    services: Services, world: World, dovecot: Dovecot, mailbox: MailboxAccount
+) -> AsyncIterator[tuple[int, int, Running]]:
     me = world.user(mailbox.email)
     world.contact("ivy@client.test")
     account = world.connect(me, mailbox)
     for i in range(3):
-        dovecot.deliver(mailbox.email, message("ivy@client.test", mailbox.email, f"topic {i}", msgid=f"<i{i}@client.test>"))
+        dovecot.deliver(
+            mailbox.email,
+            message("ivy@client.test", mailbox.email, f"topic {i}", msgid=f"<i{i}@client.test>"),
+        )
     run = Running(services, account)
     await run.live()
     await wait_for(lambda: count(services, InboxItem, InboxItem.state == "open") == 3)
@@ -88,24 +105,58 @@ async def setup(services: Services, world: World, dovecot: Dovecot, mailbox: Mai
 
 
 async def test_done_marks_read_and_archives_on_server(
-    services: Services, world: World, dovecot: Dovecot, mailbox: MailboxAccount, setup: tuple[int, int, Running]
+    services: Services,
+    world: World,
+    dovecot: Dovecot,
+    mailbox: MailboxAccount,
+    setup: tuple[int, int, Running],
 ) -> None:
     me, _, _ = setup
-    await services.act(lambda s: actions.done(s, user(services, world, me), thread_of(services, "i0@client.test")))
-    assert item_state(services, me, "i0@client.test") == ("done", True)  # at once, before the server
-    await wait_for(lambda: folders_on_server(dovecot, mailbox.email, "<i0@client.test>") == ["Archive"])
+    await services.act(
+        lambda s: actions.done(s, user(services, world, me), thread_of(services, "i0@client.test"))
+    )
+    assert item_state(services, me, "i0@client.test") == (
+        "done",
+        True,
+    )  # at once, before the server
+    await wait_for(
+        lambda: folders_on_server(dovecot, mailbox.email, "<i0@client.test>") == ["Archive"]
+    )
     assert "\\Seen" in server_flags(dovecot, mailbox.email, "Archive")["<i0@client.test>"]
     # the new UID is known: the placement follows the message into Archive
-    await wait_for(lambda: services.db.run(
-        lambda s: s.execute(select(Folder.name).join(Placement, Placement.folder_id == Folder.id)
-                            .join(Message, Message.id == Placement.message_id)
-                            .where(Message.message_id == "i0@client.test")).scalars().all()) == ["Archive"])
+    await wait_for(
+        lambda: (
+            services.db.run(
+                lambda s: (
+                    s.execute(
+                        select(Folder.name)
+                        .join(Placement, Placement.folder_id == Folder.id)
+                        .join(Message, Message.id == Placement.message_id)
+                        .where(Message.message_id == "i0@client.test")
+                    )
+                    .scalars()
+                    .all()
+                )
+            )
+            == ["Archive"]
+        )
+    )
     assert count(services, TimelineEntry) == 3
     # after the server caught up, the item stays done (no flip-flop)
     await asyncio.sleep(0.3)
     assert item_state(services, me, "i0@client.test") == ("done", True)
     # moved back to INBOX by another client: it is actionable again
-    dovecot.doveadm("move", "-u", mailbox.email, "INBOX", "mailbox", "Archive", "header", "Message-ID", "<i0@client.test>")
+    dovecot.doveadm(
+        "move",
+        "-u",
+        mailbox.email,
+        "INBOX",
+        "mailbox",
+        "Archive",
+        "header",
+        "Message-ID",
+        "<i0@client.test>",
+    )
     await wait_for(lambda: item_state(services, me, "i0@client.test")[0] == "open")
 
 
@@ -115,12 +166,18 @@ async def test_done_without_archiving_only_marks_read(
     me = world.user(mailbox.email)
     world.contact("jo@client.test")
     account = world.connect(me, mailbox, archive_on_done=False)
-    dovecot.deliver(mailbox.email, message("jo@client.test", mailbox.email, "hi", msgid="<j0@client.test>"))
+    dovecot.deliver(
+        mailbox.email, message("jo@client.test", mailbox.email, "hi", msgid="<j0@client.test>")
+    )
     run = Running(services, account)
     try:
         await run.live()
         await wait_for(lambda: count(services, InboxItem) == 1)
-        await services.act(lambda s: actions.done(s, user(services, world, me), thread_of(services, "j0@client.test")))
+        await services.act(
+            lambda s: actions.done(
+                s, user(services, world, me), thread_of(services, "j0@client.test")
+            )
+        )
         await wait_for(lambda: "\\Seen" in server_flags(dovecot, mailbox.email)["<j0@client.test>"])
         assert folders_on_server(dovecot, mailbox.email, "<j0@client.test>") == ["INBOX"]
         await asyncio.sleep(0.3)
@@ -130,7 +187,11 @@ async def test_done_without_archiving_only_marks_read(
 
 
 async def test_read_unread_both_ways_without_flip_flop(
-    services: Services, world: World, dovecot: Dovecot, mailbox: MailboxAccount, setup: tuple[int, int, Running]
+    services: Services,
+    world: World,
+    dovecot: Dovecot,
+    mailbox: MailboxAccount,
+    setup: tuple[int, int, Running],
 ) -> None:
     me, account, run = setup
     tid = thread_of(services, "i1@client.test")
@@ -139,55 +200,99 @@ async def test_read_unread_both_ways_without_flip_flop(
     await run.stop()
     services.db.run(lambda s: actions.set_read(s, u, tid, True))
     services.db.run(lambda s: actions.set_read(s, u, tid, False))
-    pending = services.db.run(lambda s: s.scalars(select(OutboxAction).where(OutboxAction.state == "pending")).all())
+    pending = services.db.run(
+        lambda s: s.scalars(select(OutboxAction).where(OutboxAction.state == "pending")).all()
+    )
     assert len(pending) == 1
     assert pending[0].payload["add"] == [] and pending[0].payload["remove"] == ["\\Seen"]
     # Meanwhile another client reads it on the server.
-    dovecot.doveadm("flags", "add", "-u", mailbox.email, "\\Seen", "mailbox", "INBOX", "header", "Message-ID", "<i1@client.test>")
+    dovecot.doveadm(
+        "flags",
+        "add",
+        "-u",
+        mailbox.email,
+        "\\Seen",
+        "mailbox",
+        "INBOX",
+        "header",
+        "Message-ID",
+        "<i1@client.test>",
+    )
     # An inbound sync that runs before the drain must not flip the CRM state.
+    from crmail.providers.imap import ImapClient
     from crmail.storage import mail
     from crmail.sync.inbound import FolderSync, SyncOptions
     from crmail.sync.worker import imap_settings
-    from crmail.providers.imap import ImapClient
 
     info = services.db.run(lambda s: mail.account_info(s, account))
     client = await ImapClient.connect(imap_settings(info, services.box))
-    inbox = next(f for f in services.db.run(lambda s: mail.folders(s, account)) if f.name == "INBOX")
+    inbox = next(
+        f for f in services.db.run(lambda s: mail.folders(s, account)) if f.name == "INBOX"
+    )
     await FolderSync(services.db, info, client, SyncOptions()).round(inbox)
     await client.logout()
     assert item_state(services, me, "i1@client.test") == ("open", False)
     # The drain makes the server agree with the CRM.
     run2 = Running(services, account)
     try:
-        await wait_for(lambda: "\\Seen" not in server_flags(dovecot, mailbox.email)["<i1@client.test>"])
+        await wait_for(
+            lambda: "\\Seen" not in server_flags(dovecot, mailbox.email)["<i1@client.test>"]
+        )
         # and reading it elsewhere later is reflected again
-        dovecot.doveadm("flags", "add", "-u", mailbox.email, "\\Seen", "mailbox", "INBOX", "header", "Message-ID", "<i1@client.test>")
+        dovecot.doveadm(
+            "flags",
+            "add",
+            "-u",
+            mailbox.email,
+            "\\Seen",
+            "mailbox",
+            "INBOX",
+            "header",
+            "Message-ID",
+            "<i1@client.test>",
+        )
         await wait_for(lambda: item_state(services, me, "i1@client.test") == ("open", True))
     finally:
         await run2.stop()
 
 
 async def test_delete_and_move_reach_the_server_and_keep_the_record(
-    services: Services, world: World, dovecot: Dovecot, mailbox: MailboxAccount, setup: tuple[int, int, Running]
+    services: Services,
+    world: World,
+    dovecot: Dovecot,
+    mailbox: MailboxAccount,
+    setup: tuple[int, int, Running],
 ) -> None:
     me, _, _ = setup
     u = user(services, world, me)
-    mid = services.db.run(lambda s: s.scalar(select(Message.id).where(Message.message_id == "i2@client.test")))
+    mid = services.db.run(
+        lambda s: s.scalar(select(Message.id).where(Message.message_id == "i2@client.test"))
+    )
     await services.act(lambda s: actions.delete_message(s, u, mid))
-    await wait_for(lambda: folders_on_server(dovecot, mailbox.email, "<i2@client.test>") == ["Trash"])
+    await wait_for(
+        lambda: folders_on_server(dovecot, mailbox.email, "<i2@client.test>") == ["Trash"]
+    )
     assert item_state(services, me, "i2@client.test")[0] == "archived"
     await wait_for(lambda: count(services, OutboxAction, OutboxAction.state == "done") == 1)
     assert count(services, TimelineEntry, TimelineEntry.message_id == mid) == 1
 
     dovecot.doveadm("mailbox", "create", "-u", mailbox.email, "Clients")
-    other = services.db.run(lambda s: s.scalar(select(Message.id).where(Message.message_id == "i0@client.test")))
+    other = services.db.run(
+        lambda s: s.scalar(select(Message.id).where(Message.message_id == "i0@client.test"))
+    )
     await services.act(lambda s: actions.move_message(s, u, other, "Clients"))
-    await wait_for(lambda: folders_on_server(dovecot, mailbox.email, "<i0@client.test>") == ["Clients"])
+    await wait_for(
+        lambda: folders_on_server(dovecot, mailbox.email, "<i0@client.test>") == ["Clients"]
+    )
     # a folder that does not exist: a clear, permanent failure, nothing lost
-    third = services.db.run(lambda s: s.scalar(select(Message.id).where(Message.message_id == "i1@client.test")))
+    third = services.db.run(
+        lambda s: s.scalar(select(Message.id).where(Message.message_id == "i1@client.test"))
+    )
     await services.act(lambda s: actions.move_message(s, u, third, "Nope"))
     await wait_for(lambda: count(services, OutboxAction, OutboxAction.state == "failed") == 1)
-    err = services.db.run(lambda s: s.scalar(select(OutboxAction.last_error).where(OutboxAction.state == "failed")))
+    err = services.db.run(
+        lambda s: s.scalar(select(OutboxAction.last_error).where(OutboxAction.state == "failed"))
+    )
     assert "Nope" in err
     assert folders_on_server(dovecot, mailbox.email, "<i1@client.test>") == ["INBOX"]
 
@@ -198,7 +303,11 @@ async def test_expunge_from_trash(
     me = world.user(mailbox.email)
     world.contact("kim@client.test")
     account = world.connect(me, mailbox, folders=["Trash"])
-    dovecot.append(mailbox.email, "Trash", message("kim@client.test", mailbox.email, "old", msgid="<k0@client.test>"))
+    dovecot.append(
+        mailbox.email,
+        "Trash",
+        message("kim@client.test", mailbox.email, "old", msgid="<k0@client.test>"),
+    )
     run = Running(services, account)
     try:
         await run.live()
@@ -254,4 +363,6 @@ async def test_teammates_cannot_act_and_done_touches_only_my_copy(
     assert "\\Seen" not in server_flags(dovecot, b.email)["<both2@client.test>"]
     assert item_state(services, ua, "both2@client.test") == ("done", True)
     assert item_state(services, ub, "both2@client.test") == ("open", False)
-    assert services.db.run(lambda s: outbox.pending_message_ids(s, [acc_a, acc_b], [1, 2, 3])) == set()
+    assert (
+        services.db.run(lambda s: outbox.pending_message_ids(s, [acc_a, acc_b], [1, 2, 3])) == set()
+    )

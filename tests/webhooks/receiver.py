@@ -49,6 +49,9 @@ class Receiver:
                 status = receiver.fail_status if fail else 200
                 payload = b"boom" if fail else b"ok"
                 self.send_response(status)
+                if 300 <= status < 400:
+                    # somewhere that would answer 200: following it would "deliver"
+                    self.send_header("Location", "/elsewhere")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)

@@ -86,9 +86,7 @@ def test_emit_reaches_only_subscribed_active_endpoints_of_the_workspace(
     assert targets(services, sent) == {every, sent_only}
 
 
-def test_only_unsubscribed_endpoints_means_nothing_is_written(
-    services: Services, two: Two
-) -> None:
+def test_only_unsubscribed_endpoints_means_nothing_is_written(services: Services, two: Two) -> None:
     endpoint(services, two.admin, events=["message.sent"])
     ws = two.admin.workspace_id
     assert services.db.run(lambda s: events.emit(s, ws, "inbox.updated", {})) is None

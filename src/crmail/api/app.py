@@ -14,7 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from crmail.api.routes import accounts, actions, crm, health, mail, me, webhooks
+from crmail import web
+from crmail.api.routes import accounts, actions, crm, health, links, mail, me, sending, webhooks
 from crmail.api.schemas import ErrorOut
 from crmail.errors import CrmailError
 from crmail.services import Services
@@ -42,8 +43,9 @@ def create_app(services: Services) -> FastAPI:
         responses={"default": {"model": ErrorOut, "description": "any error"}},
     )
     app.state.services = services
-    for module in (health, me, crm, accounts, mail, actions, webhooks):
+    for module in (health, me, crm, accounts, mail, actions, sending, links, webhooks):
         app.include_router(module.router)
+    web.install(app)  # the server-rendered web app and its static files
     app.add_exception_handler(CrmailError, _crmail_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

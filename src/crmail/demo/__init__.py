@@ -21,13 +21,16 @@ from crmail.crypto import new_key
 from crmail.demo.dovecot import Dovecot
 from crmail.runtime import serve
 from crmail.services import Services
-from crmail.storage import accounts, crm
+from crmail.storage import accounts, crm, web
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
 USER = "you@demo.test"
 PASSWORD = "demo-password"
+#: a teammate without a mailbox: sign in as them to see your Inbox read-only
+TEAMMATE = "sam@demo.test"
+WEB_PASSWORD = "demo-web-password"
 
 CONTACTS = [
     ("Alice Martin", "alice@acme.example", "ACME Corp"),
@@ -116,6 +119,9 @@ def seed_crm(services: Services) -> tuple[str, int, int]:
     def make(s: Session) -> tuple[str, int, int]:
         ws = crm.create_workspace(s, "Demo Inc.").id
         new = crm.create_user(s, ws, USER, name="Demo User", role="admin")
+        mate = crm.create_user(s, ws, TEAMMATE, name="Sam Teammate", role="member")
+        for uid in (new.user.id, mate.user.id):
+            web.set_password(s, uid, WEB_PASSWORD)
         contacts = []
         for name, email, lead in CONTACTS:
             lead_id = crm.create_lead(s, ws, name=lead).id
@@ -169,6 +175,8 @@ async def run_demo(port: int | None = None, data_dir: Path | None = None) -> Non
                 f"\ncrmail demo is running on SQLite ({settings.sqlite_path})\n"
                 f"  demo mailbox : {USER} / {PASSWORD} on imaps://{box.host}:{box.tls_port} "
                 f"(Dovecot, {seeded} seeded messages; 3 are private and stay out of the CRM)\n"
+                f"  web app      : {url}/signin  as {USER} / {WEB_PASSWORD}\n"
+                f"                 (teammate, no mailbox: {TEAMMATE} / {WEB_PASSWORD})\n"
                 f"  API          : {url}/docs  (Authorization: Bearer {token})\n"
                 f"  try          : curl -H 'Authorization: Bearer {token}' {url}/api/inbox\n"
                 f"                 curl -H 'Authorization: Bearer {token}' {url}/api/accounts\n"

@@ -191,10 +191,9 @@ def compose(draft: Draft) -> Composed:
         "To": [_header_address(a, "To") for a in draft.to],
         "Cc": [_header_address(a, "Cc") for a in draft.cc],
     }
-    needs_utf8 = any(not a.username.isascii() for a in [sender, *header_addrs["To"]])
-    needs_utf8 = needs_utf8 or any(not a.username.isascii() for a in header_addrs["Cc"])
-    needs_utf8 = needs_utf8 or any(not r.partition("@")[0].isascii() for r in recipients)
-    policy = _UTF8_POLICY if needs_utf8 else _POLICY
+    # Bcc does not count: it is never written, and send() asks for SMTPUTF8 itself.
+    written = [sender, *header_addrs["To"], *header_addrs["Cc"]]
+    policy = _POLICY if all(a.username.isascii() for a in written) else _UTF8_POLICY
 
     message_id = _message_id(draft)
     msg = EmailMessage(policy=policy)

@@ -910,3 +910,95 @@ def parse_message(raw: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> ParsedMes
         envelope = parse_envelope(raw, limits)
         defect = f"internal parse error: {type(exc).__name__}"
         return ParsedMessage(envelope, None, None, (), len(raw), (defect,), True, False)
+
+
+# --- extract_part --------------------------------------------------------------------
+
+
+def extract_part(
+    raw: bytes, *, content_id: str | None = None, index: int | None = None
+) -> tuple[str | None, str, bytes] | None:
+    """One decoded part of a raw message as ``(filename, content_type, data)``, or None.
+
+    ``index`` counts the parts :func:`parse_message` lists as attachments, in its order
+    (so stored attachment rows map onto it); ``content_id`` (with or without ``<>``,
+    case-insensitive) finds an inline part referenced from the HTML by ``cid:``. The walk
+    mirrors parse_message's, including its limits, so both see the same parts.
+    """
+    if (content_id is None) == (index is None):
+        raise ValueError("give exactly one of content_id and index")
+    wanted_cid = content_id.strip().strip("<>").lower() if content_id is not None else None
+    limits = DEFAULT_LIMITS
+    try:
+        head_end, body_start = _split_head(raw, 0, len(raw))
+        fields = _Fields(raw[:head_end], limits.max_header_bytes)
+        if not fields.by_name:
+            return None
+        walk = _Walk(raw=raw, limits=limits, defects=[])
+        leaves: list[tuple[_Part, tuple[int, int], bool]] = []
+
+        def entity(f: _Fields, body: tuple[int, int], depth: int, default: str, alt: bool) -> None:
+            part = _part_headers(f, default, walk.defects)
+            if part.content_type.startswith("multipart/"):
+                boundary = part.params.get("boundary", "").strip()
+                ranges: list[tuple[int, int]] = []
+                if boundary:
+                    ranges, _ = _split_multipart(
+                        raw, body[0], body[1], boundary.encode("utf-8", errors="replace")
+                    )
+                if ranges:
+                    if depth >= limits.max_depth:
+                        return
+                    child = (
+                        "message/rfc822"
+                        if part.content_type == "multipart/digest"
+                        else "text/plain"
+                    )
+                    for start, end in ranges:
+                        if walk.parts_seen >= limits.max_parts:
+                            return
+                        walk.parts_seen += 1
+                        h_end, b_start = _split_head(raw, start, end)
+                        cf = _Fields(raw[start:h_end], limits.max_header_bytes)
+                        entity(
+                            cf, (b_start, end), depth + 1, child,
+                            part.content_type == "multipart/alternative",
+                        )  # fmt: skip
+                    return
+                part.content_type = "text/plain"
+            leaves.append((part, body, alt))
+
+        entity(fields, (body_start, len(raw)), 0, "text/plain", False)
+        seen_text = seen_html = False
+        n = 0
+        for part, body, alt in leaves:
+            ctype = part.content_type
+            # The same decisions as _leaf: the first text and html bodies are not attachments.
+            body_candidate = (
+                ctype in ("text/plain", "text/html")
+                and part.disposition != "attachment"
+                and not part.filename
+            )
+            if body_candidate and not (seen_text if ctype == "text/plain" else seen_html):
+                if ctype == "text/plain":
+                    seen_text = True
+                else:
+                    seen_html = True
+                continue
+            if alt and ctype in _OTHER_RENDERINGS and not part.filename:
+                continue
+            hit = (
+                index == n
+                if wanted_cid is None
+                else part.content_id is not None and part.content_id.lower() == wanted_cid
+            )
+            if hit:
+                data, _ = _decode_transfer(raw[body[0] : body[1]], part.cte, walk.defects)
+                filename = part.filename
+                if filename is None and ctype in ("message/rfc822", "message/global"):
+                    filename = "forwarded.eml"
+                return filename, ctype, data
+            n += 1
+    except Exception:  # like parse_message: hostile input never raises out of here
+        return None
+    return None

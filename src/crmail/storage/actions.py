@@ -29,6 +29,8 @@ class Queued:
 
     account_ids: frozenset[int]
     items: int
+    #: the workspace's default sending provider has work too
+    default_provider: bool = False
 
 
 def _thread_messages(s: Session, user: crm.UserInfo, thread_id: int) -> list[int]:

@@ -254,7 +254,7 @@ def apply_step(s: Session, account_id: int, step: FolderStep) -> StepResult:
     folder = s.get_one(Folder, step.folder_id)
     ws = account.workspace_id
 
-    stored_ids = _store_new_messages(s, ws, [c.new for c in step.copies if c.new is not None])
+    stored_ids = store_messages(s, ws, [c.new for c in step.copies if c.new is not None])
     ids_by_key = _message_ids(s, ws, {c.dedup_key for c in step.copies})
     touched: set[int] = set()
 
@@ -394,7 +394,7 @@ def _message_ids(s: Session, ws: int, keys: set[str]) -> dict[str, int]:
     return out
 
 
-def _store_new_messages(s: Session, ws: int, news: list[NewMessage]) -> list[int]:
+def store_messages(s: Session, ws: int, news: list[NewMessage]) -> list[int]:
     if not news:
         return []
     # A redo after a crash, or two folders in one step, may bring a key twice.

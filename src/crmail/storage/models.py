@@ -375,17 +375,6 @@ class OutboxAction(Base):
     __table_args__ = (Index("ix_outbox_drain", "account_id", "state", "id"),)
 
 
-class OutgoingAttachment(Base):
-    """Bytes of an attachment of a message composed in the CRM, kept until it is sent."""
-
-    __tablename__ = "outgoing_attachments"
-    id: Mapped[int] = pk()
-    message_id: Mapped[int] = fk("messages.id")
-    filename: Mapped[str] = mapped_column(String(500))
-    content_type: Mapped[str] = mapped_column(String(200))
-    data: Mapped[bytes] = mapped_column(LargeBinary)
-
-
 # --- web app and integrations -------------------------------------------------------------
 
 

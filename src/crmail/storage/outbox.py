@@ -190,8 +190,14 @@ def recover_running(s: Session, account_id: int | None) -> list[Action]:
     return [_action(a) for a in rows]
 
 
-def requeue_running(s: Session, account_id: int | None, kinds: tuple[str, ...] = ("sync",)) -> int:
-    """After a crash, actions of these kinds left running are safe to run again."""
+def requeue_running(
+    s: Session, account_id: int | None, kinds: tuple[str, ...] = ("sync", "send")
+) -> int:
+    """After a crash, actions left running go back to the queue.
+
+    Sync actions are idempotent; a send resumes from the stage it recorded (see
+    :mod:`crmail.sync.sending`), which never hands a message to SMTP twice.
+    """
     res = s.execute(
         update(OutboxAction)
         .where(

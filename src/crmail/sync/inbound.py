@@ -25,9 +25,9 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from crmail.domain.identity import dedup_key
 from crmail.domain.scope import AddressBook, Link, decide
-from crmail.mime import Envelope, parse_envelope, parse_message
+from crmail.mime import parse_envelope, parse_message
+from crmail.mime.keys import envelope_key, envelope_roles
 from crmail.providers.imap import HeaderFetch, ImapClient, SelectResult
 from crmail.storage import mail
 from crmail.storage.db import Database
@@ -41,27 +41,6 @@ IMAP_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "O
 class SyncOptions:
     history_days: int = 365
     batch_size: int = 200
-
-
-def roles_of(env: Envelope) -> dict[str, set[str]]:
-    return {
-        "from": {a.email for a in env.from_},
-        "sender": {a.email for a in env.sender},
-        "reply_to": {a.email for a in env.reply_to},
-        "to": {a.email for a in env.to},
-        "cc": {a.email for a in env.cc},
-        "bcc": {a.email for a in env.bcc},
-    }
-
-
-def key_of(env: Envelope) -> str:
-    return dedup_key(
-        env.message_id,
-        env.from_[0].email if env.from_ else None,
-        date=env.date,
-        subject=env.subject,
-        recipients=[a.email for a in (*env.to, *env.cc)],
-    )
 
 
 def imap_date(d: datetime) -> str:
@@ -241,7 +220,7 @@ class FolderSync:
             return step
         book = await self._address_book()
         envelopes = await asyncio.to_thread(lambda: [parse_envelope(h.header) for h in heads])
-        keys = [key_of(e) for e in envelopes]
+        keys = [envelope_key(e) for e in envelopes]
         ws = self.account.workspace_id
         known = await self.db.read(lambda s: mail.known_keys(s, ws, keys))
 
@@ -252,7 +231,7 @@ class FolderSync:
             if key in known or key in wanted:
                 placed.append((head, key))
                 continue
-            decision = decide(roles_of(env), book)
+            decision = decide(envelope_roles(env), book)
             if decision.store:
                 wanted[key] = (head, decision.links)
                 placed.append((head, key))

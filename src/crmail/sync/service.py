@@ -8,8 +8,12 @@ import logging
 from collections.abc import Iterable
 
 from crmail.crypto import SecretBox
-from crmail.storage import accounts, actions
+from crmail.errors import CrmailError, ProviderError
+from crmail.providers.smtp import SmtpSettings
+from crmail.storage import accounts, actions, outbox
 from crmail.storage.db import Database
+from crmail.sync.drain import drain_outbox
+from crmail.sync.sending import Sending
 from crmail.sync.worker import AccountWorker, WorkerOptions
 
 log = logging.getLogger(__name__)
@@ -17,12 +21,21 @@ log = logging.getLogger(__name__)
 
 class SyncService:
     def __init__(
-        self, db: Database, box: SecretBox, options: WorkerOptions, *, scan_interval: float = 2.0
+        self,
+        db: Database,
+        box: SecretBox,
+        options: WorkerOptions,
+        *,
+        scan_interval: float = 2.0,
+        default_smtp: SmtpSettings | None = None,
     ) -> None:
         self.db = db
         self.box = box
         self.options = options
         self.scan_interval = scan_interval
+        self.default_smtp = default_smtp
+        self._default_wake = asyncio.Event()
+        self._default_task: asyncio.Task[None] | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._workers: dict[int, AccountWorker] = {}
         self._wake = asyncio.Event()
@@ -34,23 +47,45 @@ class SyncService:
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._wake.set)
 
-    def actions_queued(self, account_ids: Iterable[int]) -> None:
+    def actions_queued(self, account_ids: Iterable[int], default_provider: bool = False) -> None:
         """The CRM queued changes for these accounts: wake their outbox drains (any thread)."""
         loop = self._runner.get_loop() if self._runner else None
         if loop is None or loop.is_closed():
             return
+        if default_provider:
+            loop.call_soon_threadsafe(self._default_wake.set)
         for account_id in account_ids:
             worker = self._workers.get(account_id)
             if worker is not None:
                 loop.call_soon_threadsafe(worker.wake)
 
     def start(self) -> None:
-        self._runner = asyncio.get_running_loop().create_task(
-            self._supervise(), name="sync-supervisor"
-        )
+        loop = asyncio.get_running_loop()
+        self._runner = loop.create_task(self._supervise(), name="sync-supervisor")
+        if self.default_smtp is not None:
+            self._default_task = loop.create_task(self._default_sender(), name="default-sender")
+
+    async def _default_sender(self) -> None:
+        """Bulk and workflow email that goes out through the default provider."""
+        assert self.default_smtp is not None
+        sending = Sending(self.db, self.default_smtp)
+
+        async def run(action: outbox.Action) -> None:
+            try:
+                await sending.run(action)
+            except CrmailError as exc:
+                retryable = isinstance(exc, ProviderError) and exc.retryable
+                message = exc.message
+                await self.db.write(
+                    lambda s: outbox.fail(s, action.id, message, retryable=retryable)
+                )
+
+        await drain_outbox(self.db, None, run, self._default_wake)
 
     async def stop(self) -> None:
-        tasks = [t for t in (self._runner, *self._tasks.values()) if t is not None]
+        tasks = [
+            t for t in (self._runner, self._default_task, *self._tasks.values()) if t is not None
+        ]
         for t in tasks:
             t.cancel()
         for t in tasks:

@@ -168,8 +168,8 @@ class Refused(CrmailError):
     code = "webhook_refused"
 
 
-async def resolve_checked(host: str, port: int, *, allow_loopback: bool) -> str:
-    """The address to connect to for ``host``: every address it resolves to must pass.
+async def resolve_checked(host: str, port: int, *, allow_loopback: bool) -> list[str]:
+    """The addresses to connect to for ``host``: every address it resolves to must pass.
 
     All, not just the first: a name that resolves to a public and a private address
     would otherwise be one retry away from reaching the private one.
@@ -190,7 +190,7 @@ async def resolve_checked(host: str, port: int, *, allow_loopback: bool) -> str:
     for a in addrs:
         if not address_allowed(ipaddress.ip_address(a), allow_loopback=allow_loopback):
             raise Refused(f"{host} resolves to {a}, a private or reserved address")
-    return addrs[0]
+    return addrs
 
 
 # --- backoff --------------------------------------------------------------------------------------
@@ -304,7 +304,11 @@ class WebhookSender:
         now = self._clock()
         due = await self.db.read(lambda s: events.due_deliveries(s, now, self.batch_size))
         # Concurrent, bounded: one slow or hanging endpoint must not hold up the others.
-        await asyncio.gather(*(self._deliver(d) for d in due))
+        results = await asyncio.gather(*(self._deliver(d) for d in due), return_exceptions=True)
+        for d, r in zip(due, results, strict=True):
+            if isinstance(r, Exception):
+                # Not recorded: the delivery stays due and is tried again next pass.
+                log.error("webhook delivery %s failed unexpectedly", d.id, exc_info=r)
         return len(due)
 
     def _http(self) -> httpx.AsyncClient:
@@ -312,6 +316,10 @@ class WebhookSender:
             self._client = httpx.AsyncClient(
                 timeout=self.timeout,
                 follow_redirects=False,  # a redirect could lead past the SSRF guard
+                # No reuse of connections: the pool is keyed by the (pinned) address, so a
+                # TLS connection opened for one host name could carry another name's request
+                # on a shared address. Webhook volume does not need keep-alive.
+                limits=httpx.Limits(max_keepalive_connections=0),
                 transport=self._transport,
                 headers={"User-Agent": USER_AGENT},
             )
@@ -358,7 +366,7 @@ class WebhookSender:
             # since the endpoint was saved.
             check_url(d.url, allow_http_loopback=self.allow_http_loopback)
             port = url.port or (443 if url.scheme == "https" else 80)
-            address = await asyncio.wait_for(
+            addresses = await asyncio.wait_for(
                 resolve_checked(url.host, port, allow_loopback=self.allow_http_loopback),
                 self.timeout,
             )
@@ -379,24 +387,34 @@ class WebhookSender:
         }
         extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
         client = self._http()
-        request = client.build_request(
-            "POST", url.copy_with(host=address), content=body, headers=headers
-        )
-        request.extensions.update(extensions)
-        try:
-            response = await client.send(request, stream=True)
+        error = "no address"
+        # Each checked address in turn, as a resolver-driven connect would (IPv6 then v4...);
+        # only a failure to connect moves on: once a request was sent, that is the attempt.
+        for address in addresses:
+            request = client.build_request(
+                "POST", url.copy_with(host=address), content=body, headers=headers
+            )
+            request.extensions.update(extensions)
+            try:
+                response = await client.send(request, stream=True)
+            except httpx.ConnectError as exc:
+                error = f"ConnectError: {exc}"
+                continue
+            except httpx.TimeoutException:
+                return None, f"timeout after {self.timeout:g}s"
+            except httpx.HTTPError as exc:
+                return None, f"{type(exc).__name__}: {exc}"
             try:
                 if 200 <= response.status_code < 300:
                     return response.status_code, None
                 # Only the start of an error answer: a hostile endpoint could send gigabytes.
                 text = await _read_some(response, _ERROR_BODY)
                 return response.status_code, f"HTTP {response.status_code}: {text}".strip()
+            except httpx.HTTPError as exc:
+                return response.status_code, f"{type(exc).__name__}: {exc}"
             finally:
                 await response.aclose()
-        except httpx.TimeoutException:
-            return None, f"timeout after {self.timeout:g}s"
-        except httpx.HTTPError as exc:
-            return None, f"{type(exc).__name__}: {exc}"
+        return None, error
 
 
 async def _read_some(response: httpx.Response, limit: int) -> str:

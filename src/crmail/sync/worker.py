@@ -9,12 +9,10 @@ carries the folder cursor, so stopping the worker anywhere loses nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from crmail.crypto import SecretBox
@@ -24,7 +22,9 @@ from crmail.errors import AuthFailed, ConnectFailed, CrmailError, InvalidInput, 
 from crmail.providers.imap import ImapClient, ImapSettings
 from crmail.storage import accounts, mail, outbox
 from crmail.storage.db import Database
+from crmail.sync.drain import drain_outbox
 from crmail.sync.inbound import FolderSync, SyncOptions
+from crmail.sync.sending import Sending, smtp_settings_for
 from crmail.sync.syncback import SyncBack
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ class AccountWorker:
         self.on_change = on_change
         self._clients: list[ImapClient] = []
         self._outbox_wake = asyncio.Event()
+        self._sender: Sending | None = None
         self._importing: set[int] = set()
 
     # --- entry points --------------------------------------------------------------------
@@ -145,13 +146,15 @@ class AccountWorker:
             await self._event(AccountEvent.IMPORT_FINISHED)
             await self._drain_outbox(SyncBack(self.db, account, main), follow=False)
             return
-        tasks = [self._drain_outbox(SyncBack(self.db, account, await self._connect(settings)))]
+        # Connect everything first: a failure then leaves no loop half-started.
+        actions_client = await self._connect(settings)
+        second = await self._connect(settings) if others else None
+        self._importing = {f.id for f in folders if not f.import_complete or f.uidnext is None}
+        tasks = [self._drain_outbox(SyncBack(self.db, account, actions_client))]
         if inbox:
             tasks.append(self._follow_inbox(FolderSync(self.db, account, main, opts), inbox[0]))
-        if others:
-            second = await self._connect(settings)
+        if second is not None:
             tasks.append(self._poll_folders(FolderSync(self.db, account, second, opts), others))
-        self._importing = {f.id for f in folders if not f.import_complete or f.uidnext is None}
         await _gather_or_fail(tasks)
 
     async def _follow_inbox(self, sync: FolderSync, folder: mail.FolderInfo) -> None:
@@ -179,27 +182,21 @@ class AccountWorker:
         self._outbox_wake.set()
 
     async def _drain_outbox(self, syncback: SyncBack, *, follow: bool = True) -> None:
-        """Run the account's queued actions in order; retry with backoff; wake on demand."""
-        account_id = self.account_id
-        await self.db.write(lambda s: outbox.requeue_running(s, account_id))
-        while True:
-            action = await self.db.write(lambda s: outbox.claim_next(s, account_id))
-            if action is None:
-                if not follow:
-                    return
-                due = await self.db.read(lambda s: outbox.next_due(s, account_id))
-                wait = 30.0 if due is None else (due - datetime.now(UTC)).total_seconds()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._outbox_wake.wait(), max(0.01, min(wait, 30.0)))
-                self._outbox_wake.clear()
-                continue
-            await self._run_action(syncback, action)
-            self._changed()
+        await drain_outbox(
+            self.db,
+            self.account_id,
+            lambda action: self._run_action(syncback, action),
+            self._outbox_wake,
+            follow=follow,
+            on_done=self._changed,
+        )
 
     async def _run_action(self, syncback: SyncBack, action: outbox.Action) -> None:
         try:
             if action.kind == "sync":
                 await syncback.run(action)
+            elif action.kind == "send":
+                await self._sending(syncback).run(action)
             else:
                 raise InvalidInput(f"unknown action kind {action.kind!r}")
         except CrmailError as exc:
@@ -207,8 +204,16 @@ class AccountWorker:
             message = exc.message
             await self.db.write(lambda s: outbox.fail(s, action.id, message, retryable=retryable))
             log.warning("account %s: action %s failed: %s", self.account_id, action.id, message)
-            if isinstance(exc, ConnectFailed | AuthFailed):
-                raise  # the session is gone: reconnect (or pause) like any other loop
+            if action.kind == "sync" and isinstance(exc, ConnectFailed | AuthFailed):
+                raise  # the IMAP session is gone: reconnect (or pause) like any other loop
+
+    def _sending(self, syncback: SyncBack) -> Sending:
+        if self._sender is None or self._sender.syncback is not syncback:
+            account = syncback.account
+            self._sender = Sending(
+                self.db, smtp_settings_for(account, self.box), account=account, syncback=syncback
+            )
+        return self._sender
 
     async def _import_finished(self, folder_id: int) -> None:
         if folder_id in self._importing:

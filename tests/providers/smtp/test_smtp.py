@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -50,8 +50,11 @@ def relays(dovecot: Dovecot) -> Iterator[list[SmtpRelay]]:
         r.stop()
 
 
+Start = Callable[..., SmtpRelay]
+
+
 @pytest.fixture
-def start(dovecot: Dovecot, relays: list[SmtpRelay]) -> object:
+def start(dovecot: Dovecot, relays: list[SmtpRelay]) -> Start:
     def _start(**kw: object) -> SmtpRelay:
         r = relay(dovecot, **kw).start()
         relays.append(r)
@@ -112,10 +115,10 @@ def inbox(dovecot: Dovecot, user: str) -> list[bytes]:
 
 
 async def test_sent_message_arrives_in_mailbox_and_bcc_stays_hidden(
-    dovecot: Dovecot, start: object, mailbox: MailboxAccount
+    dovecot: Dovecot, start: Start, mailbox: MailboxAccount
 ) -> None:
     hidden = dovecot.add_user("hidden@example.test", "pw-hidden")
-    r = start()  # type: ignore[operator]
+    r = start()
     raw = message(mailbox.email, bcc=hidden.email, subject="Quote #42")
     result = await send(
         settings(r, dovecot),
@@ -134,9 +137,9 @@ async def test_sent_message_arrives_in_mailbox_and_bcc_stays_hidden(
 
 
 async def test_starttls_with_auth_probe_and_send(
-    dovecot: Dovecot, start: object, mailbox: MailboxAccount
+    dovecot: Dovecot, start: Start, mailbox: MailboxAccount
 ) -> None:
-    r = start(tls="starttls", users={USER: PASSWORD})  # type: ignore[operator]
+    r = start(tls="starttls", users={USER: PASSWORD})
     s = settings(r, dovecot)
     info = await probe(s)
     assert info.starttls is True
@@ -148,9 +151,9 @@ async def test_starttls_with_auth_probe_and_send(
 
 
 async def test_implicit_tls_with_auth_send(
-    dovecot: Dovecot, start: object, mailbox: MailboxAccount
+    dovecot: Dovecot, start: Start, mailbox: MailboxAccount
 ) -> None:
-    r = start(tls="implicit", users={USER: PASSWORD}, size_limit=0)  # type: ignore[operator]
+    r = start(tls="implicit", users={USER: PASSWORD}, size_limit=0)
     s = settings(r, dovecot)
     info = await probe(s)
     assert info.starttls is False and info.max_size is None
@@ -160,10 +163,10 @@ async def test_implicit_tls_with_auth_send(
 
 
 async def test_partial_refusal_is_a_result(
-    dovecot: Dovecot, start: object, mailbox: MailboxAccount
+    dovecot: Dovecot, start: Start, mailbox: MailboxAccount
 ) -> None:
     gone = "gone@example.test"
-    r = start(rcpt_replies={gone: "550 5.1.1 <gone@example.test>: user unknown"})  # type: ignore[operator]
+    r = start(rcpt_replies={gone: "550 5.1.1 <gone@example.test>: user unknown"})
     result = await send(
         settings(r, dovecot), mail_from=USER, recipients=[gone, mailbox.email], raw=message(gone)
     )
@@ -176,8 +179,8 @@ async def test_partial_refusal_is_a_result(
 # --- refusals ----------------------------------------------------------------------------
 
 
-async def test_all_recipients_refused_is_permanent(dovecot: Dovecot, start: object) -> None:
-    r = start(rcpt_replies={"a@x.test": "550 5.1.1 no such user", "b@x.test": "553 bad"})  # type: ignore[operator]
+async def test_all_recipients_refused_is_permanent(dovecot: Dovecot, start: Start) -> None:
+    r = start(rcpt_replies={"a@x.test": "550 5.1.1 no such user", "b@x.test": "553 bad"})
     with pytest.raises(SendFailed) as err:
         await send(
             settings(r, dovecot), mail_from=USER, recipients=["a@x.test", "b@x.test"], raw=b"x"
@@ -187,16 +190,16 @@ async def test_all_recipients_refused_is_permanent(dovecot: Dovecot, start: obje
     assert r.accepted == []
 
 
-async def test_all_recipients_greylisted_is_temporary(dovecot: Dovecot, start: object) -> None:
-    r = start(rcpt_replies={"a@x.test": "450 4.2.0 greylisted, try again"})  # type: ignore[operator]
+async def test_all_recipients_greylisted_is_temporary(dovecot: Dovecot, start: Start) -> None:
+    r = start(rcpt_replies={"a@x.test": "450 4.2.0 greylisted, try again"})
     with pytest.raises(SendFailed) as err:
         await send(settings(r, dovecot), mail_from=USER, recipients=["a@x.test"], raw=b"x")
     assert not err.value.permanent and err.value.retryable
     assert err.value.smtp_code == 450
 
 
-async def test_data_550_is_permanent(dovecot: Dovecot, start: object) -> None:
-    r = start(data_reply="550 5.7.1 Message rejected as spam")  # type: ignore[operator]
+async def test_data_550_is_permanent(dovecot: Dovecot, start: Start) -> None:
+    r = start(data_reply="550 5.7.1 Message rejected as spam")
     with pytest.raises(SendFailed) as err:
         await send(settings(r, dovecot), mail_from=USER, recipients=["a@x.test"], raw=b"x")
     assert err.value.permanent is True and err.value.retryable is False
@@ -205,8 +208,8 @@ async def test_data_550_is_permanent(dovecot: Dovecot, start: object) -> None:
     assert err.value.code == "send_failed" and err.value.http_status == 502
 
 
-async def test_data_451_is_temporary(dovecot: Dovecot, start: object) -> None:
-    r = start(data_reply="451 4.3.0 Temporary local problem, try later")  # type: ignore[operator]
+async def test_data_451_is_temporary(dovecot: Dovecot, start: Start) -> None:
+    r = start(data_reply="451 4.3.0 Temporary local problem, try later")
     with pytest.raises(SendFailed) as err:
         await send(settings(r, dovecot), mail_from=USER, recipients=["a@x.test"], raw=b"x")
     assert err.value.permanent is False and err.value.retryable is True
@@ -214,16 +217,16 @@ async def test_data_451_is_temporary(dovecot: Dovecot, start: object) -> None:
     assert "451 4.3.0" in err.value.message
 
 
-async def test_connection_dropped_during_data_is_temporary(dovecot: Dovecot, start: object) -> None:
-    r = start(drop_on_data=True)  # type: ignore[operator]
+async def test_connection_dropped_during_data_is_temporary(dovecot: Dovecot, start: Start) -> None:
+    r = start(drop_on_data=True)
     with pytest.raises(SendFailed) as err:
         await send(settings(r, dovecot), mail_from=USER, recipients=["a@x.test"], raw=b"x")
     assert err.value.permanent is False and err.value.retryable is True
     assert err.value.smtp_code is None
 
 
-async def test_message_over_size_is_refused_before_data(dovecot: Dovecot, start: object) -> None:
-    r = start(size_limit=20_000)  # type: ignore[operator]
+async def test_message_over_size_is_refused_before_data(dovecot: Dovecot, start: Start) -> None:
+    r = start(size_limit=20_000)
     raw = message("a@x.test", size=20_000)  # base64 makes it ~27 KB
     with pytest.raises(MessageTooLarge) as err:
         await send(settings(r, dovecot), mail_from=USER, recipients=["a@x.test"], raw=raw)
@@ -239,8 +242,8 @@ async def test_message_over_size_is_refused_before_data(dovecot: Dovecot, start:
 # --- login ----------------------------------------------------------------------------------
 
 
-async def test_wrong_password_is_auth_failed(dovecot: Dovecot, start: object) -> None:
-    r = start(users={USER: PASSWORD})  # type: ignore[operator]
+async def test_wrong_password_is_auth_failed(dovecot: Dovecot, start: Start) -> None:
+    r = start(users={USER: PASSWORD})
     with pytest.raises(AuthFailed) as err:
         await probe(settings(r, dovecot, password="wrong"))
     assert type(err.value) is AuthFailed
@@ -248,25 +251,25 @@ async def test_wrong_password_is_auth_failed(dovecot: Dovecot, start: object) ->
     assert "wrong" not in err.value.message
 
 
-async def test_gmail_app_password_reply(dovecot: Dovecot, start: object) -> None:
-    r = start(users={USER: PASSWORD}, auth_replies={USER: GMAIL_534})  # type: ignore[operator]
+async def test_gmail_app_password_reply(dovecot: Dovecot, start: Start) -> None:
+    r = start(users={USER: PASSWORD}, auth_replies={USER: GMAIL_534})
     with pytest.raises(AppPasswordRequired) as err:
         await send(settings(r, dovecot), mail_from=USER, recipients=["a@x.test"], raw=b"x")
     assert "534" in err.value.message and "Application-specific" in err.value.message
     assert r.accepted == []
 
 
-async def test_microsoft_basic_auth_disabled_reply(dovecot: Dovecot, start: object) -> None:
-    r = start(users={USER: PASSWORD}, auth_replies={USER: MICROSOFT_535})  # type: ignore[operator]
+async def test_microsoft_basic_auth_disabled_reply(dovecot: Dovecot, start: Start) -> None:
+    r = start(users={USER: PASSWORD}, auth_replies={USER: MICROSOFT_535})
     with pytest.raises(AppPasswordRequired) as err:
         await probe(settings(r, dovecot))
     assert "5.7.139" in err.value.message
 
 
 async def test_oauth2_without_xoauth2_support_is_auth_failed(
-    dovecot: Dovecot, start: object
+    dovecot: Dovecot, start: Start
 ) -> None:
-    r = start(users={USER: PASSWORD})  # type: ignore[operator]
+    r = start(users={USER: PASSWORD})
     with pytest.raises(AuthFailed) as err:
         await probe(settings(r, dovecot, password=None, oauth2_token="ya29.token"))
     assert "XOAUTH2" in err.value.message
@@ -290,24 +293,46 @@ async def test_closed_port_is_connect_failed() -> None:
 
 @pytest.mark.parametrize("tls", ["implicit", "starttls"])
 async def test_untrusted_certificate_is_tls_failed(
-    dovecot: Dovecot, start: object, tls: str
+    dovecot: Dovecot, start: Start, tls: str
 ) -> None:
-    r = start(tls=tls)  # type: ignore[operator]
+    r = start(tls=tls)
     with pytest.raises(TLSFailed) as err:
         await probe(settings(r, dovecot, ca_file=None))
     assert "not trusted" in err.value.message
 
 
-async def test_starttls_not_offered_is_tls_failed(dovecot: Dovecot, start: object) -> None:
-    r = start()  # type: ignore[operator]
+async def test_starttls_not_offered_is_tls_failed(dovecot: Dovecot, start: Start) -> None:
+    r = start()
     with pytest.raises(TLSFailed) as err:
         await probe(settings(r, dovecot, security="starttls"))
     assert "does not offer STARTTLS" in err.value.message
 
 
-async def test_implicit_tls_on_plaintext_port_is_tls_failed(
-    dovecot: Dovecot, start: object
-) -> None:
-    r = start()  # type: ignore[operator]
+async def test_implicit_tls_on_plaintext_port_is_tls_failed(dovecot: Dovecot, start: Start) -> None:
+    r = start()
     with pytest.raises(TLSFailed):
         await probe(settings(r, dovecot, security="tls"))
+
+
+async def test_non_ascii_address_without_smtputf8_is_permanent(
+    dovecot: Dovecot, start: Start
+) -> None:
+    r = start(smtputf8=False)
+    with pytest.raises(SendFailed) as err:
+        await send(settings(r, dovecot), mail_from=USER, recipients=["jörg@x.test"], raw=b"x")
+    assert err.value.permanent and "SMTPUTF8" in err.value.message
+    assert r.accepted == []
+
+
+async def test_non_ascii_address_is_sent_with_smtputf8(dovecot: Dovecot, start: Start) -> None:
+    # Dovecot's LMTP has no SMTPUTF8, so this relay answers DATA itself.
+    r = start(data_reply="250 2.0.0 OK queued")
+    raw = compose(
+        Draft(from_=Address("", USER), to=(Address("Jörg", "jörg@example.test"),), text="hi")
+    ).raw
+    result = await send(
+        settings(r, dovecot), mail_from=USER, recipients=["jörg@example.test"], raw=raw
+    )
+    assert result == SendResult(accepted=("jörg@example.test",), refused={})
+    (options,) = r.handler.mail_options
+    assert "SMTPUTF8" in options

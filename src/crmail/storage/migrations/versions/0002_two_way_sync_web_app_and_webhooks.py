@@ -203,33 +203,6 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_outbox_user_id"), ["user_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_outbox_workspace_id"), ["workspace_id"], unique=False)
 
-    op.create_table(
-        "outgoing_attachments",
-        sa.Column(
-            "id",
-            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
-            autoincrement=True,
-            nullable=False,
-        ),
-        sa.Column(
-            "message_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
-        ),
-        sa.Column("filename", sa.String(length=500), nullable=False),
-        sa.Column("content_type", sa.String(length=200), nullable=False),
-        sa.Column("data", sa.LargeBinary(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["message_id"],
-            ["messages.id"],
-            name=op.f("fk_outgoing_attachments_message_id_messages"),
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_outgoing_attachments")),
-    )
-    with op.batch_alter_table("outgoing_attachments", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_outgoing_attachments_message_id"), ["message_id"], unique=False
-        )
-
     with op.batch_alter_table("inbox_items", schema=None) as batch_op:
         batch_op.add_column(sa.Column("snooze_until", sa.DateTime(timezone=True), nullable=True))
 
@@ -327,10 +300,6 @@ def downgrade() -> None:
     with op.batch_alter_table("inbox_items", schema=None) as batch_op:
         batch_op.drop_column("snooze_until")
 
-    with op.batch_alter_table("outgoing_attachments", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_outgoing_attachments_message_id"))
-
-    op.drop_table("outgoing_attachments")
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_outbox_workspace_id"))
         batch_op.drop_index(batch_op.f("ix_outbox_user_id"))

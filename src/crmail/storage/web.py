@@ -1,0 +1,365 @@
+"""The web app's own records: passwords, sessions, and the queries its pages need.
+
+Passwords are hashed with scrypt (a memory-hard KDF from the standard library) and a
+per-user random salt; a session cookie value is stored only as its sha256, so a copy of
+the database gives neither passwords nor live sessions. The CSRF token is stored as is:
+it is useless without the session cookie it belongs to.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from crmail.domain.account import AccountEvent
+from crmail.domain.inbox import ItemState
+from crmail.errors import Forbidden, InvalidInput, NotFound
+from crmail.mime.parse import extract_part
+from crmail.storage import accounts, crm
+from crmail.storage.models import (
+    Attachment,
+    InboxItem,
+    MailAccount,
+    Message,
+    MessageRaw,
+    Thread,
+    User,
+    WebSession,
+    Workspace,
+    utcnow,
+)
+
+SESSION_TTL = timedelta(days=7)
+MIN_PASSWORD = 8
+
+# scrypt cost: n=2**14, r=8 uses 16 MiB and ~50 ms per check: slow for an offline
+# guesser, fine for a sign-in form that is rate limited anyway.
+_N, _R, _P, _DKLEN = 2**14, 8, 1, 32
+
+
+# --- passwords ---------------------------------------------------------------------------
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=_N, r=_R, p=_P, dklen=_DKLEN)
+    b64 = base64.urlsafe_b64encode
+    return f"scrypt${_N}${_R}${_P}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def verify_password(stored: str, password: str) -> bool:
+    try:
+        scheme, n, r, p, salt_b64, digest_b64 = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        salt = base64.urlsafe_b64decode(salt_b64)
+        expected = base64.urlsafe_b64decode(digest_b64)
+        got = hashlib.scrypt(
+            password.encode(), salt=salt, n=int(n), r=int(r), p=int(p), dklen=len(expected)
+        )
+    except ValueError:
+        return False
+    return hmac.compare_digest(got, expected)
+
+
+# Verified against when no user matches, so "no such user" costs as much time as "wrong
+# password" and response times do not tell which addresses have accounts.
+_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+
+
+def set_password(s: Session, user_id: int, password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise InvalidInput(f"the password must have at least {MIN_PASSWORD} characters")
+    u = s.get(User, user_id)
+    if u is None:
+        raise NotFound(f"user {user_id} not found")
+    u.password_hash = hash_password(password)
+    # A new password ends every existing session (a reset after a leak must lock out).
+    s.execute(delete(WebSession).where(WebSession.user_id == user_id))
+    s.flush()
+
+
+def check_password(s: Session, email: str, password: str) -> crm.UserInfo | None:
+    """The user with this email and password, or None (same cost either way)."""
+    addr = email.strip().lower()
+    users = list(s.scalars(select(User).where(func.lower(User.email) == addr).order_by(User.id)))
+    # One address may be a user in several workspaces; the password picks the one.
+    match: User | None = None
+    for u in users:
+        if u.password_hash and verify_password(u.password_hash, password) and match is None:
+            match = u
+    if not any(u.password_hash for u in users):
+        verify_password(_DUMMY_HASH, password)
+    return crm.get_user(s, match.workspace_id, match.id) if match else None
+
+
+def users_by_email(s: Session, email: str) -> list[crm.UserInfo]:
+    addr = email.strip().lower()
+    rows = s.scalars(select(User).where(func.lower(User.email) == addr).order_by(User.id))
+    return [crm.get_user(s, u.workspace_id, u.id) for u in rows]
+
+
+# --- sessions ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewSession:
+    #: the cookie value: shown to the browser once, only its sha256 is stored
+    token: str
+    csrf_token: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    user: crm.UserInfo
+    csrf_token: str
+    expires_at: datetime
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_session(s: Session, user_id: int, ttl: timedelta = SESSION_TTL) -> NewSession:
+    token = secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(32)
+    expires = utcnow() + ttl
+    s.add(WebSession(user_id=user_id, token_hash=_hash(token), csrf_token=csrf, expires_at=expires))
+    # Expired rows of this user are garbage: drop them while we are here.
+    s.execute(
+        delete(WebSession).where(WebSession.user_id == user_id, WebSession.expires_at < utcnow())
+    )
+    s.flush()
+    return NewSession(token, csrf, expires)
+
+
+def session_for(s: Session, token: str) -> SessionInfo | None:
+    if not token:
+        return None
+    row = s.scalar(select(WebSession).where(WebSession.token_hash == _hash(token)))
+    if row is None or row.expires_at <= utcnow():
+        return None
+    u = s.get(User, row.user_id)
+    if u is None:
+        return None
+    return SessionInfo(crm.get_user(s, u.workspace_id, u.id), row.csrf_token, row.expires_at)
+
+
+def revoke_session(s: Session, token: str) -> None:
+    s.execute(delete(WebSession).where(WebSession.token_hash == _hash(token)))
+
+
+# --- users of a workspace ----------------------------------------------------------------
+
+
+def list_users(s: Session, workspace_id: int) -> list[crm.UserInfo]:
+    rows = s.scalars(select(User).where(User.workspace_id == workspace_id).order_by(User.name))
+    return [crm.UserInfo(u.id, u.workspace_id, u.email, u.name, u.role) for u in rows]
+
+
+# --- inbox and threads -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InboxThread:
+    """One row of the Inbox: a thread with the newest of its open items."""
+
+    thread_id: int
+    user_id: int
+    latest: crm.InboxEntry
+    count: int
+    unread: bool
+
+
+def inbox_threads(
+    s: Session, viewer: crm.UserInfo, user_ids: list[int], limit: int = 200
+) -> list[InboxThread]:
+    """Open items of these users (viewer's workspace only), grouped by thread, newest first."""
+    rows: list[tuple[int, crm.InboxEntry]] = []
+    for uid in user_ids:
+        page = crm.inbox_for(s, viewer, uid, limit)
+        rows.extend((uid, e) for e in page.items)
+    rows.sort(key=lambda r: (r[1].received_at, r[1].id), reverse=True)
+    grouped: dict[tuple[int, int], InboxThread] = {}
+    for uid, e in rows:
+        key = (uid, e.message.thread_id)
+        g = grouped.get(key)
+        if g is None:
+            grouped[key] = InboxThread(e.message.thread_id, uid, e, 1, not e.is_read)
+        else:
+            grouped[key] = InboxThread(
+                g.thread_id, uid, g.latest, g.count + 1, g.unread or not e.is_read
+            )
+    return list(grouped.values())
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadView:
+    id: int
+    subject: str
+    messages: tuple[crm.MessageDetail, ...]
+    #: the viewer has open items of this thread in their own Inbox: Done/Snooze apply
+    in_my_inbox: bool
+    unread: bool
+
+
+def thread_view(s: Session, user: crm.UserInfo, thread_id: int) -> ThreadView:
+    t = s.get(Thread, thread_id)
+    if t is None or t.workspace_id != user.workspace_id:
+        raise NotFound(f"thread {thread_id} not found")
+    ids = list(
+        s.scalars(
+            select(Message.id)
+            .where(Message.thread_id == thread_id)
+            .order_by(func.coalesce(Message.sent_at, Message.received_at), Message.id)
+        )
+    )
+    visible = [mid for mid in ids if crm.can_see_message(s, user, mid)]
+    if not visible:
+        raise NotFound(f"thread {thread_id} not found")
+    mine = list(
+        s.scalars(
+            select(InboxItem).where(
+                InboxItem.user_id == user.id,
+                InboxItem.thread_id == thread_id,
+                InboxItem.state.in_([ItemState.OPEN.value, ItemState.SNOOZED.value]),
+            )
+        )
+    )
+    return ThreadView(
+        thread_id,
+        t.subject,
+        tuple(crm.message_detail(s, user, mid) for mid in visible),
+        bool(mine),
+        any(not i.is_read for i in mine),
+    )
+
+
+# --- message parts -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    filename: str | None
+    content_type: str
+    data: bytes
+
+
+def _raw_if_visible(s: Session, user: crm.UserInfo, message_id: int) -> bytes:
+    return crm.message_raw(s, user, message_id)  # 404 when not visible
+
+
+def attachment_part(s: Session, user: crm.UserInfo, message_id: int, attachment_id: int) -> Part:
+    raw = _raw_if_visible(s, user, message_id)
+    ids = list(
+        s.scalars(
+            select(Attachment.id).where(Attachment.message_id == message_id).order_by(Attachment.id)
+        )
+    )
+    if attachment_id not in ids:
+        raise NotFound(f"attachment {attachment_id} not found")
+    # Attachment rows are stored in the order the parser met the parts.
+    found = extract_part(raw, index=ids.index(attachment_id))
+    if found is None:
+        raise NotFound(f"attachment {attachment_id} is not in the stored message")
+    return Part(*found)
+
+
+def cid_part(s: Session, user: crm.UserInfo, message_id: int, content_id: str) -> Part:
+    found = extract_part(_raw_if_visible(s, user, message_id), content_id=content_id)
+    if found is None:
+        raise NotFound("no such inline part")
+    return Part(*found)
+
+
+def has_raw(s: Session, message_id: int) -> bool:
+    return s.get(MessageRaw, message_id) is not None
+
+
+# --- mail accounts, as the owner manages them from Settings → Email ------------------------
+
+#: options a user sets on the connect form, stored in MailAccount.settings
+OPTION_DEFAULTS: dict[str, object] = {
+    "mode": "two_way",
+    "scope": "contacts",
+    "auto_create_contacts": False,
+    "auto_create_incoming": False,
+    "archive_on_done": True,
+    "folders": [],
+}
+MODES = ("two_way", "one_way")
+SCOPES = ("contacts", "crm_threads", "folders")
+
+
+def clean_options(raw: Mapping[str, object]) -> dict[str, object]:
+    mode = str(raw.get("mode", "two_way"))
+    scope = str(raw.get("scope", "contacts"))
+    if mode not in MODES:
+        raise InvalidInput(f"mode must be one of {', '.join(MODES)}")
+    if scope not in SCOPES:
+        raise InvalidInput(f"scope must be one of {', '.join(SCOPES)}")
+    folders_raw = raw.get("folders", [])
+    folders = [str(f).strip() for f in folders_raw] if isinstance(folders_raw, list) else []
+    return {
+        "mode": mode,
+        "scope": scope,
+        "auto_create_contacts": bool(raw.get("auto_create_contacts", False)),
+        "auto_create_incoming": bool(raw.get("auto_create_incoming", False)),
+        "archive_on_done": bool(raw.get("archive_on_done", False)),
+        "folders": list(dict.fromkeys(f for f in folders if f))[:100],
+    }
+
+
+def _own_account(s: Session, user: crm.UserInfo, account_id: int) -> MailAccount:
+    crm.check_account_visible(s, user, account_id)  # 404 outside the workspace
+    a = s.get_one(MailAccount, account_id)
+    if a.user_id != user.id:
+        raise Forbidden("only the owner of a mail account can change it")
+    return a
+
+
+def update_options(
+    s: Session, user: crm.UserInfo, account_id: int, options: Mapping[str, object]
+) -> None:
+    a = _own_account(s, user, account_id)
+    # A new dict: SQLAlchemy's JSON column notices reassignment, not in-place changes.
+    a.settings = {**(a.settings or {}), **clean_options(options)}
+    s.flush()
+
+
+def reconnect(
+    s: Session, user: crm.UserInfo, account_id: int, settings: Mapping[str, object], secret: bytes
+) -> None:
+    """New server settings or password (tested by the caller): the worker starts over."""
+    a = _own_account(s, user, account_id)
+    a.settings = {**(a.settings or {}), **settings}
+    a.secret = secret
+    accounts.record_event(s, account_id, AccountEvent.RECONNECT)
+    s.flush()
+
+
+def disconnect(s: Session, user: crm.UserInfo, account_id: int) -> None:
+    _own_account(s, user, account_id)
+    accounts.record_event(s, account_id, AccountEvent.DISCONNECT)
+    s.flush()
+
+
+def user_by_id(s: Session, user_id: int) -> crm.UserInfo:
+    u = s.get(User, user_id)
+    if u is None:
+        raise NotFound(f"user {user_id} not found")
+    return crm.UserInfo(u.id, u.workspace_id, u.email, u.name, u.role)
+
+
+def check_workspace(s: Session, workspace_id: int) -> None:
+    if s.get(Workspace, workspace_id) is None:
+        raise NotFound(f"workspace {workspace_id} not found")

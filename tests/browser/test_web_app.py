@@ -1,0 +1,124 @@
+"""The web app in a real browser: connect a Dovecot mailbox, watch the import, use the Inbox."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import select
+
+from crmail.storage import crm
+from crmail.storage.models import MailAccount
+from tests.browser.conftest import Crm, shot, sign_in
+from tests.factories import message
+from tests.servers import Dovecot, MailboxAccount
+
+pytestmark = pytest.mark.browser
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.1)
+
+
+def folders_on_server(dovecot: Dovecot, user: str, msgid: str) -> list[str]:
+    out = dovecot.doveadm(
+        "fetch", "-u", user, "mailbox", "mailbox", "*", "header", "Message-ID", msgid
+    )
+    return sorted(
+        line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("mailbox:")
+    )
+
+
+def test_connect_import_timeline_done_and_teammate_view(
+    live: Crm, page: object, dovecot: Dovecot, mailbox: MailboxAccount
+) -> None:
+    p = page
+    contact = live.services.db.run(
+        lambda s: (
+            crm.create_contact(
+                s, live.workspace_id, name="Ivy Client", emails=["ivy@client.test"]
+            ).id
+        )
+    )
+    for i in range(3):
+        dovecot.deliver(
+            mailbox.email,
+            message(
+                "Ivy Client <ivy@client.test>",
+                mailbox.email,
+                f"Pricing question {i}",
+                f"Hello #{i}",
+                msgid=f"<p{i}@client.test>",
+            ),
+        )
+    dovecot.deliver(
+        mailbox.email,
+        message("mum@family.test", mailbox.email, "Sunday lunch", msgid="<mum@family.test>"),
+    )
+
+    sign_in(p, live.url, live.owner.email)
+    p.goto(f"{live.url}/settings/email")  # type: ignore[attr-defined]
+    p.select_option("select[name=provider]", "other")  # type: ignore[attr-defined]
+    p.fill("input[name=email]", mailbox.email)  # type: ignore[attr-defined]
+    p.fill("input[name=password]", mailbox.password)  # type: ignore[attr-defined]
+    p.fill("input[name=imap_host]", mailbox.host)  # type: ignore[attr-defined]
+    p.fill("input[name=imap_port]", str(mailbox.tls_port))  # type: ignore[attr-defined]
+    p.select_option("select[name=imap_security]", "tls")  # type: ignore[attr-defined]
+    p.fill("input[name=ca_file]", mailbox.ca_file)  # type: ignore[attr-defined]
+    p.click("button:has-text('Test connection')")  # type: ignore[attr-defined]
+    p.wait_for_selector("text=Connection works")  # type: ignore[attr-defined]
+    shot(p, "01-settings-connect-tested")
+    p.click("#connect button.primary")  # type: ignore[attr-defined]
+    p.wait_for_url(f"{live.url}/settings/email/accounts/*")  # type: ignore[attr-defined]
+
+    # The status refreshes itself (script) until every folder's import shows 100 %.
+    def imported() -> bool:
+        pcts = p.locator("#health .pct").all_inner_texts()  # type: ignore[attr-defined]
+        return (
+            bool(pcts)
+            and all(t.strip() == "100%" for t in pcts)
+            and "live" in p.inner_text("#health")
+        )  # type: ignore[attr-defined]
+
+    wait_until(imported, 25)
+    values = p.eval_on_selector_all("#health progress", "els => els.map(e => e.value)")  # type: ignore[attr-defined]
+    assert values and all(v == 100 for v in values)
+    shot(p, "02-sync-health")
+
+    p.goto(f"{live.url}/contacts/{contact}")  # type: ignore[attr-defined]
+    for i in range(3):
+        assert p.locator(f"text=Pricing question {i}").count() == 1  # type: ignore[attr-defined]
+    assert p.locator("text=Sunday lunch").count() == 0  # type: ignore[attr-defined]
+    shot(p, "03-contact-timeline")
+
+    p.goto(f"{live.url}/inbox")  # type: ignore[attr-defined]
+    row = p.locator("li.item", has_text="Pricing question 1")  # type: ignore[attr-defined]
+    assert row.locator("button.done").count() == 1
+    shot(p, "04-inbox")
+    row.locator("button.done").click()
+    p.wait_for_load_state()  # type: ignore[attr-defined]
+    assert p.locator("li.item", has_text="Pricing question 1").count() == 0  # type: ignore[attr-defined]
+    wait_until(lambda: folders_on_server(dovecot, mailbox.email, "<p1@client.test>") == ["Archive"])
+
+    # The thread page renders the body in a sandboxed frame.
+    p.goto(f"{live.url}/inbox")  # type: ignore[attr-defined]
+    p.click("li.item >> text=Pricing question 0")  # type: ignore[attr-defined]
+    frame = p.frame_locator("iframe.body")  # type: ignore[attr-defined]
+    assert "Hello #0" in frame.locator("body").inner_text()
+    shot(p, "05-thread")
+
+    sign_in(p, live.url, live.teammate.email)
+    p.goto(f"{live.url}/inbox?view={live.owner.id}")  # type: ignore[attr-defined]
+    assert p.locator("li.item", has_text="Pricing question 0").count() == 1  # type: ignore[attr-defined]
+    assert p.locator("button.done").count() == 0  # type: ignore[attr-defined]
+    assert p.locator("details.snooze").count() == 0  # type: ignore[attr-defined]
+    assert p.locator("li.item input[type=checkbox]").count() == 0  # type: ignore[attr-defined]
+    assert p.locator("text=read-only").count() == 1  # type: ignore[attr-defined]
+    shot(p, "06-teammate-inbox-read-only")
+    account = live.services.db.run(lambda s: s.scalar(select(MailAccount.state)))
+    assert account == "live"
