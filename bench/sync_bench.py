@@ -197,7 +197,7 @@ async def main() -> None:
     ap.add_argument("--deliveries", type=int, default=100)
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="crmail-bench-"))
-    with Dovecot(root / "dovecot") as dovecot:
+    with Dovecot() as dovecot:
         raw_rate, crm_rate = await bench_import(dovecot, root, args.messages)
         print(f"import of {args.messages} messages (~9 KB each)")
         print(f"  raw IMAP fetch (imaplib)     : {raw_rate:8.0f} msg/s")

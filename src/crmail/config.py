@@ -36,6 +36,11 @@ class Settings:
     default_smtp_url: str = ""
     #: From address of workflow email sent through the default provider
     default_from: str = ""
+    #: crmail's SMTP listener for BCC drop addresses (<token>@drop_domain): started when
+    #: a port is set; point the drop domain's MX (or a relay) at it
+    drop_smtp_host: str = "127.0.0.1"
+    drop_smtp_port: int | None = None
+    drop_domain: str = ""
 
     @property
     def sqlite_path(self) -> Path:
@@ -55,6 +60,11 @@ class Settings:
             "poll_interval": float(e.get("CRMAIL_POLL_INTERVAL", "30")),
             "default_smtp_url": e.get("CRMAIL_DEFAULT_SMTP_URL", ""),
             "default_from": e.get("CRMAIL_DEFAULT_FROM", ""),
+            "drop_smtp_host": e.get("CRMAIL_DROP_SMTP_HOST", "127.0.0.1"),
+            "drop_smtp_port": (
+                int(e["CRMAIL_DROP_SMTP_PORT"]) if e.get("CRMAIL_DROP_SMTP_PORT") else None
+            ),
+            "drop_domain": e.get("CRMAIL_DROP_DOMAIN", "").strip().lower(),
             "webhook_allow_http_loopback": e.get("CRMAIL_WEBHOOK_ALLOW_HTTP_LOOPBACK", "").lower()
             in ("1", "true", "yes", "on"),
             "cookie_secure": e.get("CRMAIL_COOKIE_SECURE", "").lower()

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from crmail.services import Services
 from crmail.storage import accounts
+from crmail.sync.dropbox import DropServer
 from crmail.sync.inbound import SyncOptions
 from crmail.sync.sending import smtp_settings_from_url
 from crmail.sync.service import SyncService
@@ -48,6 +49,15 @@ async def serve(services: Services, *, ready: Callable[[str], None] | None = Non
         allow_http_loopback=services.settings.webhook_allow_http_loopback,
     )
     webhooks.start()
+    drops = None
+    if services.settings.drop_smtp_port is not None:
+        drops = DropServer(
+            services.db,
+            domain=services.settings.drop_domain,
+            host=services.settings.drop_smtp_host,
+            port=services.settings.drop_smtp_port,
+        )
+        await drops.start()
     app = create_app(services)
     app.state.webhooks = webhooks  # lets the API wake it after queueing a test ping
     config = uvicorn.Config(
@@ -63,6 +73,8 @@ async def serve(services: Services, *, ready: Callable[[str], None] | None = Non
             ready(url)
         await task
     finally:
+        if drops is not None:
+            await drops.stop()
         await webhooks.stop()
         await sync.stop()
         services.close()

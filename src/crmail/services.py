@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 from crmail.config import Settings
@@ -46,6 +46,8 @@ class Services:
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = True) -> Services:
         settings = settings.ensure_secret_key()
+        if not settings.database_url:
+            settings = replace(settings, database_url=f"sqlite:///{settings.sqlite_path}")
         if settings.database_url.startswith("sqlite:///"):
             settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         db = Database(settings.database_url)

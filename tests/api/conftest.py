@@ -138,8 +138,6 @@ class World:
                 from_name=sender.name if sender else "",
                 sent_at=env.date,
                 snippet=parsed.snippet(),
-                text_body=parsed.text,
-                html_body=parsed.html,
                 size=len(raw),
                 parse_failed=parsed.parse_failed,
                 defects=list(parsed.defects),

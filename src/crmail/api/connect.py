@@ -8,9 +8,13 @@ still on the form, with the provider's advice (app passwords) attached.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from crmail.api.schemas import AccountIn, AccountTestIn
+from pydantic import ValidationError
+
+from crmail.api.schemas import AccountIn, AccountPatch, AccountTestIn
+from crmail.domain.addresses import normalize_email
 from crmail.errors import (
     AuthFailed,
     ConnectFailed,
@@ -72,6 +76,69 @@ def resolve(body: AccountTestIn, *, default_history_days: int) -> Resolved:
             folders=list(dict.fromkeys(body.folders)),
         )
     return Resolved(p, imap, stored)
+
+
+def resolve_patch(
+    email: str,
+    settings: Mapping[str, object],
+    password: str,
+    body: AccountPatch,
+    *,
+    default_history_days: int,
+) -> tuple[str, Resolved]:
+    """The stored connection with the changes of ``body``: (new address, settings to test).
+
+    ``password`` is the stored one, used when the body brings none. Choosing another
+    provider drops the stored server settings, so the new preset's defaults apply.
+    """
+    new_email = email
+    if body.email is not None:
+        checked = normalize_email(body.email)
+        if checked is None:
+            raise InvalidInput(f"{body.email!r} is not a valid email address")
+        new_email = checked
+    old_preset = str(settings.get("preset") or "other")
+    provider = body.provider or old_preset
+    same_provider = provider == old_preset
+    old_username = str(settings.get("username") or email)
+    # A login that was the address itself follows the address; a distinct one stays.
+    username = body.username or (old_username if old_username.lower() != email else new_email)
+
+    def pick(name: str) -> object:
+        value = getattr(body, name)
+        if value is not None:
+            return value
+        return settings.get(name) if same_provider else None
+
+    data: dict[str, object] = {
+        "provider": provider,
+        "email": new_email,
+        "username": username,
+        "password": body.password.get_secret_value() if body.password else password,
+        "history_days": settings.get("history_days"),
+        "folders": list(_strings(settings.get("folders"))),
+    }
+    for name in (
+        "imap_host",
+        "imap_port",
+        "imap_security",
+        "ca_file",
+        "smtp_host",
+        "smtp_port",
+        "smtp_security",
+    ):
+        data[name] = pick(name)
+    try:
+        full = AccountIn.model_validate(data)
+    except ValidationError as exc:
+        # Field names only: the input would echo the password.
+        bad = sorted({str(e["loc"][0]) for e in exc.errors() if e.get("loc")})
+        raise InvalidInput(f"please check: {', '.join(bad)}") from None
+    return new_email, resolve(full, default_history_days=default_history_days)
+
+
+def _strings(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list | tuple) else []
 
 
 async def test_connection(settings: ImapSettings) -> list[str]:

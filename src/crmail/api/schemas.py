@@ -252,6 +252,28 @@ class AccountIn(AccountTestIn):
     )
 
 
+class AccountPatch(In):
+    """Change a connected mailbox: only the fields given change; the rest is kept.
+
+    Also the body of ``POST /api/accounts/{id}/reconnect``, where every field may be left
+    out to resume with the stored credentials.
+    """
+
+    provider: str | None = Field(None, description="a key of GET /api/providers")
+    email: EmailText | None = Field(None, description="the new connected address")
+    username: Annotated[str, Field(max_length=320)] | None = Field(
+        None, description="login name; follows the address when it was the address"
+    )
+    password: SecretStr | None = Field(None, description="new password or app password")
+    imap_host: Annotated[str, Field(max_length=255)] | None = None
+    imap_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    imap_security: Security | None = None
+    ca_file: Annotated[str, Field(max_length=4096)] | None = None
+    smtp_host: Annotated[str, Field(max_length=255)] | None = None
+    smtp_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    smtp_security: Security | None = None
+
+
 class AccountTestOut(BaseModel):
     ok: bool
     folders: list[str]
@@ -268,6 +290,13 @@ class AccountOut(Out):
     last_error_code: str | None
     last_sync_at: datetime | None
     created_at: datetime
+    drop_address: str | None = Field(
+        None,
+        description=(
+            "read-only: Bcc or forward mail to this address to put it in the CRM (shown "
+            "to the account's owner when the server has a drop domain)"
+        ),
+    )
 
 
 class FolderStatusOut(BaseModel):

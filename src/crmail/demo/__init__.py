@@ -145,7 +145,6 @@ async def run_demo(port: int | None = None, data_dir: Path | None = None) -> Non
         port=port or base.port,
         poll_interval=5.0,
     )
-    (root / "dovecot").mkdir()
     with Dovecot(root / "dovecot") as dovecot:
         box = dovecot.add_user(USER, PASSWORD)
         seeded = seed_mailbox(dovecot)

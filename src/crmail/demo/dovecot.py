@@ -158,6 +158,7 @@ class Dovecot:
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
         self._own_dir = directory is None
         self.dir = Path(directory or tempfile.mkdtemp(prefix="crmail-dovecot-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
         # mkdtemp makes 0700; Dovecot's auth (user dovecot) and mail processes
         # (nobody) must traverse it to read the passwd-file and the mail.
         self.dir.chmod(0o755)

@@ -1,8 +1,16 @@
 """Which messages enter the CRM, and what they link to.
 
 Pure rules: given a message's participants and the workspace's address book, decide
-whether it is stored (scope "contacts": a participant other than the workspace's own
-users is a known contact) and which contacts, leads and deals it links to, with why.
+whether it is stored and which contacts, leads and deals it links to, with why.
+
+An account's scope says what enters the CRM from its mailbox:
+- "contacts" (default): a participant other than the workspace's own users is a known
+  contact (Freshsales' contacts-only fetching, seed 004);
+- "crm_threads": the message belongs to a thread the CRM started from this account's
+  current address (HighLevel, seeds 001/002); the caller finds that out in one query
+  per batch and passes ``in_crm_thread``;
+- "folders": everything in the synced folders (Onpipeline, seed 003).
+Links are always the contacts known *at arrival*: nothing links retroactively.
 """
 
 from __future__ import annotations
@@ -13,6 +21,16 @@ from enum import StrEnum
 
 class Scope(StrEnum):
     CONTACTS = "contacts"
+    CRM_THREADS = "crm_threads"
+    FOLDERS = "folders"
+
+    @classmethod
+    def of(cls, value: object) -> Scope:
+        """The scope stored in an account's settings; anything unknown is the default."""
+        try:
+            return cls(str(value))
+        except ValueError:
+            return cls.CONTACTS
 
 
 class SkipReason(StrEnum):
@@ -20,6 +38,7 @@ class SkipReason(StrEnum):
     ONLY_COWORKERS = "only_workspace_users"
     OUTSIDE_WINDOW = "outside_history_window"
     NO_PARTICIPANTS = "no_participants"
+    NOT_CRM_THREAD = "not_a_crm_thread"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +86,23 @@ def decide(participants: dict[str, set[str]], book: AddressBook) -> Decision:
     if not links:
         return Decision(False, SkipReason.NO_CONTACT)
     return Decision(True, None, links)
+
+
+def decide_in_scope(
+    scope: Scope,
+    participants: dict[str, set[str]],
+    book: AddressBook,
+    *,
+    in_crm_thread: bool = False,
+) -> Decision:
+    """:func:`decide` for an account's scope (see the module docstring)."""
+    if scope is Scope.CONTACTS:
+        return decide(participants, book)
+    if scope is Scope.CRM_THREADS and not in_crm_thread:
+        return Decision(False, SkipReason.NOT_CRM_THREAD)
+    # A CRM thread syncs whoever writes in it, and a synced folder keeps everything:
+    # neither needs a contact, both link to the contacts known now.
+    return Decision(True, None, links_for(participants, book))
 
 
 def links_for(participants: dict[str, set[str]], book: AddressBook) -> tuple[Link, ...]:

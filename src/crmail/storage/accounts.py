@@ -1,16 +1,39 @@
-"""Mail accounts: creation, life-cycle state, sync status."""
+"""Mail accounts: creation, life cycle (update, reconnect, disconnect, delete), sync status.
+
+The API and the web settings page both change accounts through the functions here, so
+the rules (who may, what happens to cursors, data and queued work) live in one place.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from crmail.domain.account import ACTIVE, AccountEvent, AccountState, IllegalTransition, transition
-from crmail.errors import CrmailError, NotFound
-from crmail.storage.models import Folder, MailAccount, utcnow
+from crmail.domain.folders import Role
+from crmail.domain.inbox import ItemState
+from crmail.errors import Conflict, CrmailError, Forbidden, NotFound
+from crmail.storage import notify
+from crmail.storage.models import (
+    Folder,
+    InboxItem,
+    MailAccount,
+    Message,
+    OutboxAction,
+    Placement,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    # Type only: storage.crm imports this module.
+    from crmail.storage.crm import UserInfo
 
 
 def create_account(
@@ -49,7 +72,8 @@ def record_event(
 ) -> AccountState:
     """Move the account's state machine; an error (or its absence) is recorded with it."""
     a = get(s, account_id)
-    state = transition(AccountState(a.state), event)
+    old = a.state
+    state = transition(AccountState(old), event)
     a.state = state.value
     if error is not None:
         a.last_error = error.message + (f" — {error.hint}" if error.hint else "")
@@ -57,6 +81,17 @@ def record_event(
     elif event in (AccountEvent.CONNECTED_IMPORTING, AccountEvent.CONNECTED_LIVE):
         a.last_error = None
         a.last_error_code = None
+    if state.value != old:
+        # Only real changes: the worker repeats START/NETWORK_FAILED while retrying.
+        notify.account_state_changed(
+            s,
+            a.workspace_id,
+            account_id=a.id,
+            user_id=a.user_id,
+            old=old,
+            new=state.value,
+            error_code=error.code if error is not None else None,
+        )
     return state
 
 
@@ -73,6 +108,21 @@ def try_event(
         return None
 
 
+def auth_failed(
+    s: Session, account_id: int, error: CrmailError, used_secret: bytes | None
+) -> AccountState | None:
+    """The server refused the credentials a worker logged in with: pause (AUTH_ERROR).
+
+    Ignored when the owner replaced the credentials meanwhile (a reconnect raced the
+    old session's last login): the refusal is about a password no longer in use, and
+    recording it would pause the account the owner has just fixed.
+    """
+    a = s.get(MailAccount, account_id)
+    if a is None or (used_secret is not None and a.secret != used_secret):
+        return None
+    return try_event(s, account_id, AccountEvent.AUTH_FAILED, error)
+
+
 def active_ids(s: Session) -> list[int]:
     return list(
         s.scalars(
@@ -81,6 +131,271 @@ def active_ids(s: Session) -> list[int]:
             .order_by(MailAccount.id)
         )
     )
+
+
+#: settings a running worker read at its start: a change means it must start over
+CONNECTION_KEYS = (
+    "imap_host",
+    "imap_port",
+    "imap_security",
+    "username",
+    "ca_file",
+    "imap_disabled_caps",
+    "smtp_host",
+    "smtp_port",
+    "smtp_security",
+    "smtp_auth",
+    "smtp_username",
+    "folders",
+    # Sync options a session reads once when it starts: a change restarts the worker.
+    "mode",
+    "scope",
+    "auto_create_contacts",
+    "auto_create_incoming",
+)
+
+
+def _fingerprint(a: MailAccount) -> str:
+    cfg = a.settings or {}
+    data = json.dumps(
+        [a.email, {k: cfg.get(k) for k in CONNECTION_KEYS}], sort_keys=True, default=str
+    )
+    return hashlib.sha256(data.encode() + b"\0" + a.secret).hexdigest()
+
+
+def active_connections(s: Session) -> dict[int, str]:
+    """Accounts that should have a worker, each with a fingerprint of its connection.
+
+    The sync service restarts a worker whose fingerprint changed: new credentials, a
+    new address or server must not wait for the old session to fail on its own.
+    """
+    rows = s.scalars(
+        select(MailAccount)
+        .where(MailAccount.state.in_([st.value for st in ACTIVE]))
+        .order_by(MailAccount.id)
+    )
+    return {a.id: _fingerprint(a) for a in rows}
+
+
+# --- the owner changes the account ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """What the owner's connection form starts from (the secret stays sealed)."""
+
+    id: int
+    email: str
+    settings: dict[str, object]
+    secret: bytes
+    state: str
+
+
+def owned(s: Session, user: UserInfo, account_id: int) -> MailAccount:
+    """The account, if ``user`` owns it.
+
+    Same answers as the read routes: another workspace's account (or a teammate's, for
+    a member) is "not found"; an admin sees a teammate's account but may not change it.
+    """
+    a = s.get(MailAccount, account_id)
+    if (
+        a is None
+        or a.workspace_id != user.workspace_id
+        or (a.user_id != user.id and not user.is_admin)
+    ):
+        raise NotFound(f"mail account {account_id} not found")
+    if a.user_id != user.id:
+        raise Forbidden("only the owner of a mail account can change it")
+    return a
+
+
+def connection(s: Session, user: UserInfo, account_id: int) -> Connection:
+    a = owned(s, user, account_id)
+    return Connection(a.id, a.email, dict(a.settings or {}), a.secret, a.state)
+
+
+def _mailbox(email: str, settings: Mapping[str, object]) -> tuple[str, str]:
+    host = str(settings.get("imap_host") or "").strip().lower()
+    return host, str(settings.get("username") or email).strip().lower()
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionChange:
+    state: str
+    #: another server or login: the folder cursors were reset for a fresh import
+    mailbox_changed: bool
+
+
+def update_connection(
+    s: Session,
+    user: UserInfo,
+    account_id: int,
+    *,
+    settings: Mapping[str, object],
+    secret: bytes | None = None,
+    email: str | None = None,
+    resume: bool = False,
+) -> ConnectionChange:
+    """New address, server settings and/or password, already tested by the caller.
+
+    Nothing synced is lost: messages, timeline links and Inbox items stay. New sends
+    go from the new address (the sender is read from the account at send time).
+
+    Another server or login (host or username) is another mailbox: its UIDs mean
+    nothing to our cursors, so the account's folders and placements are dropped and
+    the worker imports the new mailbox afresh; the dedup keys match messages already
+    stored, so nothing is stored twice. Queued flag/move changes aimed at the old
+    mailbox go with them. A new password alone keeps every cursor: sync resumes
+    where it stopped.
+
+    A running, erroring or new account restarts with the new settings (event
+    RECONNECT); a disconnected one stays disconnected unless ``resume``.
+    """
+    a = owned(s, user, account_id)
+    new_email = (email or a.email).lower()
+    if new_email != a.email:
+        taken = s.scalar(
+            select(MailAccount.id).where(
+                MailAccount.user_id == a.user_id,
+                MailAccount.email == new_email,
+                MailAccount.id != a.id,
+            )
+        )
+        if taken is not None:
+            raise Conflict(f"{new_email} is already connected")
+    merged = {**(a.settings or {}), **settings}
+    changed = _mailbox(a.email, a.settings or {}) != _mailbox(new_email, merged)
+    if changed:
+        _reset_folders(s, a.id)
+    a.email = new_email
+    # A new dict: SQLAlchemy's JSON column notices reassignment, not in-place changes.
+    a.settings = merged
+    if secret is not None:
+        a.secret = secret
+    s.flush()
+    if resume or a.state != AccountState.DISCONNECTED.value:
+        record_event(s, a.id, AccountEvent.RECONNECT)
+    s.flush()
+    return ConnectionChange(a.state, changed)
+
+
+def reconnect(
+    s: Session,
+    user: UserInfo,
+    account_id: int,
+    *,
+    settings: Mapping[str, object],
+    secret: bytes | None = None,
+    email: str | None = None,
+) -> ConnectionChange:
+    """Resume sync (after an auth error or a disconnect), with new credentials if given."""
+    return update_connection(
+        s, user, account_id, settings=settings, secret=secret, email=email, resume=True
+    )
+
+
+def _reset_folders(s: Session, account_id: int) -> None:
+    folder_ids = list(s.scalars(select(Folder.id).where(Folder.account_id == account_id)))
+    if folder_ids:
+        s.execute(delete(Placement).where(Placement.folder_id.in_(folder_ids)))
+        s.execute(delete(Folder).where(Folder.id.in_(folder_ids)))
+    s.execute(
+        delete(OutboxAction).where(
+            OutboxAction.account_id == account_id,
+            OutboxAction.kind == "sync",
+            OutboxAction.state.in_(("pending", "running", "failed")),
+        )
+    )
+
+
+def disconnect(s: Session, user: UserInfo, account_id: int) -> None:
+    """Stop syncing; all data stays, queued actions wait for a reconnect."""
+    owned(s, user, account_id)
+    record_event(s, account_id, AccountEvent.DISCONNECT)
+    s.flush()
+
+
+#: what a send queued through a removed mailbox says instead of waiting forever
+REMOVED_SEND_ERROR = "not sent: its mailbox was removed from the CRM before it went out"
+
+
+def delete_account(s: Session, user: UserInfo, account_id: int) -> None:
+    """Forget the account. Never touches the mail server.
+
+    - Folders, placements and the account's queued outbox actions go (FK cascade): a
+      queued send is not sent later by anyone; its message is marked failed, so the
+      user sees it did not go out and can send it again from another mailbox.
+    - Messages stay, with their timeline links: they are CRM records now.
+    - Messages that were only in this mailbox and are linked nowhere stay too
+      (nothing synced is lost; the owner still finds them through their Inbox item),
+      but they leave the owner's Inbox: open or snoozed items whose message has no
+      INBOX copy in another of the owner's mailboxes become "archived".
+    """
+    a = owned(s, user, account_id)
+    queued_sends = list(
+        s.scalars(
+            select(OutboxAction.message_id).where(
+                OutboxAction.account_id == a.id,
+                OutboxAction.kind == "send",
+                OutboxAction.state != "done",
+                OutboxAction.message_id.is_not(None),
+            )
+        )
+    )
+    for mid in queued_sends:
+        if mid is None:  # pragma: no cover - filtered above
+            continue
+        res = s.execute(
+            update(Message)
+            .where(Message.id == mid, Message.send_state.in_(("queued", "sending")))
+            .values(send_state="failed", send_error=REMOVED_SEND_ERROR)
+        )
+        if res.rowcount:  # type: ignore[attr-defined]
+            notify.send_result(s, mid)
+    _leave_inbox(s, a)
+    # Explicit, though the foreign key cascades: the promise "a queued action of a
+    # removed mailbox never runs" should not depend on PRAGMA foreign_keys.
+    s.execute(delete(OutboxAction).where(OutboxAction.account_id == a.id))
+    s.delete(a)
+    s.flush()
+
+
+def _leave_inbox(s: Session, a: MailAccount) -> None:
+    here = (
+        select(Placement.message_id)
+        .join(Folder, Folder.id == Placement.folder_id)
+        .where(Placement.account_id == a.id, Folder.role == Role.INBOX.value)
+    )
+    elsewhere = (
+        select(Placement.message_id)
+        .join(Folder, Folder.id == Placement.folder_id)
+        .join(MailAccount, MailAccount.id == Placement.account_id)
+        .where(
+            MailAccount.user_id == a.user_id,
+            MailAccount.id != a.id,
+            Folder.role == Role.INBOX.value,
+        )
+    )
+    items = s.scalars(
+        select(InboxItem).where(
+            InboxItem.user_id == a.user_id,
+            InboxItem.state.in_((ItemState.OPEN.value, ItemState.SNOOZED.value)),
+            InboxItem.message_id.in_(here),
+            InboxItem.message_id.not_in(elsewhere),
+        )
+    )
+    for item in items:
+        item.state = ItemState.ARCHIVED.value
+        item.snooze_until = None
+        notify.inbox_updated(
+            s,
+            item.workspace_id,
+            user_id=item.user_id,
+            message_id=item.message_id,
+            thread_id=item.thread_id,
+            state=item.state,
+            is_read=item.is_read,
+        )
 
 
 @dataclass(frozen=True, slots=True)

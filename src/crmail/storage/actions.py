@@ -8,16 +8,17 @@ touched, and trying to act on mail that only a teammate holds is refused.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, select, update
 from sqlalchemy.orm import Session
 
 from crmail.domain.folders import Role
 from crmail.domain.inbox import ItemState
 from crmail.errors import Forbidden, InvalidInput, NotFound
-from crmail.storage import crm, outbox
+from crmail.storage import crm, notify, outbox
 from crmail.storage.models import Folder, InboxItem, MailAccount, Message, Placement, utcnow
 
 SEEN = "\\Seen"
@@ -102,6 +103,7 @@ def done(s: Session, user: crm.UserInfo, thread_id: int) -> Queued:
         item.state = ItemState.DONE.value
         item.is_read = True
         item.snooze_until = None
+        _notify(s, item)
     accounts: set[int] = set()
     for account_id, mid, role, cfg in _my_placements(s, user, [i.message_id for i in items]):
         if role != Role.INBOX.value:
@@ -137,8 +139,11 @@ def snooze(s: Session, user: crm.UserInfo, thread_id: int, until: datetime) -> Q
         _refuse_teammates_mail(s, user, ids)
         raise InvalidInput("nothing of this thread is in your Inbox")
     for item in items:
+        changed = item.state != ItemState.SNOOZED.value
         item.state = ItemState.SNOOZED.value
         item.snooze_until = until
+        if changed:  # a new wake-up time alone is not an Inbox change
+            _notify(s, item)
     return Queued(frozenset(), len(items))
 
 
@@ -151,7 +156,9 @@ def set_read(s: Session, user: crm.UserInfo, thread_id: int, read: bool) -> Queu
         _refuse_teammates_mail(s, user, ids)
         raise Forbidden("none of this thread is in your mailbox")
     for item in items:
-        item.is_read = read
+        if item.is_read != read:
+            item.is_read = read
+            _notify(s, item)
     change = outbox.SyncChange(
         add=frozenset({SEEN}) if read else frozenset(),
         remove=frozenset() if read else frozenset({SEEN}),
@@ -226,18 +233,25 @@ def move_message(s: Session, user: crm.UserInfo, message_id: int, folder: str) -
             change=outbox.SyncChange(move_to=folder),
         )
     if folder.upper() == "INBOX":
-        s.execute(
+        res = s.execute(
             update(InboxItem)
-            .where(InboxItem.user_id == user.id, InboxItem.message_id == message_id)
+            .where(
+                InboxItem.user_id == user.id,
+                InboxItem.message_id == message_id,
+                # Items already open are left alone, so they are not reported as changed.
+                InboxItem.state != ItemState.OPEN.value,
+            )
             .values(state=ItemState.OPEN.value, snooze_until=None)
+            .returning(*_ITEM_COLUMNS)
         )
+        _notify_rows(s, res.all())
     else:
         _leave_inbox(s, user, message_id)
     return Queued(frozenset(accounts), 1)
 
 
 def _leave_inbox(s: Session, user: crm.UserInfo, message_id: int) -> None:
-    s.execute(
+    res = s.execute(
         update(InboxItem)
         .where(
             InboxItem.user_id == user.id,
@@ -245,7 +259,45 @@ def _leave_inbox(s: Session, user: crm.UserInfo, message_id: int) -> None:
             InboxItem.state.in_([ItemState.OPEN.value, ItemState.SNOOZED.value]),
         )
         .values(state=ItemState.ARCHIVED.value, snooze_until=None)
+        .returning(*_ITEM_COLUMNS)
     )
+    _notify_rows(s, res.all())
+
+
+# What an inbox.updated event needs, returned by the bulk UPDATEs above and below.
+_ITEM_COLUMNS = (
+    InboxItem.workspace_id,
+    InboxItem.user_id,
+    InboxItem.message_id,
+    InboxItem.thread_id,
+    InboxItem.state,
+    InboxItem.is_read,
+)
+
+
+def _notify(s: Session, item: InboxItem) -> None:
+    notify.inbox_updated(
+        s,
+        item.workspace_id,
+        user_id=item.user_id,
+        message_id=item.message_id,
+        thread_id=item.thread_id,
+        state=item.state,
+        is_read=item.is_read,
+    )
+
+
+def _notify_rows(s: Session, rows: Sequence[Row[int, int, int, int, str, bool]]) -> None:
+    for ws, user_id, message_id, thread_id, state, read in rows:
+        notify.inbox_updated(
+            s,
+            ws,
+            user_id=user_id,
+            message_id=message_id,
+            thread_id=thread_id,
+            state=state,
+            is_read=read,
+        )
 
 
 def wake_snoozed(s: Session, now: datetime | None = None) -> int:
@@ -256,5 +308,8 @@ def wake_snoozed(s: Session, now: datetime | None = None) -> int:
             InboxItem.state == ItemState.SNOOZED.value, InboxItem.snooze_until <= (now or utcnow())
         )
         .values(state=ItemState.OPEN.value, snooze_until=None)
+        .returning(*_ITEM_COLUMNS)
     )
-    return int(res.rowcount or 0)  # type: ignore[attr-defined]
+    rows = res.all()
+    _notify_rows(s, rows)
+    return len(rows)

@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session
 
 from crmail.domain.addresses import normalize_email
 from crmail.domain.inbox import ItemState
-from crmail.errors import Conflict, Forbidden, InvalidInput, NotFound
+from crmail.errors import Conflict, InvalidInput, NotFound
+from crmail.mime import parse_message
 from crmail.storage import accounts
 from crmail.storage.models import (
     Attachment,
@@ -805,12 +806,15 @@ def message_detail(s: Session, user: UserInfo, message_id: int) -> MessageDetail
             .order_by(TimelineEntry.id)
         )
     )
+    # Bodies are not stored twice: the raw message is the truth, parsed when read.
+    raw = s.get(MessageRaw, message_id)
+    parsed = parse_message(raw.raw) if raw is not None else None
     return MessageDetail(
         summary=summary,
         message_id_header=m.message_id,
         participants={k: tuple(v) for k, v in parts.items()},
-        text=m.text_body,
-        html=m.html_body,
+        text=parsed.text if parsed else None,
+        html=parsed.html if parsed else None,
         attachments=atts,
         parse_failed=m.parse_failed,
         defects=tuple(m.defects or ()),
@@ -903,16 +907,8 @@ def check_account_visible(s: Session, user: UserInfo, account_id: int) -> None:
 
 
 def delete_account(s: Session, user: UserInfo, account_id: int) -> None:
-    """Remove a mail account: folders and placements go (FK cascade), messages stay.
-
-    Messages on timelines are CRM records now, not copies of the mailbox; the owner's
-    Inbox items stay too (they point at messages, not at the account).
-    """
-    a = _account_row(s, user, account_id)
-    if a.user_id != user.id:
-        raise Forbidden("only the owner of a mail account can remove it")
-    s.delete(a)
-    s.flush()
+    """Remove a mail account; see :func:`crmail.storage.accounts.delete_account`."""
+    accounts.delete_account(s, user, account_id)
 
 
 def add_account(

@@ -14,7 +14,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from crmail.errors import NotFound
-from crmail.storage import crm
+from crmail.storage import crm, notify
 from crmail.storage.models import Message, TimelineEntry
 
 
@@ -65,7 +65,7 @@ def link(
     )
     who = user.name or user.email
     new = [mid for mid in targets if mid not in existing]
-    s.add_all(
+    entries = [
         TimelineEntry(
             workspace_id=user.workspace_id,
             message_id=mid,
@@ -76,8 +76,11 @@ def link(
             created_by=user.id,
         )
         for mid in new
-    )
+    ]
+    s.add_all(entries)
     s.flush()
+    for entry in entries:
+        notify.linked(s, entry)
     return LinkResult(tuple(new))
 
 

@@ -20,8 +20,9 @@ from crmail.domain.folders import Role
 from crmail.domain.inbox import ItemState, is_read, next_state
 from crmail.domain.scope import AddressBook, ContactRef, Link
 from crmail.mime import ParsedMessage, normalize_subject
-from crmail.storage import outbox
+from crmail.storage import notify, outbox
 from crmail.storage.models import (
+    Base,
     Attachment,
     Contact,
     ContactEmail,
@@ -321,6 +322,10 @@ def apply_step(s: Session, account_id: int, step: FolderStep) -> StepResult:
 
     _advance_folder(folder, step, len(step.copies))
     account.last_sync_at = utcnow()
+    # Webhooks, in this same transaction: they exist only if the step commits.
+    notify.messages_received(s, ws, account_id, folder.name, stored_ids)
+    notify.links_created(s, ws, stored_ids)
+    notify.skipped(s, ws, account_id, folder.name, dict(step.skipped))
     return StepResult(len(stored_ids), len(fresh), tuple(sorted(touched)))
 
 
@@ -395,6 +400,11 @@ def _message_ids(s: Session, ws: int, keys: set[str]) -> dict[str, int]:
 
 
 def store_messages(s: Session, ws: int, news: list[NewMessage]) -> list[int]:
+    """Insert messages not stored yet, with their threads, participants and links.
+
+    Set-based (a few statements per batch, not per message): imports write thousands
+    of messages a second.
+    """
     if not news:
         return []
     # A redo after a crash, or two folders in one step, may bring a key twice.
@@ -405,38 +415,45 @@ def store_messages(s: Session, ws: int, news: list[NewMessage]) -> list[int]:
         unique.pop(key)
     if not unique:
         return []
-    threader = _Threader(s, ws, list(unique.values()))
-    rows: list[Message] = []
-    for n in unique.values():
+    items = list(unique.values())
+    threader = _Threader(s, ws, items)
+    thread_ids = threader.assign(items)
+    values = []
+    for n, tid in zip(items, thread_ids, strict=True):
         env = n.parsed.envelope
         sender = env.from_[0] if env.from_ else None
-        rows.append(
-            Message(
-                workspace_id=ws,
-                thread_id=threader.thread_for(n),
-                dedup_key=n.dedup_key,
-                message_id=env.message_id,
-                subject=env.subject,
-                from_email=sender.email if sender else None,
-                from_name=sender.name if sender else "",
-                sent_at=env.date,
-                snippet=n.parsed.snippet(),
-                text_body=n.parsed.text,
-                html_body=n.parsed.html,
-                size=n.parsed.size,
-                is_bulk=env.is_bulk,
-                parse_failed=n.parsed.parse_failed,
-                defects=list(n.parsed.defects)[:50],
-            )
+        values.append(
+            {
+                "workspace_id": ws,
+                "thread_id": tid,
+                "dedup_key": n.dedup_key,
+                "message_id": env.message_id,
+                "subject": env.subject,
+                "from_email": sender.email if sender else None,
+                "from_name": sender.name if sender else "",
+                "sent_at": env.date,
+                "snippet": n.parsed.snippet(),
+                "size": n.parsed.size,
+                "is_bulk": env.is_bulk,
+                "parse_failed": n.parsed.parse_failed,
+                "defects": list(n.parsed.defects)[:50],
+            }
         )
-    s.add_all(rows)
-    s.flush()
-    raw, refs, parts, atts, links = [], [], [], [], []
-    for row, n in zip(rows, unique.values(), strict=True):
+    # One multi-row INSERT, then the ids by their unique key: ordered RETURNING would
+    # make SQLite insert row by row.
+    s.execute(insert(Message), values)
+    by_key = _message_ids(s, ws, set(unique))
+    ids = [by_key[n.dedup_key] for n in items]
+    raw: list[dict[str, object]] = []
+    refs: list[dict[str, object]] = []
+    parts: list[dict[str, object]] = []
+    atts: list[dict[str, object]] = []
+    links: list[dict[str, object]] = []
+    for mid, n in zip(ids, items, strict=True):
         env = n.parsed.envelope
-        raw.append({"message_id": row.id, "raw": n.raw})
+        raw.append({"message_id": mid, "raw": n.raw})
         for ref in dict.fromkeys((*env.in_reply_to, *env.references)):
-            refs.append({"message_id": row.id, "ref": ref[:998], "workspace_id": ws})
+            refs.append({"message_id": mid, "ref": ref[:998], "workspace_id": ws})
         for role, addrs in (
             ("from", env.from_),
             ("to", env.to),
@@ -447,7 +464,7 @@ def store_messages(s: Session, ws: int, news: list[NewMessage]) -> list[int]:
             for pos, addr in enumerate(addrs):
                 parts.append(
                     {
-                        "message_id": row.id,
+                        "message_id": mid,
                         "role": role,
                         "position": pos,
                         "email": addr.email,
@@ -457,7 +474,7 @@ def store_messages(s: Session, ws: int, news: list[NewMessage]) -> list[int]:
         for att in n.parsed.attachments:
             atts.append(
                 {
-                    "message_id": row.id,
+                    "message_id": mid,
                     "filename": att.filename,
                     "content_type": att.content_type,
                     "size": att.size,
@@ -470,23 +487,45 @@ def store_messages(s: Session, ws: int, news: list[NewMessage]) -> list[int]:
             links.append(
                 {
                     "workspace_id": ws,
-                    "message_id": row.id,
+                    "message_id": mid,
                     "subject_type": link.subject_type,
                     "subject_id": link.subject_id,
                     "reason": link.reason,
                 }
             )
-    for model, values in (
+    tables: tuple[tuple[type[Base], list[dict[str, object]]], ...] = (
         (MessageRaw, raw),
         (MessageRef, refs),
         (Participant, parts),
         (Attachment, atts),
         (TimelineEntry, links),
-    ):
+    )
+    for model, values in tables:
         if values:
             s.execute(insert(model), values)
-    threader.finish(rows)
-    return [r.id for r in rows]
+    return ids
+
+
+class _Pending:
+    """A thread to create at the end of the batch (union-find node: ``parent`` when merged)."""
+
+    __slots__ = ("id", "key", "parent", "root_key", "subject")
+
+    def __init__(self, subject: str, root_key: str) -> None:
+        self.subject = subject
+        self.root_key = root_key
+        self.key = normalize_subject(subject)[:200]
+        self.parent: int | _Pending | None = None
+        self.id: int | None = None
+
+
+ThreadRef = int | _Pending
+
+
+def _find(ref: ThreadRef) -> ThreadRef:
+    while isinstance(ref, _Pending) and ref.parent is not None:
+        ref = ref.parent
+    return ref
 
 
 class _Threader:
@@ -494,7 +533,8 @@ class _Threader:
 
     Imports run newest first, so a reply often arrives before what it answers; a
     message therefore joins the thread of messages it references *and* of messages
-    that reference it, merging threads that turn out to be one.
+    that reference it, merging threads that turn out to be one. Threads new in this
+    batch are created together at the end.
     """
 
     def __init__(self, s: Session, ws: int, news: list[NewMessage]) -> None:
@@ -504,16 +544,16 @@ class _Threader:
         refs = {
             r for n in news for r in (*n.parsed.envelope.in_reply_to, *n.parsed.envelope.references)
         }
-        self.by_msgid: dict[str, int] = {}
+        self.by_msgid: dict[str, ThreadRef] = {}
         for chunk in _chunks(sorted(own_ids | refs), 500):
-            self.by_msgid.update(
-                s.execute(
-                    select(Message.message_id, Message.thread_id).where(
-                        Message.workspace_id == ws, Message.message_id.in_(chunk)
-                    )
-                ).all()  # type: ignore[arg-type]
-            )
-        self.children: dict[str, set[int]] = {}
+            for msgid, tid in s.execute(
+                select(Message.message_id, Message.thread_id).where(
+                    Message.workspace_id == ws, Message.message_id.in_(chunk)
+                )
+            ).all():
+                if msgid is not None:
+                    self.by_msgid[msgid] = tid
+        self.children: dict[str, set[ThreadRef]] = {}
         for chunk in _chunks(sorted(own_ids), 500):
             q = (
                 select(MessageRef.ref, Message.thread_id)
@@ -522,43 +562,84 @@ class _Threader:
             )
             for ref, tid in s.execute(q).all():
                 self.children.setdefault(ref, set()).add(tid)
-        self.touched: dict[int, datetime | None] = {}
 
-    def thread_for(self, n: NewMessage) -> int:
+    def assign(self, news: list[NewMessage]) -> list[int]:
+        refs = [self._thread_for(n) for n in news]
+        finals = [_find(r) for r in refs]
+        latest: dict[ThreadRef, datetime] = {}
+        for root, n in zip(finals, news, strict=True):
+            when = n.parsed.envelope.date
+            if when is not None and (root not in latest or when > latest[root]):
+                latest[root] = when
+        roots = list(dict.fromkeys(r for r in finals if isinstance(r, _Pending)))
+        if roots:
+            self.s.execute(
+                insert(Thread),
+                [
+                    {
+                        "workspace_id": self.ws,
+                        "subject": p.subject,
+                        "subject_key": p.key,
+                        "last_message_at": latest.get(p),
+                        "root_key": p.root_key,
+                    }
+                    for p in roots
+                ],
+            )
+            ids: dict[str | None, int] = {}
+            for chunk in _chunks([p.root_key for p in roots], 500):
+                ids.update(
+                    self.s.execute(
+                        select(Thread.root_key, Thread.id).where(
+                            Thread.workspace_id == self.ws, Thread.root_key.in_(chunk)
+                        )
+                    ).all()
+                )
+            for p in roots:
+                p.id = ids[p.root_key]
+        # Threads that existed before: their last-message time may move forward.
+        for root, when in latest.items():
+            if isinstance(root, int):
+                self.s.execute(
+                    update(Thread)
+                    .where(Thread.id == root)
+                    .where(Thread.last_message_at.is_(None) | (Thread.last_message_at < when))
+                    .values(last_message_at=when)
+                    .execution_options(synchronize_session=False)
+                )
+        return [r if isinstance(r, int) else r.id or 0 for r in finals]
+
+    def _thread_for(self, n: NewMessage) -> ThreadRef:
         env = n.parsed.envelope
-        candidates: set[int] = set()
+        found: set[ThreadRef] = set()
         for ref in (*env.in_reply_to, *env.references):
             if ref in self.by_msgid:
-                candidates.add(self.by_msgid[ref])
+                found.add(_find(self.by_msgid[ref]))
         if env.message_id:
-            candidates |= self.children.get(env.message_id, set())
-        if not candidates:
-            tid = self._by_subject(env.subject, env.date)
-            if tid is not None:
-                candidates.add(tid)
-        if candidates:
-            tid = min(candidates)
-            for other in candidates - {tid}:
+            found |= {_find(t) for t in self.children.get(env.message_id, set())}
+        if not found:
+            by_subject = self._by_subject(env.subject, env.date)
+            if by_subject is not None:
+                found.add(by_subject)
+        existing = sorted(t for t in found if isinstance(t, int))
+        pending = [t for t in found if isinstance(t, _Pending)]
+        tid: ThreadRef
+        if existing:
+            tid = existing[0]
+            for other in existing[1:]:
                 self._merge(other, into=tid)
+            for p in pending:
+                p.parent = tid
+        elif pending:
+            tid = pending[0]
+            for p in pending[1:]:
+                p.parent = tid
         else:
-            t = Thread(
-                workspace_id=self.ws,
-                subject=env.subject,
-                subject_key=normalize_subject(env.subject)[:200],
-                last_message_at=env.date,
-            )
-            self.s.add(t)
-            self.s.flush()
-            tid = t.id
+            tid = _Pending(env.subject, n.dedup_key)
         if env.message_id:
             self.by_msgid[env.message_id] = tid
         for ref in (*env.in_reply_to, *env.references):
             self.children.setdefault(ref, set()).add(tid)
-        prev = self.touched.get(tid)
-        if env.date and (prev is None or env.date > prev):
-            self.touched[tid] = env.date
-        else:
-            self.touched.setdefault(tid, prev)
         return tid
 
     def _by_subject(self, subject: str, date: datetime | None) -> int | None:
@@ -581,9 +662,16 @@ class _Threader:
 
     def _merge(self, other: int, *, into: int) -> None:
         s = self.s
-        s.flush()
-        s.execute(update(Message).where(Message.thread_id == other).values(thread_id=into))
-        s.execute(update(InboxItem).where(InboxItem.thread_id == other).values(thread_id=into))
+        quick = {"synchronize_session": False}
+        s.execute(
+            update(Message).where(Message.thread_id == other).values(thread_id=into),
+            execution_options=quick,
+        )
+        s.execute(
+            update(InboxItem).where(InboxItem.thread_id == other).values(thread_id=into),
+            execution_options=quick,
+        )
+        s.execute(delete(Thread).where(Thread.id == other))
         for msgid, tid in list(self.by_msgid.items()):
             if tid == other:
                 self.by_msgid[msgid] = into
@@ -591,22 +679,6 @@ class _Threader:
             if other in tids:
                 tids.discard(other)
                 tids.add(into)
-        for obj in s.new:
-            if isinstance(obj, Message) and obj.thread_id == other:
-                obj.thread_id = into
-        s.execute(delete(Thread).where(Thread.id == other))
-        self.touched.pop(other, None)
-
-    def finish(self, rows: list[Message]) -> None:
-        for tid, when in self.touched.items():
-            if when is None:
-                continue
-            self.s.execute(
-                update(Thread)
-                .where(Thread.id == tid)
-                .where((Thread.last_message_at.is_(None)) | (Thread.last_message_at < when))
-                .values(last_message_at=when)
-            )
 
 
 def _refresh_inbox(s: Session, user_id: int, ws: int, message_ids: set[int]) -> None:
@@ -615,12 +687,18 @@ def _refresh_inbox(s: Session, user_id: int, ws: int, message_ids: set[int]) -> 
     Messages with a CRM action still on its way to the server are left alone: the
     state the user just chose stands until the server has caught up (no flip-flop).
     """
-    my_accounts = list(s.scalars(select(MailAccount.id).where(MailAccount.user_id == user_id)))
+    archives = {
+        account_id: bool((cfg or {}).get("archive_on_done", True))
+        for account_id, cfg in s.execute(
+            select(MailAccount.id, MailAccount.settings).where(MailAccount.user_id == user_id)
+        ).all()
+    }
+    my_accounts = list(archives)
     ids = sorted(message_ids - outbox.pending_message_ids(s, my_accounts, message_ids))
     inbox_copies: dict[int, list[tuple[list[str], bool]]] = {}
     for chunk in _chunks(ids, 500):
         q = (
-            select(Placement.message_id, Placement.flags, MailAccount.settings)
+            select(Placement.message_id, Placement.flags, Placement.account_id)
             .join(Folder, Folder.id == Placement.folder_id)
             .join(MailAccount, MailAccount.id == Placement.account_id)
             .where(
@@ -629,9 +707,8 @@ def _refresh_inbox(s: Session, user_id: int, ws: int, message_ids: set[int]) -> 
                 Placement.message_id.in_(chunk),
             )
         )
-        for mid, flags, cfg in s.execute(q).all():
-            archives = bool((cfg or {}).get("archive_on_done", True))
-            inbox_copies.setdefault(mid, []).append((flags, archives))
+        for mid, flags, account_id in s.execute(q).all():
+            inbox_copies.setdefault(mid, []).append((flags, archives[account_id]))
     items = {
         i.message_id: i
         for chunk in _chunks(ids, 500)
@@ -652,6 +729,7 @@ def _refresh_inbox(s: Session, user_id: int, ws: int, message_ids: set[int]) -> 
                 ).all()
             }
         )
+    new_items: list[dict[str, object]] = []
     for mid in ids:
         item = items.get(mid)
         copies = inbox_copies.get(mid, [])
@@ -662,20 +740,28 @@ def _refresh_inbox(s: Session, user_id: int, ws: int, message_ids: set[int]) -> 
         read = any(is_read(f) for f, _ in copies) if copies else (item.is_read if item else False)
         if item is None:
             tid, sent = meta[mid]
-            s.add(
-                InboxItem(
-                    workspace_id=ws,
-                    user_id=user_id,
-                    message_id=mid,
-                    thread_id=tid,
-                    is_read=read,
-                    state=state.value,
-                    received_at=sent or utcnow(),
-                )
+            new_items.append(
+                {
+                    "workspace_id": ws,
+                    "user_id": user_id,
+                    "message_id": mid,
+                    "thread_id": tid,
+                    "is_read": read,
+                    "state": state.value,
+                    "received_at": sent or utcnow(),
+                }
             )
         elif item.state != state.value or item.is_read != read:
             item.state = state.value
             item.is_read = read
+            tid = item.thread_id
+        else:
+            continue
+        notify.inbox_updated(
+            s, ws, user_id=user_id, message_id=mid, thread_id=tid, state=state.value, is_read=read
+        )
+    if new_items:
+        s.execute(insert(InboxItem), new_items)
 
 
 def _chunks(items: list[object] | list[int] | list[str], size: int):  # type: ignore[no-untyped-def]

@@ -210,6 +210,10 @@ class Thread(Base):
     subject: Mapped[str] = mapped_column(Text, default="")
     subject_key: Mapped[str] = mapped_column(String(200), default="", index=True)
     last_message_at: Mapped[datetime | None]
+    #: dedup key of the message that started the thread in the CRM: lets a batch of new
+    #: threads be inserted in one statement and found again (no per-row RETURNING)
+    root_key: Mapped[str | None] = mapped_column(String(64))
+    __table_args__ = (UniqueConstraint("workspace_id", "root_key"),)
 
 
 class Message(Base):
@@ -225,8 +229,6 @@ class Message(Base):
     sent_at: Mapped[datetime | None]
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     snippet: Mapped[str] = mapped_column(Text, default="")
-    text_body: Mapped[str | None] = mapped_column(Text)
-    html_body: Mapped[str | None] = mapped_column(Text)
     size: Mapped[int] = mapped_column(Integer, default=0)
     is_bulk: Mapped[bool] = mapped_column(Boolean, default=False)
     parse_failed: Mapped[bool] = mapped_column(Boolean, default=False)

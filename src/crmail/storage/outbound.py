@@ -29,7 +29,7 @@ from crmail.errors import InvalidInput, NotFound
 from crmail.mime import Address, parse_message
 from crmail.mime.compose import Draft, OutgoingAttachment, compose, reply_references, reply_subject
 from crmail.mime.keys import envelope_key, envelope_roles
-from crmail.storage import crm, mail, outbox
+from crmail.storage import autocreate, crm, mail, notify, outbox
 from crmail.storage.actions import Queued
 from crmail.storage.models import (
     MailAccount,
@@ -215,6 +215,10 @@ def queue_send(
     roles = envelope_roles(parsed.envelope)
     roles["bcc"] = {a.email for a in bcc}  # not in the headers, but the user wrote to them
     book = mail.address_book(s, user.workspace_id)
+    if kind == "individual":
+        # Auto-create (seed 004): new recipients become contacts first, so this message
+        # links to them. Bulk and workflow sends go to lists: they never create.
+        book = autocreate.for_message(s, sender.account_id, parsed.envelope, book, extra_bcc=bcc)
     key = envelope_key(parsed.envelope)
     stored = mail.store_messages(
         s, user.workspace_id, [mail.NewMessage(key, parsed, composed.raw, links_for(roles, book))]
@@ -315,6 +319,8 @@ def send_progress(
 ) -> None:
     outbox.save_progress(s, action_id, payload)
     set_send_state(s, message_id, state, error)
+    if state in ("failed", "unknown"):
+        notify.send_result(s, message_id)
 
 
 def record_sent(
@@ -331,6 +337,7 @@ def record_sent(
     if isinstance(refused, dict) and refused:
         note = "not delivered to: " + ", ".join(f"{k} ({v})" for k, v in refused.items())
     set_send_state(s, message_id, "sent", note)
+    notify.send_result(s, message_id)
     parent = action.payload.get("reply_to")
     if parent and answering is not None:
         mark_answered(s, answering[0], answering[1], int(str(parent)))
@@ -361,7 +368,3 @@ def sent_filed(s: Session, account_id: int, action_id: int, server_saves_sent: b
     if server_saves_sent is not None:
         a = s.get_one(MailAccount, account_id)
         a.settings = {**a.settings, "server_saves_sent": server_saves_sent}
-
-
-def message_id_header(s: Session, message_id: int) -> str | None:
-    return s.scalar(select(Message.message_id).where(Message.id == message_id))

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from crmail.storage.models import Folder, OutboxAction, Placement, utcnow
+from crmail.storage.models import Folder, Message, OutboxAction, Placement, utcnow
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 #: attempts before an action is given up and shown as failed
@@ -320,3 +320,7 @@ def _action(a: OutboxAction) -> Action:
         dict(a.payload),
         a.attempts,
     )
+
+
+def message_id_header(s: Session, message_id: int) -> str | None:
+    return s.scalar(select(Message.message_id).where(Message.id == message_id))

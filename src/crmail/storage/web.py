@@ -19,15 +19,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from crmail.domain.account import AccountEvent
 from crmail.domain.inbox import ItemState
-from crmail.errors import Forbidden, InvalidInput, NotFound
+from crmail.errors import InvalidInput, NotFound
 from crmail.mime.parse import extract_part
 from crmail.storage import accounts, crm
 from crmail.storage.models import (
     Attachment,
     InboxItem,
-    MailAccount,
     Message,
     MessageRaw,
     Thread,
@@ -319,37 +317,13 @@ def clean_options(raw: Mapping[str, object]) -> dict[str, object]:
     }
 
 
-def _own_account(s: Session, user: crm.UserInfo, account_id: int) -> MailAccount:
-    crm.check_account_visible(s, user, account_id)  # 404 outside the workspace
-    a = s.get_one(MailAccount, account_id)
-    if a.user_id != user.id:
-        raise Forbidden("only the owner of a mail account can change it")
-    return a
-
-
 def update_options(
     s: Session, user: crm.UserInfo, account_id: int, options: Mapping[str, object]
 ) -> None:
-    a = _own_account(s, user, account_id)
+    # Reconnect, disconnect and delete live in storage.accounts, shared with the API.
+    a = accounts.owned(s, user, account_id)
     # A new dict: SQLAlchemy's JSON column notices reassignment, not in-place changes.
     a.settings = {**(a.settings or {}), **clean_options(options)}
-    s.flush()
-
-
-def reconnect(
-    s: Session, user: crm.UserInfo, account_id: int, settings: Mapping[str, object], secret: bytes
-) -> None:
-    """New server settings or password (tested by the caller): the worker starts over."""
-    a = _own_account(s, user, account_id)
-    a.settings = {**(a.settings or {}), **settings}
-    a.secret = secret
-    accounts.record_event(s, account_id, AccountEvent.RECONNECT)
-    s.flush()
-
-
-def disconnect(s: Session, user: crm.UserInfo, account_id: int) -> None:
-    _own_account(s, user, account_id)
-    accounts.record_event(s, account_id, AccountEvent.DISCONNECT)
     s.flush()
 
 

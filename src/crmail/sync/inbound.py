@@ -14,7 +14,9 @@ Each round, in order:
 Every batch is one :func:`crmail.storage.mail.apply_step` transaction that carries the
 folder's cursor, so a crash at any point resumes exactly where the last commit stopped.
 Messages are judged on their headers first; bodies are fetched (with BODY.PEEK) only for
-messages that enter the CRM and are not stored yet.
+messages that enter the CRM and are not stored yet. What enters follows the account's
+scope (:mod:`crmail.domain.scope`); with auto-create on, contacts for new addresses are
+created first (:mod:`crmail.domain.autocreate`), so their mail passes and links at arrival.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from crmail.domain.scope import AddressBook, Link, decide
-from crmail.mime import parse_envelope, parse_message
+from crmail.domain import autocreate as auto_rule
+from crmail.domain.scope import AddressBook, Link, Scope, decide_in_scope
+from crmail.mime import Envelope, parse_envelope, parse_message
 from crmail.mime.keys import envelope_key, envelope_roles
 from crmail.providers.imap import HeaderFetch, ImapClient, SelectResult
-from crmail.storage import mail
+from crmail.storage import autocreate, crm_threads, mail
 from crmail.storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -60,10 +63,14 @@ class FolderSync:
         #: import UIDs still to do, per folder id (newest first); rebuilt after a restart
         self._pending_import: dict[int, list[int]] = {}
         self._book: AddressBook | None = None
+        self._blocklist: auto_rule.Blocklist | None = None
+        self.scope = Scope.of(account.settings.get("scope"))
+        self.auto = auto_rule.Options.of(account.settings)
 
     async def round(self, folder: mail.FolderInfo, *, import_batches: int = 1) -> mail.FolderInfo:
         """One sync round of ``folder``; returns its state after the round."""
         self._book = None
+        self._blocklist = None
         c = self.client
         known = folder.uidvalidity is not None and folder.uidnext is not None
         qresync = None
@@ -85,10 +92,25 @@ class FolderSync:
             folder = await self._apply_changes(folder, sel)
             folder = await self._new_mail(folder, sel.uidnext)
 
-        for _ in range(import_batches):
-            if folder.import_complete:
-                break
-            folder = await self._import_slice(folder)
+        # The next slice is fetched and parsed while the previous one is being written:
+        # the network and the database work side by side. Writes stay in order, so the
+        # committed cursor never runs ahead of committed data.
+        writing: asyncio.Task[mail.StepResult] | None = None
+        try:
+            for _ in range(import_batches):
+                if folder.import_complete:
+                    break
+                step, folder = await self._import_slice(folder)
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(self._apply(step))
+            if writing is not None:
+                await writing
+                writing = None
+        finally:
+            if writing is not None and not writing.done():
+                # Cancelled mid-slice: let the write in flight finish; it is consistent.
+                await asyncio.shield(writing)
         return folder
 
     # --- steps -------------------------------------------------------------------------
@@ -116,45 +138,45 @@ class FolderSync:
     async def _apply_changes(self, folder: mail.FolderInfo, sel: SelectResult) -> mail.FolderInfo:
         assert folder.uidnext is not None
         c = self.client
-        top = folder.uidnext - 1
         if sel.resynced:
             updates, vanished = list(sel.changed), set(sel.vanished)
-        elif top < 1:
+        elif sel.exists == 0 and not await self._placed(folder):
             updates, vanished = [], set()
         elif c.condstore and folder.highestmodseq is not None:
             if sel.highestmodseq == folder.highestmodseq:
                 updates, vanished = [], set()
             else:
-                fetched = await c.fetch_flags(f"1:{top}", changed_since=folder.highestmodseq)
+                fetched = await c.fetch_flags("1:*", changed_since=folder.highestmodseq)
                 updates = list(fetched.updates)
-                vanished = await self._vanished_by_search(folder, top)
+                vanished = await self._vanished_by_search(folder)
         else:
             # No CONDSTORE: the only way to see flag changes is to look at every flag.
-            fetched = await c.fetch_flags(f"1:{top}")
-            updates = list(fetched.updates)
-            vanished = await self._vanished_by_search(folder, top)
+            every = await c.fetch_flags("1:*") if sel.exists else None
+            updates = list(every.updates) if every else []
+            vanished = await self._vanished_by_search(folder)
         if not updates and not vanished and sel.highestmodseq == folder.highestmodseq:
             await self._apply(mail.FolderStep(folder.id))  # nothing changed: a heartbeat
             return folder
+        # Not limited to UIDs below our UIDNEXT: a MOVE made by the CRM itself places a
+        # message above it (COPYUID), and that copy's changes count too. Changes to UIDs
+        # we never placed touch nothing.
         step = mail.FolderStep(
             folder_id=folder.id,
-            flag_changes=[
-                mail.FlagChange(u.uid, frozenset(u.flags), u.modseq)
-                for u in updates
-                if u.uid <= top
-            ],
-            removed_uids={u for u in vanished if u <= top},
+            flag_changes=[mail.FlagChange(u.uid, frozenset(u.flags), u.modseq) for u in updates],
+            removed_uids=set(vanished),
             highestmodseq=sel.highestmodseq,
         )
         await self._apply(step)
         return replace(folder, highestmodseq=sel.highestmodseq or folder.highestmodseq)
 
-    async def _vanished_by_search(self, folder: mail.FolderInfo, top: int) -> set[int]:
-        placed = await self.db.read(lambda s: mail.placed_uids(s, folder.id))
+    async def _placed(self, folder: mail.FolderInfo) -> set[int]:
+        return await self.db.read(lambda s: mail.placed_uids(s, folder.id))
+
+    async def _vanished_by_search(self, folder: mail.FolderInfo) -> set[int]:
+        placed = await self._placed(folder)
         if not placed:
             return set()
-        present = set(await self.client.uid_search(f"UID 1:{top}"))
-        return placed - present
+        return placed - set(await self.client.uid_search("ALL"))
 
     async def _new_mail(self, folder: mail.FolderInfo, server_uidnext: int) -> mail.FolderInfo:
         assert folder.uidnext is not None
@@ -180,7 +202,10 @@ class FolderSync:
             folder = replace(folder, uidnext=server_uidnext)
         return folder
 
-    async def _import_slice(self, folder: mail.FolderInfo) -> mail.FolderInfo:
+    async def _import_slice(
+        self, folder: mail.FolderInfo
+    ) -> tuple[mail.FolderStep, mail.FolderInfo]:
+        """The next slice of the initial import, ready to write."""
         assert folder.import_floor is not None
         pending = self._pending_import.get(folder.id)
         if pending is None:
@@ -198,8 +223,7 @@ class FolderSync:
         step = await self._ingest(folder, batch) if batch else mail.FolderStep(folder.id)
         step.import_floor = batch[-1] if batch else folder.import_floor
         step.import_complete = not rest
-        await self._apply(step)
-        return replace(folder, import_floor=step.import_floor, import_complete=not rest)
+        return step, replace(folder, import_floor=step.import_floor, import_complete=not rest)
 
     async def _apply(self, step: mail.FolderStep) -> mail.StepResult:
         account_id = self.account.id
@@ -224,6 +248,15 @@ class FolderSync:
         ws = self.account.workspace_id
         known = await self.db.read(lambda s: mail.known_keys(s, ws, keys))
 
+        fresh = {k: e for e, k in zip(envelopes, keys, strict=True) if k not in known}
+        in_crm = await self._in_crm_threads(fresh) if self.scope is Scope.CRM_THREADS else set()
+
+        def passes_gate(key: str) -> bool:
+            return self.scope is not Scope.CRM_THREADS or key in in_crm
+
+        if self.auto.any:
+            book = await self._auto_create([e for k, e in fresh.items() if passes_gate(k)], book)
+
         wanted: dict[str, tuple[HeaderFetch, tuple[Link, ...]]] = {}
         placed: list[tuple[HeaderFetch, str]] = []
         skipped: Counter[str] = Counter()
@@ -231,7 +264,9 @@ class FolderSync:
             if key in known or key in wanted:
                 placed.append((head, key))
                 continue
-            decision = decide(envelope_roles(env), book)
+            decision = decide_in_scope(
+                self.scope, envelope_roles(env), book, in_crm_thread=key in in_crm
+            )
             if decision.store:
                 wanted[key] = (head, decision.links)
                 placed.append((head, key))
@@ -266,3 +301,49 @@ class FolderSync:
             )
         step.skipped = skipped
         return step
+
+    async def _in_crm_threads(self, fresh: dict[str, Envelope]) -> set[str]:
+        """Dedup keys of ``fresh`` messages in a thread the CRM started from this
+        account's current address: one query for the whole batch."""
+        refs = {r for e in fresh.values() for r in (*e.in_reply_to, *e.references)}
+        if not refs:
+            return set()
+        ws, address = self.account.workspace_id, self.account.email
+        ok_ids = await self.db.read(lambda s: crm_threads.refs_in_crm_threads(s, ws, refs, address))
+        # A batch may hold a chain (reply to a reply) whose middle is not stored yet:
+        # a message that answers one joining the thread joins it too.
+        keys: set[str] = set()
+        grew = True
+        while grew:
+            grew = False
+            for key, e in fresh.items():
+                if key in keys or not any(r in ok_ids for r in (*e.in_reply_to, *e.references)):
+                    continue
+                keys.add(key)
+                if e.message_id:
+                    ok_ids.add(e.message_id)
+                grew = True
+        return keys
+
+    async def _auto_create(self, fresh: list[Envelope], book: AddressBook) -> AddressBook:
+        """Create the contacts these messages call for, in one write; the book with them."""
+        if self._blocklist is None:
+            ws = self.account.workspace_id
+            self._blocklist = await self.db.read(lambda s: autocreate.blocklist(s, ws))
+        wanted: dict[str, str] = {}
+        for env in fresh:
+            for email, name in auto_rule.new_contacts(
+                autocreate.mail_of(env),
+                account_email=self.account.email,
+                options=self.auto,
+                own=book.own,
+                known=book.contacts,
+                blocklist=self._blocklist,
+            ).items():
+                wanted.setdefault(email, name)
+        if not wanted:
+            return book
+        ws = self.account.workspace_id
+        created = await self.db.write(lambda s: autocreate.create_contacts(s, ws, wanted))
+        self._book = autocreate.with_contacts(book, created)
+        return self._book

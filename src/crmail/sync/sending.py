@@ -182,7 +182,7 @@ class Sending:
     async def _in_sent_folder(self, action: outbox.Action, *, waits: tuple[float, ...]) -> bool:
         assert self.syncback is not None
         mid = self._message_id(action)
-        header = await self.db.read(lambda s: outbound.message_id_header(s, mid))
+        header = await self.db.read(lambda s: outbox.message_id_header(s, mid))
         if not header:
             return False
         folder = await self.syncback.folder_for(Role.SENT)

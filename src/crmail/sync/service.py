@@ -38,6 +38,8 @@ class SyncService:
         self._default_task: asyncio.Task[None] | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._workers: dict[int, AccountWorker] = {}
+        #: the connection fingerprint each running worker was started with
+        self._versions: dict[int, str] = {}
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
 
@@ -106,15 +108,32 @@ class SyncService:
             self._wake.clear()
 
     async def reconcile(self) -> None:
-        wanted = set(await self.db.read(accounts.active_ids))
+        """Start workers for active accounts; stop those of accounts no longer active.
+
+        A worker whose account changed connection (reconnect with a new password, a
+        new address or server) is replaced: it read its settings when it started.
+        """
+        wanted = await self.db.read(accounts.active_connections)
+        stopping = []
         for account_id, task in list(self._tasks.items()):
-            if account_id not in wanted or task.done():
+            if (
+                account_id not in wanted
+                or task.done()
+                or self._versions.get(account_id) != wanted[account_id]
+            ):
                 task.cancel()
+                stopping.append(task)
                 del self._tasks[account_id]
                 self._workers.pop(account_id, None)
-        for account_id in sorted(wanted - set(self._tasks)):
+                self._versions.pop(account_id, None)
+        if stopping:
+            # Let cancelled workers close their sessions first: an old session must not
+            # record a late event (say, its password refused) over the new one's.
+            await asyncio.wait(stopping, timeout=10)
+        for account_id in sorted(set(wanted) - set(self._tasks)):
             worker = AccountWorker(self.db, self.box, account_id, self.options)
             self._workers[account_id] = worker
+            self._versions[account_id] = wanted[account_id]
             self._tasks[account_id] = asyncio.create_task(
                 worker.run(), name=f"account-{account_id}"
             )

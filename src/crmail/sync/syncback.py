@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from crmail.domain.folders import Role, role_of
 from crmail.errors import InvalidInput, ProviderError
-from crmail.providers.imap import ImapClient
+from crmail.providers.imap import ImapClient, uid_set
 from crmail.storage import mail, outbox
 from crmail.storage.db import Database
 
@@ -23,6 +23,15 @@ log = logging.getLogger(__name__)
 #: names used when the server has no folder with the role (Onpipeline's seed: a
 #: top-level "Sent", which users should not delete)
 DEFAULT_NAMES = {Role.ARCHIVE: "Archive", Role.TRASH: "Trash", Role.SENT: "Sent", Role.JUNK: "Junk"}
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """A copy of the message found on the server (placement_id None: not synced yet)."""
+
+    uid: int
+    placement_id: int | None
+    flags: frozenset[str]
 
 
 @dataclass(slots=True)
@@ -41,42 +50,40 @@ class SyncBack:
         self.client = client
         self._roles: dict[Role, str] | None = None
 
-    async def folder_for(self, role: Role) -> str:
-        """The account's folder with this role; created (with SPECIAL-USE where the
-        server allows) when the server has none."""
+    async def _load_roles(self) -> dict[Role, str]:
         if self._roles is None:
             self._roles = {}
             for f in await self.client.list_folders():
                 r = role_of(f.name, f.special_use)
                 if r is not Role.CUSTOM:
                     self._roles.setdefault(r, f.name)
-        if role not in self._roles:
+        return self._roles
+
+    async def folder_for(self, role: Role) -> str:
+        """The account's folder with this role; created (with SPECIAL-USE where the
+        server allows) when the server has none."""
+        roles = await self._load_roles()
+        if role not in roles:
             name = DEFAULT_NAMES.get(role, role.value.capitalize())
             special = "\\" + role.value.capitalize() if role in DEFAULT_NAMES else None
             await self.client.create_folder(name, special_use=special)
             log.info("account %s: created folder %s for %s", self.account.id, name, role)
-            self._roles[role] = name
-        return self._roles[role]
+            roles[role] = name
+        return roles[role]
 
     async def run(self, action: outbox.Action) -> None:
         assert action.message_id is not None
+        message_id = action.message_id
         change = outbox.SyncChange.from_payload(action.payload)
-        copies = await self.db.read(
-            lambda s: outbox.copies(s, self.account.id, action.message_id or 0)
-        )
-        if change.from_role:
-            copies = [c for c in copies if c.role == change.from_role]
         dest: str | None = None
         if change.move_to_role:
             dest = await self.folder_for(Role(change.move_to_role))
         elif change.move_to:
             dest = await self._existing_folder(change.move_to)
+        roles = await self._folder_roles()
 
-        by_folder: dict[str, list[outbox.Copy]] = defaultdict(list)
-        for c in copies:
-            by_folder[c.folder].append(c)
         done = Done()
-        for folder, group in by_folder.items():
+        for folder, group in (await self._locate(message_id)).items():
             await self.client.select(folder, readonly=False)
             uids = [c.uid for c in group]
             if change.add:
@@ -84,14 +91,21 @@ class SyncBack:
             if change.remove:
                 await self.client.store_flags(uids, remove=change.remove)
             for c in group:
-                done.flags[c.placement_id] = (c.flags | change.add) - change.remove
+                if c.placement_id is not None:
+                    done.flags[c.placement_id] = (c.flags | change.add) - change.remove
+            # Read state applies to every copy; a move only to copies where the user saw
+            # the message (Done archives what is in INBOX, not the Sent copy).
+            if change.from_role and roles.get(folder, Role.CUSTOM).value != change.from_role:
+                continue
+            known = [c.placement_id for c in group if c.placement_id is not None]
             if change.expunge:
                 await self.client.expunge(uids)
-                done.expunged.update(c.placement_id for c in group)
+                done.expunged.update(known)
             elif dest is not None and dest != folder:
                 mapping = await self.client.move(uids, dest)
                 for c in group:
-                    done.moved[c.placement_id] = (dest, mapping.get(c.uid))
+                    if c.placement_id is not None:
+                        done.moved[c.placement_id] = (dest, mapping.get(c.uid))
         user_id = self.account.user_id
         await self.db.write(
             lambda s: mail.apply_syncback(
@@ -99,12 +113,59 @@ class SyncBack:
                 self.account.id,
                 user_id,
                 action.id,
-                action.message_id or 0,
+                message_id,
                 done.flags,
                 done.moved,
                 done.expunged,
             )
         )
+
+    async def _locate(self, message_id: int) -> dict[str, list[Located]]:
+        """Where the message really is now, by folder.
+
+        The stored placements are checked first (one search per folder). When another
+        client moved the message since our last sync, they are stale: the message is then
+        looked up by Message-ID in the account's synced folders, so the user's action
+        still reaches it (Done still marks it read after it was archived elsewhere).
+        """
+        copies = await self.db.read(lambda s: outbox.copies(s, self.account.id, message_id))
+        found: dict[str, list[Located]] = defaultdict(list)
+        stale = False
+        by_folder: dict[str, list[outbox.Copy]] = defaultdict(list)
+        for c in copies:
+            by_folder[c.folder].append(c)
+        for folder, group in by_folder.items():
+            await self.client.select(folder, readonly=True)
+            present = set(await self.client.uid_search(f"UID {uid_set([c.uid for c in group])}"))
+            for c in group:
+                if c.uid in present:
+                    found[folder].append(Located(c.uid, c.placement_id, c.flags))
+                else:
+                    stale = True
+        if found and not stale:
+            return found
+        header = await self.db.read(lambda s: outbox.message_id_header(s, message_id))
+        if not header:
+            return found
+        known = {(c.folder, c.uid): c for c in copies}
+        folders = await self.db.read(lambda s: mail.folders(s, self.account.id))
+        for f in folders:
+            if f.name in found:
+                continue
+            await self.client.select(f.name, readonly=True)
+            for uid in await self.client.uid_search(f'HEADER Message-ID "<{header}>"'):
+                placed = known.get((f.name, uid))
+                found[f.name].append(
+                    Located(
+                        uid,
+                        placed.placement_id if placed else None,
+                        placed.flags if placed else frozenset(),
+                    )
+                )
+        return found
+
+    async def _folder_roles(self) -> dict[str, Role]:
+        return {name: role for role, name in (await self._load_roles()).items()}
 
     async def _existing_folder(self, name: str) -> str:
         names = {f.name for f in await self.client.list_folders()}

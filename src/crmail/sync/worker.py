@@ -29,6 +29,10 @@ from crmail.sync.syncback import SyncBack
 
 log = logging.getLogger(__name__)
 
+#: import slices per round while following a mailbox: enough to keep the network and the
+#: database busy together, few enough that new mail still shows within about a second
+IMPORT_SLICES_PER_ROUND = 4
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
@@ -77,6 +81,8 @@ class AccountWorker:
         self._outbox_wake = asyncio.Event()
         self._sender: Sending | None = None
         self._importing: set[int] = set()
+        #: the sealed credentials this session logged in with
+        self._secret: bytes | None = None
 
     # --- entry points --------------------------------------------------------------------
 
@@ -88,7 +94,7 @@ class AccountWorker:
                 await self._session(follow=True)
                 attempt = 0
             except AuthFailed as exc:
-                await self._event(AccountEvent.AUTH_FAILED, exc)
+                await self._auth_failed(exc)
                 log.warning("account %s: %s; paused until reconnect", self.account_id, exc.message)
                 return
             except (ProviderError, OSError) as exc:
@@ -108,7 +114,7 @@ class AccountWorker:
         try:
             await self._session(follow=False)
         except AuthFailed as exc:
-            await self._event(AccountEvent.AUTH_FAILED, exc)
+            await self._auth_failed(exc)
             raise
         except ProviderError as exc:
             await self._event(AccountEvent.NETWORK_FAILED, exc)
@@ -121,7 +127,11 @@ class AccountWorker:
     async def _session(self, *, follow: bool) -> None:
         await self._event(AccountEvent.START)
         account = await self.db.read(lambda s: mail.account_info(s, self.account_id))
+        self._secret = account.secret
         settings = imap_settings(account, self.box)
+        if account.settings.get("mode") == "one_way":
+            await self._outbox_only(account, settings, follow=follow)
+            return
         main = await self._connect(settings)
         listed = await main.list_folders()
         selected = [str(x) for x in _as_list(account.settings.get("folders"))]
@@ -157,9 +167,19 @@ class AccountWorker:
             tasks.append(self._poll_folders(FolderSync(self.db, account, second, opts), others))
         await _gather_or_fail(tasks)
 
+    async def _outbox_only(
+        self, account: mail.AccountInfo, settings: ImapSettings, *, follow: bool
+    ) -> None:
+        """1-way mode (seed 004): nothing is read from the mailbox — no folder is listed,
+        imported or followed. The session exists only so CRM sends go out and file
+        their copy in Sent; mail reaches the CRM through the BCC drop address instead."""
+        client = await self._connect(settings)
+        await self._event(AccountEvent.CONNECTED_LIVE)
+        await self._drain_outbox(SyncBack(self.db, account, client), follow=follow)
+
     async def _follow_inbox(self, sync: FolderSync, folder: mail.FolderInfo) -> None:
         while True:
-            folder = await sync.round(folder, import_batches=1)
+            folder = await sync.round(folder, import_batches=IMPORT_SLICES_PER_ROUND)
             self._changed()
             if not folder.import_complete:
                 continue  # new mail is still checked first in every round
@@ -170,7 +190,7 @@ class AccountWorker:
         current = list(folders)
         while True:
             for i, f in enumerate(current):
-                current[i] = await sync.round(f, import_batches=1)
+                current[i] = await sync.round(f, import_batches=IMPORT_SLICES_PER_ROUND)
                 if current[i].import_complete:
                     await self._import_finished(f.id)
             self._changed()
@@ -232,6 +252,10 @@ class AccountWorker:
         clients, self._clients = self._clients, []
         for c in clients:
             await c.close()
+
+    async def _auth_failed(self, error: AuthFailed) -> None:
+        used = self._secret
+        await self.db.write(lambda s: accounts.auth_failed(s, self.account_id, error, used))
 
     async def _event(self, event: AccountEvent, error: CrmailError | None = None) -> None:
         await self.db.write(lambda s: accounts.try_event(s, self.account_id, event, error))

@@ -213,6 +213,9 @@ async def reconnect(account_id: int, request: Request, web: WebAction) -> Respon
     r = None
     try:
         body = _account_in(form)
+        email = normalize_email(body.email)
+        if email is None:
+            raise InvalidInput(f"{body.email!r} is not a valid email address")
         r = connect.resolve(body, default_history_days=web.services.settings.history_days)
         await connect.test_connection(r.imap)
     except CrmailError as err:
@@ -232,7 +235,11 @@ async def reconnect(account_id: int, request: Request, web: WebAction) -> Respon
     secret = web.services.box.seal({"password": body.password.get_secret_value()})
     stored = {k: v for k, v in r.stored.items() if k not in ("folders", "history_days")}
     stored["preset"] = r.preset.key
-    await web.services.db.write(lambda s: store.reconnect(s, me, account_id, stored, secret))
+    # The same rules as the API's reconnect: another address or server restarts the
+    # import (deduplicated), a new password alone resumes from the stored cursors.
+    await web.services.db.write(
+        lambda s: accounts.reconnect(s, me, account_id, settings=stored, secret=secret, email=email)
+    )
     web.services.sync.accounts_changed()
     return see_other(f"/settings/email/accounts/{account_id}")
 
@@ -240,7 +247,7 @@ async def reconnect(account_id: int, request: Request, web: WebAction) -> Respon
 @router.post("/accounts/{account_id}/disconnect")
 async def disconnect(account_id: int, web: WebAction) -> Response:
     me = web.user
-    await web.services.db.write(lambda s: store.disconnect(s, me, account_id))
+    await web.services.db.write(lambda s: accounts.disconnect(s, me, account_id))
     web.services.sync.accounts_changed()
     return see_other(f"/settings/email/accounts/{account_id}")
 
@@ -260,6 +267,6 @@ async def delete(
     view = await web.services.db.read(lambda s: crm.get_account(s, me, account_id))
     if confirm.strip().lower() != view.email:
         raise InvalidInput("type the mailbox address to confirm", hint=view.email)
-    await web.services.db.write(lambda s: crm.delete_account(s, me, account_id))
+    await web.services.db.write(lambda s: accounts.delete_account(s, me, account_id))
     web.services.sync.accounts_changed()
     return see_other("/settings/email")

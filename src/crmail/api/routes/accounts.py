@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 
 from crmail.api import connect
 from crmail.api.deps import CurrentUser, ServicesDep
 from crmail.api.schemas import (
     AccountIn,
     AccountOut,
+    AccountPatch,
     AccountStatusOut,
     AccountTestIn,
     AccountTestOut,
@@ -20,7 +22,9 @@ from crmail.api.schemas import (
 from crmail.domain.addresses import normalize_email
 from crmail.errors import AuthFailed, Conflict, InvalidInput, ProviderError
 from crmail.providers.presets import PRESETS, preset
-from crmail.storage import crm
+from crmail.services import Services
+from crmail.storage import accounts, crm, drop
+from crmail.storage.crm import UserInfo
 
 router = APIRouter(prefix="/api", tags=["mail accounts"])
 
@@ -66,7 +70,26 @@ async def create_account(body: AccountIn, user: CurrentUser, services: ServicesD
         lambda s: crm.add_account(s, user, email=email, settings=stored, secret=secret)
     )
     services.sync.accounts_changed()
-    return JSONResponse(AccountOut.model_validate(view).model_dump(mode="json"), status_code=201)
+    out = (await _outs([view], user, services))[0]
+    return JSONResponse(out.model_dump(mode="json"), status_code=201)
+
+
+async def _outs(
+    views: list[crm.AccountView], user: UserInfo, services: Services
+) -> list[AccountOut]:
+    """Accounts as the API shows them. Only the owner sees an account's drop address
+    (its token is made on first need): it lets mail into that account's CRM."""
+    domain = services.settings.drop_domain
+    mine = [v.id for v in views if v.user_id == user.id]
+    found: dict[int, str] = {}
+    if domain and mine:
+        found = await services.db.write(
+            lambda s: {i: drop.drop_address(s, i, domain) for i in mine}
+        )
+    return [
+        AccountOut.model_validate(v).model_copy(update={"drop_address": found.get(v.id)})
+        for v in views
+    ]
 
 
 def _provider_error(err: ProviderError, r: connect.Resolved) -> JSONResponse:
@@ -80,19 +103,102 @@ async def list_accounts(
 ) -> list[AccountOut]:
     """Your mail accounts; ``all_users=true`` lists the workspace's (admins only)."""
     rows = await services.db.read(lambda s: crm.list_accounts(s, user, all_users=all_users))
-    return [AccountOut.model_validate(a) for a in rows]
+    return await _outs(rows, user, services)
 
 
 @router.get("/accounts/{account_id}")
 async def get_account(account_id: int, user: CurrentUser, services: ServicesDep) -> AccountOut:
     view = await services.db.read(lambda s: crm.get_account(s, user, account_id))
-    return AccountOut.model_validate(view)
+    return (await _outs([view], user, services))[0]
+
+
+@router.patch("/accounts/{account_id}", responses=_PROVIDER_ERRORS)
+async def update_account(
+    account_id: int, body: AccountPatch, user: CurrentUser, services: ServicesDep
+) -> Response:
+    """Change the address, login, password or servers (owner only); tested first.
+
+    New CRM email goes from the new address. Another server or login restarts the
+    import (nothing is stored twice; nothing synced is lost); a new password alone
+    keeps the sync position. A disconnected account stays disconnected.
+    """
+    return await _change_connection(account_id, body, user, services, resume=False)
+
+
+@router.post("/accounts/{account_id}/reconnect", responses=_PROVIDER_ERRORS)
+async def reconnect_account(
+    account_id: int, body: AccountPatch, user: CurrentUser, services: ServicesDep
+) -> Response:
+    """Resume sync after a refused password or a disconnect (owner only).
+
+    Give the new password (and anything else that changed); the login is tested first.
+    Sync continues from where it stopped: nothing is imported again.
+    """
+    return await _change_connection(account_id, body, user, services, resume=True)
+
+
+async def _change_connection(
+    account_id: int, body: AccountPatch, user: UserInfo, services: Services, *, resume: bool
+) -> Response:
+    current = await services.db.read(lambda s: accounts.connection(s, user, account_id))
+    secrets = services.box.open(current.secret)
+    email, r = connect.resolve_patch(
+        current.email,
+        current.settings,
+        str(secrets.get("password") or ""),
+        body,
+        default_history_days=services.settings.history_days,
+    )
+    if email != current.email:
+        taken = await services.db.read(lambda s: crm.find_account(s, user.id, email))
+        if taken is not None:
+            raise Conflict(f"{email} is already connected")
+    try:
+        await connect.test_connection(r.imap)
+    except ProviderError as err:
+        return _provider_error(err, r)
+    secret = None
+    if body.password is not None:
+        # Other stored secrets (a separate SMTP password) are kept.
+        secret = services.box.seal({**secrets, "password": body.password.get_secret_value()})
+    stored = {**r.stored, "preset": r.preset.key}
+
+    def write(s: Session) -> crm.AccountView:
+        accounts.update_connection(
+            s, user, account_id, settings=stored, secret=secret, email=email, resume=resume
+        )
+        return crm.get_account(s, user, account_id)
+
+    view = await services.db.write(write)
+    services.sync.accounts_changed()  # the service restarts the worker with the new settings
+    out = (await _outs([view], user, services))[0]
+    return JSONResponse(out.model_dump(mode="json"))
+
+
+@router.post("/accounts/{account_id}/disconnect")
+async def disconnect_account(
+    account_id: int, user: CurrentUser, services: ServicesDep
+) -> AccountOut:
+    """Stop syncing (owner only). Everything synced stays; queued changes wait for a
+    reconnect, which resumes where sync stopped."""
+
+    def write(s: Session) -> crm.AccountView:
+        accounts.disconnect(s, user, account_id)
+        return crm.get_account(s, user, account_id)
+
+    view = await services.db.write(write)
+    services.sync.accounts_changed()  # the worker is stopped within one scan interval
+    return (await _outs([view], user, services))[0]
 
 
 @router.delete("/accounts/{account_id}", status_code=204)
 async def delete_account(account_id: int, user: CurrentUser, services: ServicesDep) -> Response:
-    """Disconnect and forget the account; mail already on timelines stays there."""
-    await services.db.write(lambda s: crm.delete_account(s, user, account_id))
+    """Forget the account (owner only); the mail server is never touched.
+
+    Messages stay, with their timeline links; messages only this mailbox held leave
+    the owner's Inbox; queued sends through it are marked failed, never sent later.
+    """
+    await services.db.write(lambda s: accounts.delete_account(s, user, account_id))
     services.sync.accounts_changed()
     return Response(status_code=204)
 

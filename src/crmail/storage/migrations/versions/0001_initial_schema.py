@@ -68,6 +68,10 @@ def upgrade() -> None:
         sa.Column("subject", sa.Text(), nullable=False),
         sa.Column("subject_key", sa.String(length=200), nullable=False),
         sa.Column("last_message_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("root_key", sa.String(length=64), nullable=True),
+        sa.UniqueConstraint(
+            "workspace_id", "root_key", name=op.f("uq_threads_workspace_id_root_key")
+        ),
         sa.ForeignKeyConstraint(
             ["workspace_id"],
             ["workspaces.id"],
@@ -234,8 +238,6 @@ def upgrade() -> None:
         sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("snippet", sa.Text(), nullable=False),
-        sa.Column("text_body", sa.Text(), nullable=True),
-        sa.Column("html_body", sa.Text(), nullable=True),
         sa.Column("size", sa.Integer(), nullable=False),
         sa.Column("is_bulk", sa.Boolean(), nullable=False),
         sa.Column("parse_failed", sa.Boolean(), nullable=False),
