@@ -127,7 +127,8 @@ async def bench_import(dovecot: Dovecot, root: Path, n: int) -> tuple[float, flo
 
 async def no_change_round(
     dovecot: Dovecot, root: Path, n: int, tag: str, rounds: int = 20
-) -> float:
+) -> tuple[float, float]:
+    """(server-only QRESYNC SELECT, crmail's whole no-change round), seconds per round."""
     box = dovecot.add_user(f"resync{tag}@bench.test", "pw-resync")
     # Headers only from strangers: a big folder whose import stores nothing and is quick.
     small = b"From: someone@else.example\r\nTo: x@y\r\nSubject: s\r\n\r\nbody\r\n"
@@ -147,9 +148,16 @@ async def no_change_round(
     for _ in range(rounds):
         folder = await sync.round(folder)
     per_round = (time.perf_counter() - t0) / rounds
+    # The baseline: what the server needs to answer the same QRESYNC SELECT.
+    assert folder.uidvalidity is not None and folder.highestmodseq is not None
+    known = (folder.uidvalidity, folder.highestmodseq)
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        await client.select("INBOX", readonly=True, qresync=known)
+    per_select = (time.perf_counter() - t0) / rounds
     await client.logout()
     services.close()
-    return per_round
+    return per_select, per_round
 
 
 async def bench_latency(dovecot: Dovecot, root: Path, deliveries: int) -> list[float]:
@@ -184,6 +192,83 @@ async def bench_latency(dovecot: Dovecot, root: Path, deliveries: int) -> list[f
     return samples
 
 
+async def raw_idle_latency(dovecot: Dovecot, deliveries: int) -> list[float]:
+    """Baseline: how soon the server tells an IDLE client about a delivery (no crmail)."""
+    from crmail.providers.imap import ImapSettings
+
+    box = dovecot.add_user("rawidle@bench.test", "pw-rawidle")
+    client = await ImapClient.connect(
+        ImapSettings(box.host, box.tls_port, "tls", box.email, box.password, ca_file=box.ca_file)
+    )
+    await client.select("INBOX")
+    samples = []
+    for i in range(deliveries):
+        raw = make_message(i, "client@client.example", box.email)
+        waiter = asyncio.ensure_future(client.idle(timeout=10))
+        await asyncio.sleep(0.02)  # IDLE is entered
+        t0 = time.perf_counter()
+        await asyncio.to_thread(dovecot.deliver, box.email, raw)
+        events = await waiter
+        samples.append(time.perf_counter() - t0)
+        assert events, "no IDLE event"
+    await client.logout()
+    return samples
+
+
+async def bench_done_latency(dovecot: Dovecot, root: Path, count: int) -> list[float]:
+    """CRM -> mailbox: from Done in the CRM to the server having the message read and
+    archived (the outbox action completes only after the server answered the MOVE)."""
+    from crmail.storage import actions as crm_actions
+    from crmail.storage.models import OutboxAction
+
+    box = dovecot.add_user("done@bench.test", "pw-done")
+    dovecot.seed_maildir(
+        box.email,
+        "INBOX",
+        (make_message(i, "client@client.example", box.email) for i in range(count)),
+    )
+    services = Services.open(Settings(data_dir=root / "done", secret_keys=(new_key(),)))
+    ws, uid = setup_world(services, box.email, "client@client.example")
+    acc = connect_account(services, ws, uid, box)
+    worker = AccountWorker(services.db, services.box, acc, WorkerOptions(poll_interval=1.0))
+
+    class Wake:
+        def accounts_changed(self) -> None:
+            pass
+
+        def actions_queued(self, ids: object, default_provider: bool = False) -> None:
+            worker.wake()
+
+    services.sync = Wake()
+    task = asyncio.create_task(worker.run())
+    while services.db.run(lambda s: accounts.status(s, acc).state) != "live":
+        await asyncio.sleep(0.01)
+    user = services.db.run(lambda s: crm.get_user(s, ws, uid))
+    threads = services.db.run(
+        lambda s: list(s.scalars(select(Message.thread_id).order_by(Message.id)))
+    )
+    busy = (
+        select(func.count())
+        .select_from(OutboxAction)
+        .where(OutboxAction.state.in_(["pending", "running"]))
+    )
+    samples = []
+    for tid in threads[:count]:
+        t0 = time.perf_counter()
+        await services.act(lambda s, t=tid: crm_actions.done(s, user, t))
+        while services.db.run(lambda s: s.scalar(busy)):
+            await asyncio.sleep(0.002)
+            if time.perf_counter() - t0 > 10:
+                raise RuntimeError("Done did not reach the server within 10 s")
+        samples.append(time.perf_counter() - t0)
+    archived = dovecot.doveadm("mailbox", "status", "-u", box.email, "messages", "Archive")
+    assert f"messages={len(samples)}" in archived, archived
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    services.close()
+    return samples
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -203,19 +288,40 @@ async def main() -> None:
         print(f"  raw IMAP fetch (imaplib)     : {raw_rate:8.0f} msg/s")
         print(f"  crmail initial import        : {crm_rate:8.0f} msg/s")
         print(f"  ratio crmail / raw           : {crm_rate / raw_rate:8.2f}   (target >= 0.5)")
-        small = await no_change_round(dovecot, root, args.small, "small")
-        big = await no_change_round(dovecot, root, args.big, "big")
-        print("no-change resync round (QRESYNC)")
-        print(f"  {args.small:>7} messages            : {small * 1000:8.2f} ms")
-        print(f"  {args.big:>7} messages            : {big * 1000:8.2f} ms")
-        print(f"  ratio big / small            : {big / small:8.2f}   (target: flat, ~1)")
+        sel_s, small = await no_change_round(dovecot, root, args.small, "small")
+        sel_b, big = await no_change_round(dovecot, root, args.big, "big")
+        own_s, own_b = small - sel_s, big - sel_b
+        print("no-change resync round (QRESYNC SELECT + heartbeat commit), per round")
+        print("                                 server SELECT   crmail round   crmail's own part")
+        for n, sel, whole, own in (
+            (args.small, sel_s, small, own_s),
+            (args.big, sel_b, big, own_b),
+        ):
+            print(
+                f"  {n:>7} messages            : {sel * 1000:8.2f} ms    {whole * 1000:8.2f} ms    {own * 1000:8.2f} ms"
+            )
+        print(
+            f"  ratio big / small            : {sel_b / sel_s:8.2f}       {big / small:8.2f}       "
+            f"{own_b / max(own_s, 1e-9):8.2f}   (target: flat, ~1)"
+        )
+        raw_lat = await raw_idle_latency(dovecot, args.deliveries)
         lat = await bench_latency(dovecot, root, args.deliveries)
         print(f"mailbox -> CRM latency over {len(lat)} deliveries (LMTP -> IDLE -> stored)")
-        print(f"  p50                          : {pct(lat, 50) * 1000:8.1f} ms")
+        print("                                 raw IDLE client   crmail")
+        for label, p in (("p50", 50), ("p99", 99)):
+            print(
+                f"  {label}                          : {pct(raw_lat, p) * 1000:8.1f} ms   {pct(lat, p) * 1000:8.1f} ms"
+            )
+        print("                                 (target: crmail p99 < 1000 ms)")
+        done = await bench_done_latency(dovecot, root, args.deliveries)
         print(
-            f"  p99                          : {pct(lat, 99) * 1000:8.1f} ms   (target < 1000 ms)"
+            f"CRM -> mailbox latency over {len(done)} Done actions (read + archived on the server)"
         )
-        print(f"  mean                         : {statistics.mean(lat) * 1000:8.1f} ms")
+        print(f"  p50                          : {pct(done, 50) * 1000:8.1f} ms")
+        print(
+            f"  p99                          : {pct(done, 99) * 1000:8.1f} ms   (target < 1000 ms)"
+        )
+        print(f"  mean                         : {statistics.mean(done) * 1000:8.1f} ms")
 
 
 if __name__ == "__main__":

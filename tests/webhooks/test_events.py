@@ -125,8 +125,9 @@ async def test_every_event_type_reaches_the_receiver(
             "is_read": False,
         }
     ]
-    states = [(d["old"], d["new"]) for d in of(evts, "account.state_changed")]
-    assert states[0] == ("new", "connecting") and states[-1] == ("importing", "live")
+    # (the sender delivers concurrently: arrival order is not event order)
+    states = {(d["old"], d["new"]) for d in of(evts, "account.state_changed")}
+    assert states == {("new", "connecting"), ("connecting", "importing"), ("importing", "live")}
     assert len({e.id for e in evts}) == len(evts)  # every event its own id
 
     # --- a manual link, a Done ------------------------------------------------------------
@@ -175,13 +176,13 @@ async def test_every_event_type_reaches_the_receiver(
         await AccountWorker(services.db, services.box, account, FAST).run_once()
     evts = await deliver_all(services, receiver, secret)
     changes = of(evts, "account.state_changed")
-    assert changes[-1] == {
+    assert {
         "account_id": account,
         "user_id": me.id,
         "old": "connecting",
         "new": "auth_error",
         "error_code": "auth_failed",
-    }
+    } in changes
     # START from live is a change (live → connecting); nothing repeats an unchanged state
     assert all(d["old"] != d["new"] for d in changes)
 

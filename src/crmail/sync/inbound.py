@@ -54,7 +54,13 @@ class FolderSync:
     """Runs sync rounds for the folders of one account over one IMAP connection."""
 
     def __init__(
-        self, db: Database, account: mail.AccountInfo, client: ImapClient, options: SyncOptions
+        self,
+        db: Database,
+        account: mail.AccountInfo,
+        client: ImapClient,
+        options: SyncOptions,
+        *,
+        status_probe: bool = True,
     ) -> None:
         self.db = db
         self.account = account
@@ -64,6 +70,9 @@ class FolderSync:
         self._pending_import: dict[int, list[int]] = {}
         self._book: AddressBook | None = None
         self._blocklist: auto_rule.Blocklist | None = None
+        #: probe with STATUS before a round; off for a connection that IDLEs in the folder
+        #: (IDLE is the probe there, and the folder must stay selected for it)
+        self.status_probe = status_probe
         self.scope = Scope.of(account.settings.get("scope"))
         self.auto = auto_rule.Options.of(account.settings)
 
@@ -73,6 +82,9 @@ class FolderSync:
         self._blocklist = None
         c = self.client
         known = folder.uidvalidity is not None and folder.uidnext is not None
+        if known and folder.import_complete and await self._unchanged(folder):
+            await self._apply(mail.FolderStep(folder.id))  # nothing changed: a heartbeat
+            return folder
         qresync = None
         if known and c.qresync_enabled and folder.highestmodseq:
             assert folder.uidvalidity is not None
@@ -112,6 +124,28 @@ class FolderSync:
                 # Cancelled mid-slice: let the write in flight finish; it is consistent.
                 await asyncio.shield(writing)
         return folder
+
+    async def _unchanged(self, folder: mail.FolderInfo) -> bool:
+        """One STATUS says whether anything happened since the last round.
+
+        UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ live in the server's index header: the
+        answer costs the same for ten messages or a million, unlike a SELECT. Without
+        CONDSTORE a flag change is invisible to STATUS, so such servers get a full round.
+        """
+        if not self.client.condstore or folder.highestmodseq is None:
+            return False
+        if not self.status_probe:
+            return False
+        if self.client.selected == folder.name:
+            # STATUS on the selected mailbox reports this session's view, which lags
+            # behind changes the session was not told about yet (RFC 3501 6.3.10).
+            await self.client.unselect()
+        st = await self.client.status(folder.name)
+        return (st.uidvalidity, st.uidnext, st.highestmodseq) == (
+            folder.uidvalidity,
+            folder.uidnext,
+            folder.highestmodseq,
+        )
 
     # --- steps -------------------------------------------------------------------------
 

@@ -162,7 +162,8 @@ class AccountWorker:
         self._importing = {f.id for f in folders if not f.import_complete or f.uidnext is None}
         tasks = [self._drain_outbox(SyncBack(self.db, account, actions_client))]
         if inbox:
-            tasks.append(self._follow_inbox(FolderSync(self.db, account, main, opts), inbox[0]))
+            idling = FolderSync(self.db, account, main, opts, status_probe=False)
+            tasks.append(self._follow_inbox(idling, inbox[0]))
         if second is not None:
             tasks.append(self._poll_folders(FolderSync(self.db, account, second, opts), others))
         await _gather_or_fail(tasks)

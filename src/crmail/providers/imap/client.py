@@ -973,6 +973,23 @@ class ImapClient:
                 return events
             await asyncio.sleep(min(NOOP_POLL_INTERVAL, remaining))
 
+    async def unselect(self) -> None:
+        """Leave the selected mailbox without expunging anything (UNSELECT, RFC 3691;
+        else CLOSE, which expunges nothing in a mailbox opened with EXAMINE)."""
+        if self.selected is None:
+            return
+        async with self._lock:
+            if self.has("UNSELECT"):
+                res = await self._cmd("UNSELECT")
+            else:
+                # CLOSE would expunge \Deleted messages of a read-write mailbox: reopen
+                # it read-only first so that it never does.
+                await self._cmd("EXAMINE", _mailbox_arg(self.selected))
+                res = await self._cmd("CLOSE")
+            _check(res, "UNSELECT")
+            self.selected = None
+            self._conn.events.clear()
+
     async def noop(self) -> list[ServerEvent]:
         async with self._lock:
             res = await self._cmd("NOOP")
