@@ -89,6 +89,26 @@ def _my_placements(
     return [(a, m, r, dict(cfg or {})) for a, m, r, cfg in rows]
 
 
+def _queue(
+    s: Session,
+    user: crm.UserInfo,
+    account_id: int,
+    message_id: int,
+    change: outbox.SyncChange,
+    accounts: set[int],
+) -> None:
+    """Queue ``change`` for the user's copy in ``account_id`` and note the account to wake."""
+    outbox.enqueue_sync(
+        s,
+        workspace_id=user.workspace_id,
+        account_id=account_id,
+        user_id=user.id,
+        message_id=message_id,
+        change=change,
+    )
+    accounts.add(account_id)
+
+
 def archive_on_done(settings: dict[str, object]) -> bool:
     return bool(settings.get("archive_on_done", True))
 
@@ -113,15 +133,7 @@ def done(s: Session, user: crm.UserInfo, thread_id: int) -> Queued:
             move_to_role=Role.ARCHIVE.value if archive_on_done(cfg) else None,
             from_role=Role.INBOX.value,
         )
-        outbox.enqueue_sync(
-            s,
-            workspace_id=user.workspace_id,
-            account_id=account_id,
-            user_id=user.id,
-            message_id=mid,
-            change=change,
-        )
-        accounts.add(account_id)
+        _queue(s, user, account_id, mid, change, accounts)
     return Queued(frozenset(accounts), len(items))
 
 
@@ -165,15 +177,7 @@ def set_read(s: Session, user: crm.UserInfo, thread_id: int, read: bool) -> Queu
     )
     accounts: set[int] = set()
     for account_id, mid in {(a, m) for a, m, _, _ in copies}:
-        outbox.enqueue_sync(
-            s,
-            workspace_id=user.workspace_id,
-            account_id=account_id,
-            user_id=user.id,
-            message_id=mid,
-            change=change,
-        )
-        accounts.add(account_id)
+        _queue(s, user, account_id, mid, change, accounts)
     return Queued(frozenset(accounts), len(items))
 
 
@@ -204,15 +208,7 @@ def delete_message(s: Session, user: crm.UserInfo, message_id: int) -> Queued:
             change = outbox.SyncChange(expunge=True, from_role=role)
         else:
             change = outbox.SyncChange(move_to_role=Role.TRASH.value)
-        outbox.enqueue_sync(
-            s,
-            workspace_id=user.workspace_id,
-            account_id=account_id,
-            user_id=user.id,
-            message_id=mid,
-            change=change,
-        )
-        accounts.add(account_id)
+        _queue(s, user, account_id, mid, change, accounts)
     _leave_inbox(s, user, message_id)
     return Queued(frozenset(accounts), 1)
 
@@ -222,16 +218,9 @@ def move_message(s: Session, user: crm.UserInfo, message_id: int, folder: str) -
     if not folder:
         raise InvalidInput("folder name is empty")
     copies = _own_copies_or_refuse(s, user, message_id)
-    accounts = {a for a, _, _, _ in copies}
-    for account_id in accounts:
-        outbox.enqueue_sync(
-            s,
-            workspace_id=user.workspace_id,
-            account_id=account_id,
-            user_id=user.id,
-            message_id=message_id,
-            change=outbox.SyncChange(move_to=folder),
-        )
+    accounts: set[int] = set()
+    for account_id in {a for a, _, _, _ in copies}:
+        _queue(s, user, account_id, message_id, outbox.SyncChange(move_to=folder), accounts)
     if folder.upper() == "INBOX":
         res = s.execute(
             update(InboxItem)

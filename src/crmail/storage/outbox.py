@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from crmail.storage.models import Folder, Message, OutboxAction, Placement, utcnow
@@ -89,6 +89,13 @@ class Action:
     attempts: int
 
 
+def _queue_of(account_id: int | None) -> ColumnElement[bool]:
+    """The actions of one account's queue (None: the default sending provider's)."""
+    if account_id is None:
+        return OutboxAction.account_id.is_(None)
+    return OutboxAction.account_id == account_id
+
+
 def enqueue_sync(
     s: Session,
     *,
@@ -159,9 +166,7 @@ def claim_next(s: Session, account_id: int | None, now: datetime | None = None) 
     a = s.scalar(
         select(OutboxAction)
         .where(
-            OutboxAction.account_id.is_(None)
-            if account_id is None
-            else OutboxAction.account_id == account_id,
+            _queue_of(account_id),
             OutboxAction.state == PENDING,
             OutboxAction.next_attempt_at <= now,
         )
@@ -180,9 +185,7 @@ def recover_running(s: Session, account_id: int | None) -> list[Action]:
     rows = s.scalars(
         select(OutboxAction)
         .where(
-            OutboxAction.account_id.is_(None)
-            if account_id is None
-            else OutboxAction.account_id == account_id,
+            _queue_of(account_id),
             OutboxAction.state == RUNNING,
         )
         .order_by(OutboxAction.id)
@@ -201,9 +204,7 @@ def requeue_running(
     res = s.execute(
         update(OutboxAction)
         .where(
-            OutboxAction.account_id.is_(None)
-            if account_id is None
-            else OutboxAction.account_id == account_id,
+            _queue_of(account_id),
             OutboxAction.state == RUNNING,
             OutboxAction.kind.in_(kinds),
         )
@@ -216,9 +217,7 @@ def next_due(s: Session, account_id: int | None) -> datetime | None:
     return s.scalar(
         select(OutboxAction.next_attempt_at)
         .where(
-            OutboxAction.account_id.is_(None)
-            if account_id is None
-            else OutboxAction.account_id == account_id,
+            _queue_of(account_id),
             OutboxAction.state == PENDING,
         )
         .order_by(OutboxAction.next_attempt_at)
