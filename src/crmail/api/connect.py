@@ -19,6 +19,7 @@ from crmail.errors import (
     AuthFailed,
     ConnectFailed,
     CrmailError,
+    Forbidden,
     InvalidInput,
     ProviderError,
     TLSFailed,
@@ -37,7 +38,11 @@ class Resolved:
     stored: dict[str, object]
 
 
-def resolve(body: AccountTestIn, *, default_history_days: int) -> Resolved:
+def resolve(
+    body: AccountTestIn, *, default_history_days: int, allow_ca_file: bool = False
+) -> Resolved:
+    """Validate connection settings. ``ca_file`` names a file on the crmail server: only
+    workspace admins may set one (a member could otherwise probe the server's files)."""
     if body.provider not in PRESETS:
         raise InvalidInput(
             f"unknown provider {body.provider!r}",
@@ -47,6 +52,11 @@ def resolve(body: AccountTestIn, *, default_history_days: int) -> Resolved:
     host = (body.imap_host or p.imap_host).strip()
     if not host:
         raise InvalidInput("imap_host is required for this provider")
+    if body.ca_file is not None and not allow_ca_file:
+        raise Forbidden(
+            "only a workspace admin can set a CA file",
+            hint="ask an admin to connect a server with a private certificate",
+        )
     if body.ca_file is not None and not os.path.isfile(body.ca_file):
         raise InvalidInput("ca_file: no such file on the server", hint="give an absolute path")
     port = body.imap_port or p.imap_port
@@ -85,6 +95,7 @@ def resolve_patch(
     body: AccountPatch,
     *,
     default_history_days: int,
+    allow_ca_file: bool = False,
 ) -> tuple[str, Resolved]:
     """The stored connection with the changes of ``body``: (new address, settings to test).
 
@@ -134,7 +145,11 @@ def resolve_patch(
         # Field names only: the input would echo the password.
         bad = sorted({str(e["loc"][0]) for e in exc.errors() if e.get("loc")})
         raise InvalidInput(f"please check: {', '.join(bad)}") from None
-    return new_email, resolve(full, default_history_days=default_history_days)
+    # A CA file already stored (set by an admin) may stay; only a new one needs the role.
+    allow = allow_ca_file or body.ca_file is None
+    return new_email, resolve(
+        full, default_history_days=default_history_days, allow_ca_file=allow
+    )
 
 
 def _strings(value: object) -> list[str]:

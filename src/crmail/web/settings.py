@@ -128,7 +128,11 @@ async def test(request: Request, web: WebAction) -> Response:
     r = None
     try:
         body = _account_in(form)
-        r = connect.resolve(body, default_history_days=web.services.settings.history_days)
+        r = connect.resolve(
+            body,
+            default_history_days=web.services.settings.history_days,
+            allow_ca_file=web.user.is_admin,
+        )
         folders = await connect.test_connection(r.imap)
     except CrmailError as err:
         return await _settings_page(web, form, result=_failure(err, r), status=422)
@@ -145,7 +149,11 @@ async def connect_account(request: Request, web: WebAction) -> Response:
         email = normalize_email(body.email)
         if email is None:
             raise InvalidInput(f"{body.email!r} is not a valid email address")
-        r = connect.resolve(body, default_history_days=web.services.settings.history_days)
+        r = connect.resolve(
+            body,
+            default_history_days=web.services.settings.history_days,
+            allow_ca_file=web.user.is_admin,
+        )
         if await web.services.db.read(lambda s: crm.find_account(s, me.id, email)):
             raise Conflict(f"{email} is already connected")
         await connect.test_connection(r.imap)
@@ -216,7 +224,11 @@ async def reconnect(account_id: int, request: Request, web: WebAction) -> Respon
         email = normalize_email(body.email)
         if email is None:
             raise InvalidInput(f"{body.email!r} is not a valid email address")
-        r = connect.resolve(body, default_history_days=web.services.settings.history_days)
+        r = connect.resolve(
+            body,
+            default_history_days=web.services.settings.history_days,
+            allow_ca_file=web.user.is_admin,
+        )
         await connect.test_connection(r.imap)
     except CrmailError as err:
         failure = _failure(err, r)

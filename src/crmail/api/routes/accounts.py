@@ -42,7 +42,11 @@ async def list_providers(user: CurrentUser) -> list[ProviderOut]:
 @router.post("/accounts/test", responses=_PROVIDER_ERRORS)
 async def test_account(body: AccountTestIn, user: CurrentUser, services: ServicesDep) -> Response:
     """Log in and list folders with these settings; nothing is stored."""
-    r = connect.resolve(body, default_history_days=services.settings.history_days)
+    r = connect.resolve(
+        body,
+        default_history_days=services.settings.history_days,
+        allow_ca_file=user.is_admin,
+    )
     try:
         folders = await connect.test_connection(r.imap)
     except ProviderError as err:
@@ -56,7 +60,11 @@ async def create_account(body: AccountIn, user: CurrentUser, services: ServicesD
     email = normalize_email(body.email)
     if email is None:
         raise InvalidInput(f"{body.email!r} is not a valid email address")
-    r = connect.resolve(body, default_history_days=services.settings.history_days)
+    r = connect.resolve(
+        body,
+        default_history_days=services.settings.history_days,
+        allow_ca_file=user.is_admin,
+    )
     if await services.db.read(lambda s: crm.find_account(s, user.id, email)):
         raise Conflict(f"{email} is already connected")
     try:
@@ -148,6 +156,7 @@ async def _change_connection(
         str(secrets.get("password") or ""),
         body,
         default_history_days=services.settings.history_days,
+        allow_ca_file=user.is_admin,
     )
     if email != current.email:
         taken = await services.db.read(lambda s: crm.find_account(s, user.id, email))
