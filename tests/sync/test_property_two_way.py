@@ -9,8 +9,9 @@ delete for good), with sync rounds at random points, against a real Dovecot.
 from __future__ import annotations
 
 import asyncio
-import os
 import itertools
+from functools import partial
+import os
 from dataclasses import dataclass
 
 from hypothesis import HealthCheck, given, settings
@@ -100,7 +101,9 @@ async def _run(services: Services, dovecot: Dovecot, script: list[tuple[object, 
     account = world.connect(me, box)
     ids = [f"p{n}-{i}@client.test" for i in range(N)]
     for i, mid in enumerate(ids):
-        dovecot.deliver(box.email, message(f"client{n}@client.test", box.email, f"topic {i}", msgid=f"<{mid}>"))
+        dovecot.deliver(
+            box.email, message(f"client{n}@client.test", box.email, f"topic {i}", msgid=f"<{mid}>")
+        )
 
     async def sync() -> None:
         await AccountWorker(services.db, services.box, account, FAST).run_once()
@@ -109,10 +112,14 @@ async def _run(services: Services, dovecot: Dovecot, script: list[tuple[object, 
     user = services.db.run(lambda s: crm.get_user(s, world.workspace_id, me))
 
     def message_id(i: int) -> int:
-        return services.db.run(lambda s: s.scalar(select(Message.id).where(Message.message_id == ids[i])))
+        return services.db.run(
+            lambda s: s.scalar(select(Message.id).where(Message.message_id == ids[i]))
+        )
 
     def thread_id(i: int) -> int:
-        return services.db.run(lambda s: s.scalar(select(Message.thread_id).where(Message.message_id == ids[i])))
+        return services.db.run(
+            lambda s: s.scalar(select(Message.thread_id).where(Message.message_id == ids[i]))
+        )
 
     for op in script:
         kind = op[0]
@@ -122,15 +129,19 @@ async def _run(services: Services, dovecot: Dovecot, script: list[tuple[object, 
             client_change(dovecot, box.email, op, ids)
         else:
             i = int(str(op[1]))
+            tid, mid = thread_id(i), message_id(i)
             try:
                 if kind == "crm_done":
-                    services.db.run(lambda s, t=thread_id(i): actions.done(s, user, t))
+                    services.db.run(partial(actions.done, user=user, thread_id=tid))
                 elif kind == "crm_read":
-                    services.db.run(lambda s, t=thread_id(i), r=bool(op[2]): actions.set_read(s, user, t, r))
+                    read = bool(op[2])
+                    services.db.run(partial(actions.set_read, user=user, thread_id=tid, read=read))
                 elif kind == "crm_delete":
-                    services.db.run(lambda s, m=message_id(i): actions.delete_message(s, user, m))
+                    services.db.run(partial(actions.delete_message, user=user, message_id=mid))
                 elif kind == "crm_move_archive":
-                    services.db.run(lambda s, m=message_id(i): actions.move_message(s, user, m, "Archive"))
+                    services.db.run(
+                        partial(actions.move_message, user=user, message_id=mid, folder="Archive")
+                    )
             except Exception as exc:  # the CRM refuses actions on mail no longer in the mailbox
                 from crmail.errors import CrmailError
 
@@ -141,12 +152,16 @@ async def _run(services: Services, dovecot: Dovecot, script: list[tuple[object, 
 
     # Nothing lost, nothing doubled: every message is still in the CRM, once, on its timeline.
     stored = services.db.run(
-        lambda s: list(s.scalars(select(Message.message_id).where(Message.workspace_id == world.workspace_id)))
+        lambda s: list(
+            s.scalars(select(Message.message_id).where(Message.workspace_id == world.workspace_id))
+        )
     )
     assert sorted(stored) == sorted(ids)
     linked = services.db.run(
         lambda s: s.scalar(
-            select(TimelineEntry.id.is_not(None)).where(TimelineEntry.workspace_id == world.workspace_id).limit(1)
+            select(TimelineEntry.id.is_not(None))
+            .where(TimelineEntry.workspace_id == world.workspace_id)
+            .limit(1)
         )
     )
     assert linked

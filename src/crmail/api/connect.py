@@ -147,9 +147,7 @@ def resolve_patch(
         raise InvalidInput(f"please check: {', '.join(bad)}") from None
     # A CA file already stored (set by an admin) may stay; only a new one needs the role.
     allow = allow_ca_file or body.ca_file is None
-    return new_email, resolve(
-        full, default_history_days=default_history_days, allow_ca_file=allow
-    )
+    return new_email, resolve(full, default_history_days=default_history_days, allow_ca_file=allow)
 
 
 def _strings(value: object) -> list[str]:

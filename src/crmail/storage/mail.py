@@ -22,8 +22,8 @@ from crmail.domain.scope import AddressBook, ContactRef, Link
 from crmail.mime import ParsedMessage, normalize_subject
 from crmail.storage import notify, outbox
 from crmail.storage.models import (
-    Base,
     Attachment,
+    Base,
     Contact,
     ContactEmail,
     Deal,

@@ -9,7 +9,9 @@ from tests.providers.imap.test_client import MSG, settings
 from tests.servers import Dovecot, MailboxAccount
 
 
-@pytest.mark.parametrize("disabled", [frozenset(), frozenset({"UNSELECT"})], ids=["unselect", "close"])
+@pytest.mark.parametrize(
+    "disabled", [frozenset(), frozenset({"UNSELECT"})], ids=["unselect", "close"]
+)
 async def test_unselect_keeps_deleted_messages(
     dovecot: Dovecot, mailbox: MailboxAccount, disabled: frozenset[str]
 ) -> None:
