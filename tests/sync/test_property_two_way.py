@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from functools import partial
 import os
 from dataclasses import dataclass
+from functools import partial
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
