@@ -202,6 +202,11 @@ class MessageOut(BaseModel):
     defects: list[str]
     placements: list[PlacementOut] = Field(description="copies in your own mail accounts only")
     links: list[LinkOut]
+    send_state: str | None = Field(
+        default=None,
+        description="mail written in the CRM: queued, sending, sent, failed or unknown",
+    )
+    send_error: str | None = Field(default=None, description="why sending failed, if it did")
 
 
 # --- mail accounts -------------------------------------------------------------------------

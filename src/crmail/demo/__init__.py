@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from crmail.config import Settings
 from crmail.crypto import new_key
 from crmail.demo.dovecot import Dovecot
+from crmail.demo.smtp import SmtpRelay
 from crmail.runtime import serve
 from crmail.services import Services
 from crmail.storage import accounts, crm, web
@@ -145,7 +146,10 @@ async def run_demo(port: int | None = None, data_dir: Path | None = None) -> Non
         port=port or base.port,
         poll_interval=5.0,
     )
-    with Dovecot(root / "dovecot") as dovecot:
+    with (
+        Dovecot(root / "dovecot") as dovecot,
+        SmtpRelay(dovecot.host, dovecot.lmtp_port) as relay,
+    ):
         box = dovecot.add_user(USER, PASSWORD)
         seeded = seed_mailbox(dovecot)
         services = Services.open(settings)
@@ -164,6 +168,12 @@ async def run_demo(port: int | None = None, data_dir: Path | None = None) -> Non
                     "imap_security": "tls",
                     "ca_file": box.ca_file,
                     "username": USER,
+                    # The demo's outgoing server: a local relay into the same Dovecot, so
+                    # mail sent from the CRM lands in the contacts' demo mailboxes.
+                    "smtp_host": relay.host,
+                    "smtp_port": relay.port,
+                    "smtp_security": "none",
+                    "smtp_auth": False,
                 },
                 secret=secret,
             )

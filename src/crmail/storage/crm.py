@@ -199,6 +199,9 @@ class MessageDetail:
     defects: tuple[str, ...]
     placements: tuple[PlacementInfo, ...]
     links: tuple[LinkInfo, ...]
+    #: mail written in the CRM: queued | sending | sent | failed | unknown, and why
+    send_state: str | None = None
+    send_error: str | None = None
 
 
 # --- workspaces, users, tokens ------------------------------------------------------------
@@ -820,6 +823,8 @@ def message_detail(s: Session, user: UserInfo, message_id: int) -> MessageDetail
         defects=tuple(m.defects or ()),
         placements=placements,
         links=links,
+        send_state=m.send_state,
+        send_error=m.send_error,
     )
 
 

@@ -68,6 +68,8 @@ async def get_message(message_id: int, user: CurrentUser, services: ServicesDep)
         defects=list(d.defects),
         placements=[PlacementOut.model_validate(p) for p in d.placements],
         links=[LinkOut.model_validate(link) for link in d.links],
+        send_state=d.send_state,
+        send_error=d.send_error,
     )
 
 
