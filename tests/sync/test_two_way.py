@@ -366,3 +366,57 @@ async def test_teammates_cannot_act_and_done_touches_only_my_copy(
     assert (
         services.db.run(lambda s: outbox.pending_message_ids(s, [acc_a, acc_b], [1, 2, 3])) == set()
     )
+
+
+async def test_done_creates_the_archive_folder_when_the_server_has_none(
+    services: Services, world: World, dovecot: Dovecot
+) -> None:
+    box = dovecot.add_user("noarchive@team.test", "pw-noarchive")
+    me = world.user(box.email)
+    world.contact("max@client.test")
+    dovecot.deliver(
+        box.email, message("max@client.test", box.email, "hi", msgid="<na1@client.test>")
+    )
+    dovecot.doveadm("mailbox", "delete", "-u", box.email, "Archive")
+    account = world.connect(me, box)
+    await AccountWorker(services.db, services.box, account, FAST).run_once()
+    await services.act(
+        lambda s: actions.done(s, user(services, world, me), thread_of(services, "na1@client.test"))
+    )
+    await AccountWorker(services.db, services.box, account, FAST).run_once()
+    assert folders_on_server(dovecot, box.email, "<na1@client.test>") == ["Archive"]
+
+
+async def test_inbound_attachment_over_the_limit_is_a_placeholder(
+    services: Services, world: World, dovecot: Dovecot, mailbox: MailboxAccount
+) -> None:
+    from email.message import EmailMessage
+
+    from crmail.storage.models import Attachment
+
+    me = world.user(mailbox.email)
+    world.contact("big@client.test")
+    account = world.connect(me, mailbox, preset="outlook")  # 3 MB limit
+    m = EmailMessage()
+    m["From"], m["To"], m["Subject"], m["Message-ID"] = (
+        "big@client.test",
+        mailbox.email,
+        "the scan",
+        "<big1@client.test>",
+    )
+    m.set_content("see attached")
+    m.add_attachment(
+        b"%PDF" + b"x" * (4 * 1024 * 1024),
+        maintype="application",
+        subtype="pdf",
+        filename="scan.pdf",
+    )
+    m.add_attachment(b"small", maintype="text", subtype="plain", filename="note.txt")
+    dovecot.deliver(mailbox.email, m.as_bytes())
+    await AccountWorker(services.db, services.box, account, FAST).run_once()
+    rows = services.db.run(
+        lambda s: {a.filename: a.placeholder_reason for a in s.scalars(select(Attachment))}
+    )
+    assert rows["note.txt"] is None
+    assert rows["scan.pdf"] is not None and "3 MB" in rows["scan.pdf"]
+    assert count(services, Message) == 1  # the message itself is kept, whole

@@ -8,7 +8,7 @@ user gets a clear error naming the file instead of a bounce, a 552 or a silent d
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from crmail.errors import AttachmentTypeNotAllowed, InvalidInput, MessageTooLarge
@@ -19,6 +19,7 @@ __all__ = [
     "OUTLOOK_ALLOWED_EXTENSIONS",
     "SIZE_RESERVE",
     "AttachmentPolicy",
+    "account_policy",
     "attachment_budget",
     "check_attachments",
     "inbound_placeholder",
@@ -78,6 +79,12 @@ def policy_for(provider_key: str, smtp_max_size: int | None) -> AttachmentPolicy
                 source = f"your SMTP server (messages up to {_mb(smtp_max_size)})"
             limit = budget
     return AttachmentPolicy(limit, _ALLOW_LISTS.get(p.key), source)
+
+
+def account_policy(settings: Mapping[str, object]) -> AttachmentPolicy:
+    """The policy of an account from its stored settings (preset, SIZE learned from SMTP)."""
+    size = settings.get("smtp_max_size")
+    return policy_for(str(settings.get("preset") or "other"), int(str(size)) if size else None)
 
 
 def _extension(filename: str) -> str:
@@ -159,7 +166,7 @@ def inbound_placeholder(policy: AttachmentPolicy, filename: str, size: int) -> s
         return None
     where = f" of {policy.source}" if policy.source else ""
     return (
-        f"{_name(filename)} ({_mb_over(size, policy.max_total_bytes)}) was not synced: "
-        f"it is over the {_mb(policy.max_total_bytes)} attachment limit{where}. "
-        "Open the message in your mailbox to get it."
+        f"{_name(filename)} ({_mb_over(size, policy.max_total_bytes)}) is not available "
+        f"in the CRM: it is over the {_mb(policy.max_total_bytes)} attachment limit{where}. "
+        "The message is kept; open it in your mailbox to get the file."
     )

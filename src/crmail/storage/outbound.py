@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session
 
 from crmail.domain.account import AccountState
 from crmail.domain.addresses import normalize_email
-from crmail.domain.attachments import AttachmentPolicy, check_attachments, policy_for
+from crmail.domain.attachments import AttachmentPolicy, check_attachments
+from crmail.domain.attachments import account_policy as attachment_policy_of
 from crmail.domain.scope import links_for
 from crmail.errors import InvalidInput, NotFound
 from crmail.mime import Address, parse_message
@@ -101,8 +102,7 @@ def _sending_account(
 
 
 def account_policy(a: MailAccount) -> AttachmentPolicy:
-    size = a.settings.get("smtp_max_size")
-    return policy_for(str(a.settings.get("preset") or "other"), int(str(size)) if size else None)
+    return attachment_policy_of(a.settings)
 
 
 def sender_for(

@@ -258,13 +258,18 @@ def _raw_if_visible(s: Session, user: crm.UserInfo, message_id: int) -> bytes:
 
 def attachment_part(s: Session, user: crm.UserInfo, message_id: int, attachment_id: int) -> Part:
     raw = _raw_if_visible(s, user, message_id)
-    ids = list(
-        s.scalars(
-            select(Attachment.id).where(Attachment.message_id == message_id).order_by(Attachment.id)
-        )
-    )
+    rows = s.execute(
+        select(Attachment.id, Attachment.placeholder_reason)
+        .where(Attachment.message_id == message_id)
+        .order_by(Attachment.id)
+    ).all()
+    ids = [r[0] for r in rows]
     if attachment_id not in ids:
         raise NotFound(f"attachment {attachment_id} not found")
+    reason = rows[ids.index(attachment_id)][1]
+    if reason:
+        # Over the account's limit (or undecodable): shown as a placeholder, not served.
+        raise NotFound(reason)
     # Attachment rows are stored in the order the parser met the parts.
     found = extract_part(raw, index=ids.index(attachment_id))
     if found is None:

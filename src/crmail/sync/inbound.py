@@ -28,8 +28,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from crmail.domain import autocreate as auto_rule
+from crmail.domain.attachments import AttachmentPolicy, account_policy, inbound_placeholder
 from crmail.domain.scope import AddressBook, Link, Scope, decide_in_scope
-from crmail.mime import Envelope, parse_envelope, parse_message
+from crmail.mime import Envelope, ParsedMessage, parse_envelope, parse_message
 from crmail.mime.keys import envelope_key, envelope_roles
 from crmail.providers.imap import HeaderFetch, ImapClient, SelectResult
 from crmail.storage import autocreate, crm_threads, mail
@@ -312,8 +313,9 @@ class FolderSync:
         if wanted:
             fetched = await self.client.fetch_messages([h.uid for h, _ in wanted.values()])
             bodies = {m.uid: m.raw for m in fetched}
+        policy = account_policy(self.account.settings)
         parsed = await asyncio.to_thread(
-            lambda: {uid: parse_message(raw) for uid, raw in bodies.items()}
+            lambda: {uid: _limit(parse_message(raw), policy) for uid, raw in bodies.items()}
         )
         for head, key in placed:
             new = None
@@ -381,3 +383,19 @@ class FolderSync:
         created = await self.db.write(lambda s: autocreate.create_contacts(s, ws, wanted))
         self._book = autocreate.with_contacts(book, created)
         return self._book
+
+
+def _limit(parsed: ParsedMessage, policy: AttachmentPolicy) -> ParsedMessage:
+    """Attachments over the account's limit stay listed, as placeholders with the reason:
+    the message is kept whole, nothing disappears silently."""
+    if not any(a.size > policy.max_total_bytes for a in parsed.attachments):
+        return parsed
+    attachments = tuple(
+        replace(
+            a,
+            placeholder_reason=a.placeholder_reason
+            or inbound_placeholder(policy, a.filename or "attachment", a.size),
+        )
+        for a in parsed.attachments
+    )
+    return replace(parsed, attachments=attachments)
