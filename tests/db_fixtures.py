@@ -58,3 +58,20 @@ def services(settings: Settings) -> Iterator[Services]:
         yield svc
     finally:
         svc.close()
+
+
+def database_bytes(services: Services) -> bytes:
+    """Everything the database holds, as bytes: the files (and WAL) on SQLite, every row on
+    PostgreSQL. For "no secret in clear" tests."""
+    if services.db.is_sqlite:
+        path = services.settings.sqlite_path
+        files = [path, path.with_name(path.name + "-wal")]
+        return b"".join(p.read_bytes() for p in files if p.exists())
+    from sqlalchemy import MetaData
+
+    meta = MetaData()
+    meta.reflect(services.db.engine)
+    with services.db.engine.connect() as conn:
+        return b"\n".join(
+            repr(tuple(r)).encode() for t in meta.sorted_tables for r in conn.execute(t.select())
+        )

@@ -226,8 +226,9 @@ def _actor(s: Session, ws: int, email: str, role: str) -> Actor:
 
 
 @pytest.fixture
-def api_services(tmp_path: Path) -> Iterator[Services]:
-    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'crmail.db'}")
+def api_services(tmp_path: Path, db_url: str) -> Iterator[Services]:
+    # db_url: SQLite by default, PostgreSQL with CRMAIL_TEST_DB=postgres (marks the test "db")
+    settings = Settings(data_dir=tmp_path, database_url=db_url)
     services = Services.open(settings)
     services.sync = FakeSync()
     try:

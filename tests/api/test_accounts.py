@@ -10,6 +10,7 @@ from sqlalchemy import select
 from crmail.storage.models import Folder, MailAccount
 from tests.api.conftest import World
 from tests.api.test_crm_routes import assert_error
+from tests.db_fixtures import database_bytes
 from tests.servers import Dovecot, MailboxAccount
 
 
@@ -28,10 +29,7 @@ def form(box: MailboxAccount, **changes: object) -> dict[str, Any]:
 
 
 def db_bytes(world: World) -> bytes:
-    # The WAL holds recent commits until a checkpoint: read it too.
-    path = world.services.settings.sqlite_path
-    wal = path.with_name(path.name + "-wal")
-    return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+    return database_bytes(world.services)
 
 
 def test_providers(world: World) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from tests.api.conftest import World
+from tests.db_fixtures import database_bytes
 
 
 def assert_error(resp: Any, status: int, code: str) -> dict[str, Any]:
@@ -54,7 +55,7 @@ def test_missing_or_wrong_token_is_401(world: World, headers: dict[str, str]) ->
 
 
 def test_token_is_stored_hashed(world: World) -> None:
-    raw = (world.services.settings.sqlite_path).read_bytes()
+    raw = database_bytes(world.services)
     assert world.owner.token.encode() not in raw
 
 

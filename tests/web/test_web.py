@@ -15,6 +15,7 @@ from crmail.api import create_app
 from crmail.storage import crm
 from crmail.storage.models import InboxItem, TimelineEntry
 from tests.api.conftest import Actor, World
+from tests.db_fixtures import database_bytes
 from tests.factories import message
 from tests.web.conftest import PASSWORD, Browser, csrf_of, sign_in
 
@@ -451,7 +452,7 @@ def test_database_holds_no_password_or_session_token_in_clear(web: World, tmp_pa
     token = resp.cookies.get("crmail_session") or web.client.cookies.get("crmail_session")
     assert token
     assert web.client.get("/inbox", follow_redirects=False).status_code == 200
-    blob = b"".join(p.read_bytes() for p in tmp_path.glob("crmail.db*"))
+    blob = database_bytes(web.services)
     assert blob  # the database (and its WAL) really were read
     assert PASSWORD.encode() not in blob
     assert token.encode() not in blob
