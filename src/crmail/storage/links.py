@@ -43,6 +43,19 @@ def _check_subject(s: Session, user: crm.UserInfo, subject_type: str, subject_id
     crm.timeline(s, user.workspace_id, subject_type, subject_id, limit=1)
 
 
+def _linked(s: Session, targets: list[int], subject_type: str, subject_id: int) -> list[int]:
+    """Which of ``targets`` are on the record's timeline already."""
+    return list(
+        s.scalars(
+            select(TimelineEntry.message_id).where(
+                TimelineEntry.message_id.in_(targets),
+                TimelineEntry.subject_type == subject_type,
+                TimelineEntry.subject_id == subject_id,
+            )
+        )
+    )
+
+
 def link(
     s: Session,
     user: crm.UserInfo,
@@ -54,15 +67,7 @@ def link(
 ) -> LinkResult:
     _check_subject(s, user, subject_type, subject_id)
     targets = _targets(s, user, message_id, whole_thread)
-    existing = set(
-        s.scalars(
-            select(TimelineEntry.message_id).where(
-                TimelineEntry.message_id.in_(targets),
-                TimelineEntry.subject_type == subject_type,
-                TimelineEntry.subject_id == subject_id,
-            )
-        )
-    )
+    existing = set(_linked(s, targets, subject_type, subject_id))
     who = user.name or user.email
     new = [mid for mid in targets if mid not in existing]
     entries = [
@@ -96,15 +101,7 @@ def unlink(
     """Remove the message (or thread) from the record's timeline, automatic links included."""
     _check_subject(s, user, subject_type, subject_id)
     targets = _targets(s, user, message_id, whole_thread)
-    gone = list(
-        s.scalars(
-            select(TimelineEntry.message_id).where(
-                TimelineEntry.message_id.in_(targets),
-                TimelineEntry.subject_type == subject_type,
-                TimelineEntry.subject_id == subject_id,
-            )
-        )
-    )
+    gone = _linked(s, targets, subject_type, subject_id)
     if not gone:
         raise NotFound(f"message {message_id} is not linked to {subject_type} {subject_id}")
     s.execute(
