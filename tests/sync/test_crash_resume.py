@@ -86,3 +86,62 @@ def test_kill_mid_import_then_resume(
     )
     assert folder.import_complete
     assert folder.skipped == {"no_known_contact": N - len(expected)}
+
+
+async def test_dropped_connection_mid_import_resumes_without_loss(
+    services: Services, dovecot: Dovecot, mailbox: MailboxAccount
+) -> None:
+    """The server drops every connection of the user mid-import (doveadm kick): the
+    worker goes to "retrying", reconnects with backoff and finishes with the exact set."""
+    import asyncio
+
+    from crmail.storage.models import MailAccount
+    from crmail.sync.inbound import SyncOptions
+    from crmail.sync.worker import AccountWorker, WorkerOptions
+
+    world = new_world(services)
+    me = world.user(mailbox.email)
+    world.contact("ivan@client.test")
+    account = world.connect(me, mailbox)
+    dovecot.seed_maildir(
+        mailbox.email,
+        "INBOX",
+        [
+            message("ivan@client.test", mailbox.email, f"k{i}", msgid=f"<k{i}@c.test>")
+            for i in range(N)
+        ],
+    )
+
+    def imported() -> int:
+        return services.db.run(
+            lambda s: s.scalar(
+                select(func.coalesce(func.sum(Folder.import_done), 0)).where(
+                    Folder.account_id == account
+                )
+            )
+        )
+
+    def state() -> str:
+        return services.db.run(lambda s: s.get_one(MailAccount, account).state)
+
+    options = WorkerOptions(sync=SyncOptions(batch_size=40), poll_interval=0.2, max_backoff=2.0)
+    task = asyncio.create_task(AccountWorker(services.db, services.box, account, options).run())
+    try:
+        while imported() < 200:
+            await asyncio.sleep(0.005)
+        assert imported() < N, "the drop must land in the middle of the import"
+        dovecot.doveadm("kick", mailbox.email)
+        seen_retrying = False
+        for _ in range(3000):
+            seen_retrying = seen_retrying or state() == "retrying"
+            if state() == "live" and seen_retrying:
+                break
+            await asyncio.sleep(0.01)
+        assert seen_retrying, "the drop was not noticed"
+        assert state() == "live"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    stored = services.db.run(lambda s: [r[0] for r in s.execute(select(Message.message_id)).all()])
+    assert len(stored) == len(set(stored)) == N
+    assert services.db.run(lambda s: s.scalar(select(func.count()).select_from(Placement))) == N
