@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import select
 
 from crmail.storage import crm
-from crmail.storage.models import MailAccount
+from crmail.storage.models import MailAccount, Message
 from tests.browser.conftest import Crm, shot, sign_in
 from tests.factories import message
-from tests.servers import Dovecot, MailboxAccount
+from tests.servers import Dovecot, MailboxAccount, SmtpRelay
 
 pytestmark = pytest.mark.browser
 
@@ -34,8 +34,17 @@ def folders_on_server(dovecot: Dovecot, user: str, msgid: str) -> list[str]:
     )
 
 
-def test_connect_import_timeline_done_and_teammate_view(
-    live: Crm, page: object, dovecot: Dovecot, mailbox: MailboxAccount
+@pytest.fixture
+def auth_relay(dovecot: Dovecot, mailbox: MailboxAccount) -> Iterator[SmtpRelay]:
+    """SMTP into Dovecot that requires AUTH with the mailbox's own login (as a provider does)."""
+    with SmtpRelay(
+        dovecot.host, dovecot.lmtp_port, users={mailbox.email: mailbox.password}
+    ) as relay:
+        yield relay
+
+
+def test_connect_import_timeline_done_teammate_view_and_reply(
+    live: Crm, page: object, dovecot: Dovecot, mailbox: MailboxAccount, auth_relay: SmtpRelay
 ) -> None:
     p = page
     contact = live.services.db.run(
@@ -70,6 +79,9 @@ def test_connect_import_timeline_done_and_teammate_view(
     p.fill("input[name=imap_port]", str(mailbox.tls_port))  # type: ignore[attr-defined]
     p.select_option("select[name=imap_security]", "tls")  # type: ignore[attr-defined]
     p.fill("input[name=ca_file]", mailbox.ca_file)  # type: ignore[attr-defined]
+    p.fill("input[name=smtp_host]", auth_relay.host)  # type: ignore[attr-defined]
+    p.fill("input[name=smtp_port]", str(auth_relay.port))  # type: ignore[attr-defined]
+    p.select_option("select[name=smtp_security]", "none")  # type: ignore[attr-defined]
     p.click("button:has-text('Test connection')")  # type: ignore[attr-defined]
     p.wait_for_selector("text=Connection works")  # type: ignore[attr-defined]
     shot(p, "01-settings-connect-tested")
@@ -82,8 +94,8 @@ def test_connect_import_timeline_done_and_teammate_view(
         return (
             bool(pcts)
             and all(t.strip() == "100%" for t in pcts)
-            and "live" in p.inner_text("#health")
-        )  # type: ignore[attr-defined]
+            and "live" in p.inner_text("#health")  # type: ignore[attr-defined]
+        )
 
     wait_until(imported, 25)
     values = p.eval_on_selector_all("#health progress", "els => els.map(e => e.value)")  # type: ignore[attr-defined]
@@ -122,3 +134,48 @@ def test_connect_import_timeline_done_and_teammate_view(
     shot(p, "06-teammate-inbox-read-only")
     account = live.services.db.run(lambda s: s.scalar(select(MailAccount.state)))
     assert account == "live"
+
+    # Back as the owner: reply to Ivy's thread from the browser; it is sent through the
+    # relay (AUTH with the mailbox login) and its copy lands in the server's Sent once.
+    dovecot.add_user("ivy@client.test", "pw-ivy-browser")  # a recipient the relay can reach
+    sign_in(p, live.url, live.owner.email)
+    p.goto(f"{live.url}/inbox")  # type: ignore[attr-defined]
+    p.click("li.item >> text=Pricing question 0")  # type: ignore[attr-defined]
+    p.click("a.button:has-text('Reply')")  # type: ignore[attr-defined]
+    p.wait_for_url(f"{live.url}/compose?reply_to=*")  # type: ignore[attr-defined]
+    assert p.input_value("input[name=to]") == "ivy@client.test"  # type: ignore[attr-defined]
+    assert p.input_value("input[name=subject]") == "Re: Pricing question 0"  # type: ignore[attr-defined]
+    assert mailbox.email in p.inner_text("p.identity")  # type: ignore[attr-defined]
+    p.fill("textarea[name=body]", "Happy to help: 10 EUR a seat.")  # type: ignore[attr-defined]
+    p.click("button.primary:has-text('Send')")  # type: ignore[attr-defined]
+    p.wait_for_url(f"{live.url}/threads/*")  # type: ignore[attr-defined]
+
+    def reply() -> tuple[str | None, str | None]:
+        row = live.services.db.run(
+            lambda s: s.execute(
+                select(Message.message_id, Message.send_state).where(Message.origin == "crm")
+            ).one_or_none()
+        )
+        return (row[0], row[1]) if row else (None, None)
+
+    wait_until(lambda: reply()[1] == "sent")
+    msgid = reply()[0]
+    assert msgid
+
+    def sent_copies() -> list[str]:
+        out = dovecot.doveadm("fetch", "-u", mailbox.email, "hdr.message-id", "mailbox", "Sent")
+        return [line for line in out.splitlines() if f"<{msgid}>" in line]
+
+    wait_until(lambda: len(sent_copies()) >= 1)
+    time.sleep(1.0)  # a few more sync passes of the live service: still exactly one copy
+    assert len(sent_copies()) == 1
+    assert folders_on_server(dovecot, "ivy@client.test", f"<{msgid}>") == ["INBOX"]
+    assert len(auth_relay.accepted) == 1
+    p.reload()  # type: ignore[attr-defined]
+    assert p.locator("text=Sending…").count() == 0  # type: ignore[attr-defined]
+    bodies = p.locator("iframe.body")  # type: ignore[attr-defined]
+    assert bodies.count() == 2
+    frames = p.frame_locator("iframe.body")  # type: ignore[attr-defined]
+    assert "Hello #0" in frames.first.locator("body").inner_text()
+    assert "Happy to help" in frames.last.locator("body").inner_text()
+    shot(p, "08-reply-sent")

@@ -49,12 +49,25 @@ SPECIAL_USE = {
 }
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct loopback ports that were free a moment ago.
+
+    The sockets are held together until all ports are known, so the kernel cannot hand
+    the same port out twice (Dovecot refuses a config with a duplicate listener).
+    """
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def free_port() -> int:
     """A loopback port that was free a moment ago (racy, good enough for tests)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return free_ports(1)[0]
 
 
 def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
@@ -162,9 +175,7 @@ class Dovecot:
         # mkdtemp makes 0700; Dovecot's auth (user dovecot) and mail processes
         # (nobody) must traverse it to read the passwd-file and the mail.
         self.dir.chmod(0o755)
-        self.imap_port = free_port()
-        self.imaps_port = free_port()
-        self.lmtp_port = free_port()
+        self.imap_port, self.imaps_port, self.lmtp_port = free_ports(3)
         self.conf = self.dir / "dovecot.conf"
         self.passwd_dir = self.dir / "passwd.d"
         self.mail_root = self.dir / "mail"
