@@ -147,7 +147,9 @@ async def run_demo(port: int | None = None, data_dir: Path | None = None) -> Non
         poll_interval=5.0,
     )
     with (
-        Dovecot(root / "dovecot") as dovecot,
+        # Dovecot's own users must reach its files: a private temp dir under /tmp works
+        # wherever crmail was started (a home directory is often closed to them).
+        Dovecot() as dovecot,
         SmtpRelay(dovecot.host, dovecot.lmtp_port) as relay,
     ):
         box = dovecot.add_user(USER, PASSWORD)

@@ -49,6 +49,19 @@ SPECIAL_USE = {
 }
 
 
+def _check_traversable(directory: Path) -> None:
+    """Dovecot's auth and mail processes run as other users and must traverse every
+    parent directory: say so clearly instead of failing later with "temporary
+    authentication failure"."""
+    for parent in directory.parents:
+        if not parent.stat().st_mode & 0o001:
+            raise RuntimeError(
+                f"{parent} is not traversable by other users (mode "
+                f"{oct(parent.stat().st_mode & 0o777)}): Dovecot cannot reach {directory}; "
+                "use a directory under /tmp or chmod o+x the parents"
+            )
+
+
 def free_ports(n: int) -> list[int]:
     """``n`` distinct loopback ports that were free a moment ago.
 
@@ -172,6 +185,7 @@ class Dovecot:
         self._own_dir = directory is None
         self.dir = Path(directory or tempfile.mkdtemp(prefix="crmail-dovecot-"))
         self.dir.mkdir(parents=True, exist_ok=True)
+        _check_traversable(self.dir.resolve())
         # mkdtemp makes 0700; Dovecot's auth (user dovecot) and mail processes
         # (nobody) must traverse it to read the passwd-file and the mail.
         self.dir.chmod(0o755)

@@ -1,0 +1,58 @@
+"""The README's first command: `crmail demo` starts, syncs its seeded mailbox and serves."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.servers.dovecot import free_port
+
+
+def test_demo_starts_syncs_and_serves(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "CRMAIL_DATA_DIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crmail.cli", "demo", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        banner = ""
+        deadline = time.monotonic() + 60
+        assert proc.stdout is not None
+        while "Ctrl-C stops" not in banner:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, banner
+            banner += line
+            assert time.monotonic() < deadline, banner
+        token = re.search(r"Bearer ([\w-]+)", banner)
+        assert token, banner
+        headers = {"Authorization": f"Bearer {token.group(1)}"}
+        base = f"http://127.0.0.1:{port}"
+        # The seeded mailbox syncs: three contacts wrote, three private mails stay out.
+        for _ in range(200):
+            inbox = httpx.get(f"{base}/api/inbox", headers=headers, timeout=5).json()
+            if len(inbox["items"]) == 3:
+                break
+            time.sleep(0.05)
+        assert len(inbox["items"]) == 3, inbox
+        status = httpx.get(f"{base}/api/accounts", headers=headers, timeout=5).json()
+        assert status[0]["state"] == "live"
+        assert httpx.get(f"{base}/signin", timeout=5).status_code == 200
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
