@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 
 .venv/bin/ruff check src tests bench
+.venv/bin/ruff format --check src tests bench
 .venv/bin/mypy
 # Every test on the embedded default (SQLite)...
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
