@@ -296,3 +296,34 @@ async def test_fallbacks_without_extensions(
     finally:
         worker.cancel()
         await asyncio.gather(worker, return_exceptions=True)
+
+
+async def test_overlong_header_values_are_cut_not_fatal(
+    services: Services, world: World, dovecot: Dovecot, mailbox: MailboxAccount
+) -> None:
+    """Names, file names and subjects far beyond any column size (PostgreSQL enforces
+    them) are stored cut; the message is not lost and the sync goes on."""
+    from email.message import EmailMessage
+
+    me = world.user(mailbox.email)
+    world.contact("long@client.test")
+    account = world.connect(me, mailbox)
+    m = EmailMessage()
+    m["From"] = f'"{"N" * 1500}" <long@client.test>'
+    m["To"] = f'"{"T" * 900}" <{mailbox.email}>, {"x" * 300}@toolong.test'
+    m["Subject"] = "S" * 5000
+    m["Message-ID"] = "<long1@client.test>"
+    m.set_content("body")
+    m.add_attachment(
+        b"data", maintype="application", subtype="octet-stream", filename="f" * 900 + ".bin"
+    )
+    dovecot.deliver(mailbox.email, m.as_bytes())
+    dovecot.deliver(
+        mailbox.email,
+        message("long@client.test", mailbox.email, "after", msgid="<long2@client.test>"),
+    )
+    await AccountWorker(services.db, services.box, account, FAST).run_once()
+    assert {r[0] for r in q(services, select(Message.message_id))} == {
+        "long1@client.test",
+        "long2@client.test",
+    }

@@ -403,7 +403,8 @@ def store_messages(s: Session, ws: int, news: list[NewMessage]) -> list[int]:
     """Insert messages not stored yet, with their threads, participants and links.
 
     Set-based (a few statements per batch, not per message): imports write thousands
-    of messages a second.
+    of messages a second. Text from mail is cut to the columns' sizes: PostgreSQL
+    enforces them, and one overlong name must not stop a mailbox's sync.
     """
     if not news:
         return []
@@ -430,7 +431,7 @@ def store_messages(s: Session, ws: int, news: list[NewMessage]) -> list[int]:
                 "message_id": env.message_id,
                 "subject": env.subject,
                 "from_email": sender.email if sender else None,
-                "from_name": sender.name if sender else "",
+                "from_name": sender.name[:300] if sender else "",
                 "sent_at": env.date,
                 "snippet": n.parsed.snippet(),
                 "size": n.parsed.size,
@@ -475,10 +476,10 @@ def store_messages(s: Session, ws: int, news: list[NewMessage]) -> list[int]:
             atts.append(
                 {
                     "message_id": mid,
-                    "filename": att.filename,
-                    "content_type": att.content_type,
+                    "filename": att.filename[:500] if att.filename else None,
+                    "content_type": att.content_type[:200],
                     "size": att.size,
-                    "content_id": att.content_id,
+                    "content_id": att.content_id[:500] if att.content_id else None,
                     "inline": att.inline,
                     "placeholder_reason": att.placeholder_reason,
                 }
@@ -490,7 +491,7 @@ def store_messages(s: Session, ws: int, news: list[NewMessage]) -> list[int]:
                     "message_id": mid,
                     "subject_type": link.subject_type,
                     "subject_id": link.subject_id,
-                    "reason": link.reason,
+                    "reason": link.reason[:200],
                 }
             )
     tables: tuple[tuple[type[Base], list[dict[str, object]]], ...] = (

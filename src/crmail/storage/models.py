@@ -291,7 +291,7 @@ class Attachment(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     content_id: Mapped[str | None] = mapped_column(String(500))
     inline: Mapped[bool] = mapped_column(Boolean, default=False)
-    placeholder_reason: Mapped[str | None] = mapped_column(String(100))
+    placeholder_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class Placement(Base):

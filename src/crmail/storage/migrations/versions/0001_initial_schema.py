@@ -283,7 +283,7 @@ def upgrade() -> None:
         sa.Column("size", sa.BigInteger(), nullable=False),
         sa.Column("content_id", sa.String(length=500), nullable=True),
         sa.Column("inline", sa.Boolean(), nullable=False),
-        sa.Column("placeholder_reason", sa.String(length=100), nullable=True),
+        sa.Column("placeholder_reason", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(
             ["message_id"],
             ["messages.id"],
