@@ -122,8 +122,9 @@ class FolderSync:
                 writing = None
         finally:
             if writing is not None and not writing.done():
-                # Cancelled mid-slice: let the write in flight finish; it is consistent.
-                await asyncio.shield(writing)
+                # Cancelled mid-slice: let the write in flight finish (it is consistent),
+                # but do not wait forever on it.
+                await asyncio.wait({writing}, timeout=30.0)
         return folder
 
     async def _unchanged(self, folder: mail.FolderInfo) -> bool:

@@ -18,6 +18,9 @@ from crmail.sync.worker import AccountWorker, WorkerOptions
 
 log = logging.getLogger(__name__)
 
+#: seconds a shutdown waits for workers to wind down
+STOP_TIMEOUT = 10.0
+
 
 class SyncService:
     def __init__(
@@ -90,10 +93,13 @@ class SyncService:
         ]
         for t in tasks:
             t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        if tasks:
+            # Bounded: a worker stuck in a server call must not hold up a shutdown.
+            _, pending = await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
+            for t in pending:
+                log.warning("%s did not stop within %ss", t.get_name(), STOP_TIMEOUT)
         self._tasks.clear()
+        self._workers.clear()
 
     @property
     def running(self) -> set[int]:

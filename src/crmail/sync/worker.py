@@ -276,4 +276,5 @@ async def _gather_or_fail(coros: Sequence[Coroutine[Any, Any, None]]) -> None:
     finally:
         for t in tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Bounded: one loop stuck in a server call must not keep the others' session open.
+        await asyncio.wait(tasks, timeout=10.0)
