@@ -387,15 +387,7 @@ def _leave_inbox(s: Session, a: MailAccount) -> None:
     for item in items:
         item.state = ItemState.ARCHIVED.value
         item.snooze_until = None
-        notify.inbox_updated(
-            s,
-            item.workspace_id,
-            user_id=item.user_id,
-            message_id=item.message_id,
-            thread_id=item.thread_id,
-            state=item.state,
-            is_read=item.is_read,
-        )
+        notify.item_updated(s, item)
 
 
 @dataclass(frozen=True, slots=True)

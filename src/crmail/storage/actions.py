@@ -123,7 +123,7 @@ def done(s: Session, user: crm.UserInfo, thread_id: int) -> Queued:
         item.state = ItemState.DONE.value
         item.is_read = True
         item.snooze_until = None
-        _notify(s, item)
+        notify.item_updated(s, item)
     accounts: set[int] = set()
     for account_id, mid, role, cfg in _my_placements(s, user, [i.message_id for i in items]):
         if role != Role.INBOX.value:
@@ -155,7 +155,7 @@ def snooze(s: Session, user: crm.UserInfo, thread_id: int, until: datetime) -> Q
         item.state = ItemState.SNOOZED.value
         item.snooze_until = until
         if changed:  # a new wake-up time alone is not an Inbox change
-            _notify(s, item)
+            notify.item_updated(s, item)
     return Queued(frozenset(), len(items))
 
 
@@ -170,7 +170,7 @@ def set_read(s: Session, user: crm.UserInfo, thread_id: int, read: bool) -> Queu
     for item in items:
         if item.is_read != read:
             item.is_read = read
-            _notify(s, item)
+            notify.item_updated(s, item)
     change = outbox.SyncChange(
         add=frozenset({SEEN}) if read else frozenset(),
         remove=frozenset() if read else frozenset({SEEN}),
@@ -262,18 +262,6 @@ _ITEM_COLUMNS = (
     InboxItem.state,
     InboxItem.is_read,
 )
-
-
-def _notify(s: Session, item: InboxItem) -> None:
-    notify.inbox_updated(
-        s,
-        item.workspace_id,
-        user_id=item.user_id,
-        message_id=item.message_id,
-        thread_id=item.thread_id,
-        state=item.state,
-        is_read=item.is_read,
-    )
 
 
 def _notify_rows(s: Session, rows: Sequence[Row[int, int, int, int, str, bool]]) -> None:

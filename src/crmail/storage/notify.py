@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from crmail.storage.models import Message, TimelineEntry, WebhookEndpoint
+from crmail.storage.models import InboxItem, Message, TimelineEntry, WebhookEndpoint
 
 _CACHE_KEY = "crmail.webhook_endpoints"
 
@@ -185,6 +185,19 @@ def inbox_updated(
 
 
 # --- account.state_changed ----------------------------------------------------------------------
+
+
+def item_updated(s: Session, item: InboxItem) -> None:
+    """``inbox.updated`` for an item whose state or read flag was just changed."""
+    inbox_updated(
+        s,
+        item.workspace_id,
+        user_id=item.user_id,
+        message_id=item.message_id,
+        thread_id=item.thread_id,
+        state=item.state,
+        is_read=item.is_read,
+    )
 
 
 def account_state_changed(

@@ -36,6 +36,22 @@ WHAT_TO_DO = {
 }
 
 
+def _resolve(web: Web, body: AccountIn) -> connect.Resolved:
+    """The settings of the form, checked (a CA file only from an admin)."""
+    return connect.resolve(
+        body,
+        default_history_days=web.services.settings.history_days,
+        allow_ca_file=web.user.is_admin,
+    )
+
+
+def _address(body: AccountIn) -> str:
+    email = normalize_email(body.email)
+    if email is None:
+        raise InvalidInput(f"{body.email!r} is not a valid email address")
+    return email
+
+
 def _account_in(form: FormData) -> AccountIn:
     data: dict[str, object] = {}
     for name in _FIELDS:
@@ -128,11 +144,7 @@ async def test(request: Request, web: WebAction) -> Response:
     r = None
     try:
         body = _account_in(form)
-        r = connect.resolve(
-            body,
-            default_history_days=web.services.settings.history_days,
-            allow_ca_file=web.user.is_admin,
-        )
+        r = _resolve(web, body)
         folders = await connect.test_connection(r.imap)
     except CrmailError as err:
         return await _settings_page(web, form, result=_failure(err, r), status=422)
@@ -146,14 +158,8 @@ async def connect_account(request: Request, web: WebAction) -> Response:
     r = None
     try:
         body = _account_in(form)
-        email = normalize_email(body.email)
-        if email is None:
-            raise InvalidInput(f"{body.email!r} is not a valid email address")
-        r = connect.resolve(
-            body,
-            default_history_days=web.services.settings.history_days,
-            allow_ca_file=web.user.is_admin,
-        )
+        email = _address(body)
+        r = _resolve(web, body)
         if await web.services.db.read(lambda s: crm.find_account(s, me.id, email)):
             raise Conflict(f"{email} is already connected")
         await connect.test_connection(r.imap)
@@ -221,14 +227,8 @@ async def reconnect(account_id: int, request: Request, web: WebAction) -> Respon
     r = None
     try:
         body = _account_in(form)
-        email = normalize_email(body.email)
-        if email is None:
-            raise InvalidInput(f"{body.email!r} is not a valid email address")
-        r = connect.resolve(
-            body,
-            default_history_days=web.services.settings.history_days,
-            allow_ca_file=web.user.is_admin,
-        )
+        email = _address(body)
+        r = _resolve(web, body)
         await connect.test_connection(r.imap)
     except CrmailError as err:
         failure = _failure(err, r)
