@@ -13,10 +13,12 @@ from crmail.mime.parse import (
     Address,
     AttachmentInfo,
     Envelope,
+    Head,
     ParsedMessage,
     ParseLimits,
     normalize_subject,
     parse_envelope,
+    parse_head,
     parse_message,
 )
 from crmail.mime.sanitize import BLOCKED_SRC_ATTRIBUTE, html_to_text, sanitize_html
@@ -29,6 +31,7 @@ __all__ = [
     "Composed",
     "Draft",
     "Envelope",
+    "Head",
     "OutgoingAttachment",
     "ParseLimits",
     "ParsedMessage",
@@ -36,6 +39,7 @@ __all__ = [
     "html_to_text",
     "normalize_subject",
     "parse_envelope",
+    "parse_head",
     "parse_message",
     "reply_references",
     "reply_subject",

@@ -519,19 +519,31 @@ def _envelope_from_fields(fields: _Fields, limits: ParseLimits, defects: list[st
 _EMPTY_ENVELOPE = Envelope(None, (), (), "", None, (), (), (), (), (), (), False)
 
 
-def _envelope_and_defects(header_bytes: bytes, limits: ParseLimits) -> tuple[Envelope, list[str]]:
-    head_end, _ = _split_head(header_bytes, 0, len(header_bytes))
-    fields = _Fields(header_bytes[:head_end], limits.max_header_bytes)
-    defects = fields.defects()
-    return _envelope_from_fields(fields, limits, defects), defects
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A parsed header block: its envelope and what was wrong with it."""
+
+    envelope: Envelope
+    defects: tuple[str, ...]
+    #: False when parsing failed and ``envelope`` is empty
+    complete: bool = True
+
+
+def parse_head(header_bytes: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> Head:
+    """Parse a header block (e.g. IMAP BODY.PEEK[HEADER]). Never raises."""
+    try:
+        head_end, _ = _split_head(header_bytes, 0, len(header_bytes))
+        fields = _Fields(header_bytes[:head_end], limits.max_header_bytes)
+        defects = fields.defects()
+        envelope = _envelope_from_fields(fields, limits, defects)
+        return Head(envelope, tuple(defects))
+    except Exception as exc:  # last line of defence: a bug here must not stop a sync
+        return Head(_EMPTY_ENVELOPE, (f"internal parse error: {type(exc).__name__}",), False)
 
 
 def parse_envelope(header_bytes: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> Envelope:
     """Envelope from a header block (e.g. IMAP BODY.PEEK[HEADER]). Never raises."""
-    try:
-        return _envelope_and_defects(header_bytes, limits)[0]
-    except Exception:  # last line of defence: a bug here must not stop a sync
-        return _EMPTY_ENVELOPE
+    return parse_head(header_bytes, limits).envelope
 
 
 # --- MIME parameters -----------------------------------------------------------------
@@ -869,11 +881,14 @@ def _finish_attachments(walk: _Walk) -> tuple[AttachmentInfo, ...]:
     )
 
 
-def _parse(raw: bytes, limits: ParseLimits) -> ParsedMessage:
+def _parse(raw: bytes, limits: ParseLimits, head: Head | None) -> ParsedMessage:
     head_end, body_start = _split_head(raw, 0, len(raw))
     fields = _Fields(raw[:head_end], limits.max_header_bytes)
-    defects = fields.defects()
-    envelope = _envelope_from_fields(fields, limits, defects)
+    if head is not None and head.complete:
+        envelope, defects = head.envelope, list(head.defects)
+    else:
+        defects = fields.defects()
+        envelope = _envelope_from_fields(fields, limits, defects)
     if not fields.by_name:
         defects.append("no header fields found")
         return ParsedMessage(envelope, None, None, (), len(raw), tuple(defects), True, False)
@@ -898,14 +913,19 @@ def _parse(raw: bytes, limits: ParseLimits) -> ParsedMessage:
     )
 
 
-def parse_message(raw: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> ParsedMessage:
+def parse_message(
+    raw: bytes, limits: ParseLimits = DEFAULT_LIMITS, *, head: Head | None = None
+) -> ParsedMessage:
     """Parse a raw message. Never raises.
+
+    ``head`` is this same message's header block, parsed already (a sync judges a
+    message on its header before fetching the rest): its envelope is not parsed again.
 
     On total failure (no header fields at all, or an internal error) the result has
     ``parse_failed=True`` and an Envelope built from whatever headers could be read.
     """
     try:
-        return _parse(raw, limits)
+        return _parse(raw, limits, head)
     except Exception as exc:  # last line of defence: keep the raw bytes, flag the message
         envelope = parse_envelope(raw, limits)
         defect = f"internal parse error: {type(exc).__name__}"

@@ -12,8 +12,9 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from crmail.domain.folders import Role
@@ -21,6 +22,7 @@ from crmail.domain.inbox import ItemState, is_read, next_state
 from crmail.domain.scope import AddressBook, ContactRef, Link
 from crmail.mime import ParsedMessage, normalize_subject
 from crmail.storage import notify, outbox
+from crmail.storage.bulk import insert_rows
 from crmail.storage.models import (
     Attachment,
     Base,
@@ -255,11 +257,13 @@ def apply_step(s: Session, account_id: int, step: FolderStep) -> StepResult:
     folder = s.get_one(Folder, step.folder_id)
     ws = account.workspace_id
 
-    stored_ids = store_messages(s, ws, [c.new for c in step.copies if c.new is not None])
-    ids_by_key = _message_ids(s, ws, {c.dedup_key for c in step.copies})
+    stored = _store(s, ws, [c.new for c in step.copies if c.new is not None])
+    stored_ids = [m.id for m in stored.values()]
+    ids_by_key = {key: m.id for key, m in stored.items()}
+    ids_by_key.update(_message_ids(s, ws, {c.dedup_key for c in step.copies} - stored.keys()))
     touched: set[int] = set()
 
-    placements = []
+    placements: list[dict[str, Any]] = []
     for c in step.copies:
         mid = ids_by_key.get(c.dedup_key)
         if mid is None:  # pragma: no cover - a known key vanished: never deleted by sync
@@ -274,7 +278,6 @@ def apply_step(s: Session, account_id: int, step: FolderStep) -> StepResult:
                 "modseq": c.modseq,
             }
         )
-        touched.add(mid)
     already = (
         set(
             s.scalars(
@@ -288,8 +291,13 @@ def apply_step(s: Session, account_id: int, step: FolderStep) -> StepResult:
         else set()
     )
     fresh = [p for p in placements if p["uid"] not in already]
-    if fresh:
-        s.execute(insert(Placement), fresh)
+    insert_rows(s, Placement, fresh)
+    # Messages stored by this step have no other copy, Inbox item or pending action
+    # yet: their items follow from this step alone, with no query.
+    new_ids = set(stored_ids)
+    touched.update(p["message_id"] for p in placements if p["message_id"] not in new_ids)
+    if folder.role == Role.INBOX.value:
+        _open_items(s, account, stored, [p for p in fresh if p["message_id"] in new_ids])
 
     for change in step.flag_changes:
         res = s.execute(
@@ -310,10 +318,22 @@ def apply_step(s: Session, account_id: int, step: FolderStep) -> StepResult:
 
     if step.import_complete and not folder.import_complete and folder.role == Role.INBOX.value:
         # After a (re-)import, items whose message did not come back left INBOX meanwhile.
+        in_inbox = (
+            select(Placement.id)
+            .join(Folder, Folder.id == Placement.folder_id)
+            .join(MailAccount, MailAccount.id == Placement.account_id)
+            .where(
+                Placement.message_id == InboxItem.message_id,
+                MailAccount.user_id == account.user_id,
+                Folder.role == Role.INBOX.value,
+            )
+        )
         touched.update(
             s.scalars(
                 select(InboxItem.message_id).where(
-                    InboxItem.user_id == account.user_id, InboxItem.state == ItemState.OPEN.value
+                    InboxItem.user_id == account.user_id,
+                    InboxItem.state == ItemState.OPEN.value,
+                    ~in_inbox.exists(),
                 )
             )
         )
@@ -326,7 +346,7 @@ def apply_step(s: Session, account_id: int, step: FolderStep) -> StepResult:
     notify.messages_received(s, ws, account_id, folder.name, stored_ids)
     notify.links_created(s, ws, stored_ids)
     notify.skipped(s, ws, account_id, folder.name, dict(step.skipped))
-    return StepResult(len(stored_ids), len(fresh), tuple(sorted(touched)))
+    return StepResult(len(stored_ids), len(fresh), tuple(sorted(touched | new_ids)))
 
 
 def apply_syncback(
@@ -400,14 +420,25 @@ def _message_ids(s: Session, ws: int, keys: set[str]) -> dict[str, int]:
 
 
 def store_messages(s: Session, ws: int, news: list[NewMessage]) -> list[int]:
-    """Insert messages not stored yet, with their threads, participants and links.
+    """Insert messages not stored yet, with their threads, participants and links;
+    the ids of those stored now."""
+    return [m.id for m in _store(s, ws, news).values()]
 
-    Set-based (a few statements per batch, not per message): imports write thousands
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    id: int
+    thread_id: int
+    sent_at: datetime | None
+
+
+def _store(s: Session, ws: int, news: list[NewMessage]) -> dict[str, _Stored]:
+    """Set-based (a few statements per batch, not per message): imports write thousands
     of messages a second. Text from mail is cut to the columns' sizes: PostgreSQL
     enforces them, and one overlong name must not stop a mailbox's sync.
     """
     if not news:
-        return []
+        return {}
     # A redo after a crash, or two folders in one step, may bring a key twice.
     unique: dict[str, NewMessage] = {}
     for n in news:
@@ -415,7 +446,7 @@ def store_messages(s: Session, ws: int, news: list[NewMessage]) -> list[int]:
     for key in known_keys(s, ws, unique):
         unique.pop(key)
     if not unique:
-        return []
+        return {}
     items = list(unique.values())
     threader = _Threader(s, ws, items)
     thread_ids = threader.assign(items)
@@ -442,7 +473,7 @@ def store_messages(s: Session, ws: int, news: list[NewMessage]) -> list[int]:
         )
     # One multi-row INSERT, then the ids by their unique key: ordered RETURNING would
     # make SQLite insert row by row.
-    s.execute(insert(Message), values)
+    insert_rows(s, Message, values)
     by_key = _message_ids(s, ws, set(unique))
     ids = [by_key[n.dedup_key] for n in items]
     raw: list[dict[str, object]] = []
@@ -501,10 +532,50 @@ def store_messages(s: Session, ws: int, news: list[NewMessage]) -> list[int]:
         (Attachment, atts),
         (TimelineEntry, links),
     )
-    for model, values in tables:
-        if values:
-            s.execute(insert(model), values)
-    return ids
+    for model, rows in tables:
+        insert_rows(s, model, rows)
+    return {
+        n.dedup_key: _Stored(mid, tid, n.parsed.envelope.date)
+        for mid, tid, n in zip(ids, thread_ids, items, strict=True)
+    }
+
+
+def _open_items(
+    s: Session, account: MailAccount, stored: dict[str, _Stored], copies: list[dict[str, Any]]
+) -> None:
+    """Inbox items for messages this step stored with copies in the account's INBOX."""
+    by_id = {m.id: m for m in stored.values()}
+    read: dict[int, bool] = {}
+    for c in copies:
+        read[c["message_id"]] = read.get(c["message_id"], False) or is_read(c["flags"])
+    archives = bool((account.settings or {}).get("archive_on_done", True))
+    rows = []
+    for mid, is_read_now in read.items():
+        state = next_state(None, True, done_archives=archives)
+        if state is None:  # pragma: no cover - a message in INBOX always opens an item
+            continue
+        m = by_id[mid]
+        rows.append(
+            {
+                "workspace_id": account.workspace_id,
+                "user_id": account.user_id,
+                "message_id": mid,
+                "thread_id": m.thread_id,
+                "is_read": is_read_now,
+                "state": state.value,
+                "received_at": m.sent_at or utcnow(),
+            }
+        )
+        notify.inbox_updated(
+            s,
+            account.workspace_id,
+            user_id=account.user_id,
+            message_id=mid,
+            thread_id=m.thread_id,
+            state=state.value,
+            is_read=is_read_now,
+        )
+    insert_rows(s, InboxItem, rows)
 
 
 class _Pending:
@@ -574,8 +645,9 @@ class _Threader:
                 latest[root] = when
         roots = list(dict.fromkeys(r for r in finals if isinstance(r, _Pending)))
         if roots:
-            self.s.execute(
-                insert(Thread),
+            insert_rows(
+                self.s,
+                Thread,
                 [
                     {
                         "workspace_id": self.ws,
@@ -761,8 +833,7 @@ def _refresh_inbox(s: Session, user_id: int, ws: int, message_ids: set[int]) -> 
         notify.inbox_updated(
             s, ws, user_id=user_id, message_id=mid, thread_id=tid, state=state.value, is_read=read
         )
-    if new_items:
-        s.execute(insert(InboxItem), new_items)
+    insert_rows(s, InboxItem, new_items)
 
 
 def _chunks(items: list[object] | list[int] | list[str], size: int):  # type: ignore[no-untyped-def]

@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from crmail.domain import autocreate as auto_rule
 from crmail.domain.attachments import AttachmentPolicy, account_policy, inbound_placeholder
 from crmail.domain.scope import AddressBook, Link, Scope, decide_in_scope
-from crmail.mime import Envelope, ParsedMessage, parse_envelope, parse_message
+from crmail.mime import Envelope, Head, ParsedMessage, parse_head, parse_message
 from crmail.mime.keys import envelope_key, envelope_roles
 from crmail.providers.imap import HeaderFetch, ImapClient, SelectResult
 from crmail.storage import autocreate, crm_threads, mail
@@ -279,7 +279,8 @@ class FolderSync:
         if not heads:
             return step
         book = await self._address_book()
-        envelopes = await asyncio.to_thread(lambda: [parse_envelope(h.header) for h in heads])
+        parsed_heads = await asyncio.to_thread(lambda: [parse_head(h.header) for h in heads])
+        envelopes = [p.envelope for p in parsed_heads]
         keys = [envelope_key(e) for e in envelopes]
         ws = self.account.workspace_id
         known = await self.db.read(lambda s: mail.known_keys(s, ws, keys))
@@ -296,15 +297,17 @@ class FolderSync:
         wanted: dict[str, tuple[HeaderFetch, tuple[Link, ...]]] = {}
         placed: list[tuple[HeaderFetch, str]] = []
         skipped: Counter[str] = Counter()
-        for head, env, key in zip(heads, envelopes, keys, strict=True):
+        head_of: dict[int, Head] = {}
+        for head, parsed_head, key in zip(heads, parsed_heads, keys, strict=True):
             if key in known or key in wanted:
                 placed.append((head, key))
                 continue
             decision = decide_in_scope(
-                self.scope, envelope_roles(env), book, in_crm_thread=key in in_crm
+                self.scope, envelope_roles(parsed_head.envelope), book, in_crm_thread=key in in_crm
             )
             if decision.store:
                 wanted[key] = (head, decision.links)
+                head_of[head.uid] = parsed_head
                 placed.append((head, key))
             else:
                 assert decision.skip_reason is not None
@@ -316,7 +319,10 @@ class FolderSync:
             bodies = {m.uid: m.raw for m in fetched}
         policy = account_policy(self.account.settings)
         parsed = await asyncio.to_thread(
-            lambda: {uid: _limit(parse_message(raw), policy) for uid, raw in bodies.items()}
+            lambda: {
+                uid: _limit(parse_message(raw, head=head_of.get(uid)), policy)
+                for uid, raw in bodies.items()
+            }
         )
         for head, key in placed:
             new = None
