@@ -11,6 +11,7 @@ times, are what to compare across machines):
    — target p99 < 1 s.
 
 Usage: .venv/bin/python bench/sync_bench.py [--messages 10000] [--big 100000] [--deliveries 100]
+       [--import-only]
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import imaplib
 import ssl
 import statistics
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -35,6 +37,7 @@ from crmail.demo.dovecot import Dovecot
 from crmail.providers.imap import ImapClient
 from crmail.services import Services
 from crmail.storage import accounts, crm, mail
+from crmail.storage.db import Database
 from crmail.storage.models import Message
 from crmail.sync.inbound import FolderSync, SyncOptions
 from crmail.sync.worker import AccountWorker, WorkerOptions, imap_settings
@@ -101,7 +104,62 @@ def connect_account(services: Services, ws: int, uid: int, box) -> int:  # type:
     )
 
 
-async def bench_import(dovecot: Dovecot, root: Path, n: int) -> tuple[float, float]:
+class WriterClock:
+    """CPU seconds the single database writer spends in its transactions."""
+
+    def __init__(self, db: Database) -> None:
+        self.seconds = 0.0
+        inner = db.run
+
+        def timed(fn):  # type: ignore[no-untyped-def]
+            if not threading.current_thread().name.startswith("db-writer"):
+                return inner(fn)
+            t0 = time.thread_time()
+            try:
+                return inner(fn)
+            finally:
+                self.seconds += time.thread_time() - t0
+
+        db.run = timed  # type: ignore[method-assign]
+
+
+async def import_stages(box, n: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """Seconds per message of each import stage measured alone, one after another."""
+    from crmail.mime import parse_head, parse_message
+    from crmail.providers.imap import ImapSettings
+
+    client = await ImapClient.connect(
+        ImapSettings(box.host, box.tls_port, "tls", box.email, box.password, ca_file=box.ca_file)
+    )
+    await client.select("INBOX", readonly=True)
+    uids = await client.uid_search("ALL")
+    t0 = time.perf_counter()
+    heads = [
+        h for i in range(0, len(uids), 500) for h in await client.fetch_headers(uids[i : i + 500])
+    ]
+    t1 = time.perf_counter()
+    bodies = [
+        m for i in range(0, len(uids), 500) for m in await client.fetch_messages(uids[i : i + 500])
+    ]
+    t2 = time.perf_counter()
+    await client.logout()
+    c0 = time.process_time()
+    parsed_heads = [parse_head(h.header) for h in heads]
+    c1 = time.process_time()
+    for m, h in zip(bodies, parsed_heads, strict=True):
+        parse_message(m.raw, head=h)
+    c2 = time.process_time()
+    return {
+        "header fetch (crmail client, wall)": (t1 - t0) / n,
+        "body fetch (crmail client, wall)": (t2 - t1) / n,
+        "header parse (CPU)": (c1 - c0) / n,
+        "body parse, header reused (CPU)": (c2 - c1) / n,
+    }
+
+
+async def bench_import(
+    dovecot: Dovecot, root: Path, n: int
+) -> tuple[float, float, dict[str, float]]:
     box = dovecot.add_user("importer@bench.test", "pw-import")
     dovecot.seed_maildir(
         box.email, "INBOX", (make_message(i, "client@client.example", box.email) for i in range(n))
@@ -114,6 +172,7 @@ async def bench_import(dovecot: Dovecot, root: Path, n: int) -> tuple[float, flo
     services = Services.open(Settings(data_dir=root / "import", secret_keys=(new_key(),)))
     ws, uid = setup_world(services, box.email, "client@client.example")
     acc = connect_account(services, ws, uid, box)
+    writer = WriterClock(services.db)
     t0 = time.perf_counter()
     await AccountWorker(
         services.db, services.box, acc, WorkerOptions(sync=SyncOptions(batch_size=500))
@@ -122,7 +181,10 @@ async def bench_import(dovecot: Dovecot, root: Path, n: int) -> tuple[float, flo
     stored = services.db.run(lambda s: s.scalar(select(func.count()).select_from(Message)))
     assert stored == n, (stored, n)
     services.close()
-    return n / raw_s, n / crm_s
+    stages = await import_stages(box, n)
+    stages["store: the writer's transactions (CPU)"] = writer.seconds / n
+    stages["raw imaplib fetch of the whole message (wall)"] = raw_s / n
+    return n / raw_s, n / crm_s, stages
 
 
 async def no_change_round(
@@ -286,14 +348,24 @@ async def main() -> None:
     ap.add_argument("--small", type=int, default=1_000)
     ap.add_argument("--big", type=int, default=100_000)
     ap.add_argument("--deliveries", type=int, default=100)
+    ap.add_argument("--import-only", action="store_true", help="stop after the import figures")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="crmail-bench-"))
     with Dovecot() as dovecot:
-        raw_rate, crm_rate = await bench_import(dovecot, root, args.messages)
+        raw_rate, crm_rate, stages = await bench_import(dovecot, root, args.messages)
         print(f"import of {args.messages} messages (~9 KB each)")
         print(f"  raw IMAP fetch (imaplib)     : {raw_rate:8.0f} msg/s")
         print(f"  crmail initial import        : {crm_rate:8.0f} msg/s")
         print(f"  ratio crmail / raw           : {crm_rate / raw_rate:8.2f}   (target >= 0.5)")
+        print("  where an imported message's time goes, each stage measured alone (us/msg):")
+        baseline = stages.pop("raw imaplib fetch of the whole message (wall)")
+        for name, seconds in stages.items():
+            print(f"    {name:<42}: {seconds * 1e6:7.1f}")
+        total = sum(stages.values())
+        print(f"    {'sum of the stages':<42}: {total * 1e6:7.1f}")
+        print(f"    {'raw imaplib fetch of the whole message':<42}: {baseline * 1e6:7.1f}")
+        if args.import_only:
+            return
         st_s, sel_s, small = await no_change_round(dovecot, root, args.small, "small")
         st_b, sel_b, big = await no_change_round(dovecot, root, args.big, "big")
         print("no-change resync round, per round (crmail: one STATUS + a heartbeat commit)")
