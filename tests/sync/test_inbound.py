@@ -327,3 +327,62 @@ async def test_overlong_header_values_are_cut_not_fatal(
         "long1@client.test",
         "long2@client.test",
     }
+
+
+async def test_import_slices_are_bounded_in_bytes_and_overlap_without_loss(
+    services: Services,
+    world: World,
+    dovecot: Dovecot,
+    mailbox: MailboxAccount,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A slice is held in memory until written: big messages make smaller slices. Slices
+    are fetched while earlier ones are written, and every message lands exactly once."""
+    from crmail.sync import inbound
+
+    me = world.user(mailbox.email)
+    world.contact("alice@acme.test", name="Alice")
+    account = world.connect(me, mailbox)
+    big = "x" * 30_000
+    raws = [
+        message("alice@acme.test", mailbox.email, f"Report {i}", big, msgid=f"<big{i}@acme.test>")
+        for i in range(9)
+    ] + [
+        message("alice@acme.test", mailbox.email, f"Note {i}", msgid=f"<small{i}@acme.test>")
+        for i in range(20)
+    ]
+    dovecot.seed_maildir(mailbox.email, "INBOX", raws)
+    written: list[int] = []
+    apply = inbound.FolderSync._apply
+
+    async def spy(self, step):  # type: ignore[no-untyped-def]
+        if step.copies:
+            written.append(sum(c.new.parsed.size for c in step.copies if c.new))
+        return await apply(self, step)
+
+    monkeypatch.setattr(inbound.FolderSync, "_apply", spy)
+    budget = 70_000
+    options = WorkerOptions(sync=SyncOptions(batch_size=10, slice_bytes=budget))
+    await AccountWorker(services.db, services.box, account, options).run_once()
+
+    assert count(services, Message) == 29
+    assert count(services, Placement) == 29
+    assert count(services, InboxItem) == 29
+    # big messages came two to a slice, small ones ten to a slice
+    assert all(size <= budget for size in written), written
+    assert len(written) == 5 + 2, written
+    folder = services.db.run(
+        lambda s: s.scalars(
+            select(Folder).where(Folder.account_id == account, Folder.name == "INBOX")
+        ).one()
+    )
+    assert folder.import_complete and folder.import_done == 29
+
+
+def test_a_slice_takes_at_least_one_message_and_stops_at_the_budget() -> None:
+    from crmail.sync.inbound import _within
+
+    sizes = {5: 40, 4: 40, 3: 10, 2: 500}
+    assert _within([5, 4, 3, 2], sizes, 100) == [5, 4, 3]
+    assert _within([2, 1], sizes, 100) == [2]  # one too big message still goes alone
+    assert _within([9, 8], {}, 1) == [9, 8]  # expunged meanwhile: no size, no cost

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -45,6 +45,9 @@ IMAP_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "O
 class SyncOptions:
     history_days: int = 365
     batch_size: int = 200
+    #: at most this many bytes of mail per import slice (a slice is held in memory until
+    #: written): 200 messages with 25 MB attachments must not take 5 GB
+    slice_bytes: int = 64 * 1024 * 1024
 
 
 def imap_date(d: datetime) -> str:
@@ -105,24 +108,48 @@ class FolderSync:
             folder = await self._apply_changes(folder, sel)
             folder = await self._new_mail(folder, sel.uidnext)
 
-        # The next slice is fetched and parsed while the previous one is being written:
-        # the network and the database work side by side. Writes stay in order, so the
-        # committed cursor never runs ahead of committed data.
+        return await self._import(folder, import_batches)
+
+    async def _import(self, folder: mail.FolderInfo, batches: int) -> mail.FolderInfo:
+        """Up to ``batches`` slices of the initial import, newest first.
+
+        Slices overlap: while one waits on the server another is parsed, and the oldest
+        finished slice is written while the next ones are fetched. Writes stay in order,
+        so the committed cursor never runs ahead of committed data. A scope that depends
+        on what earlier slices stored (CRM threads, auto-created contacts) fetches one
+        slice at a time.
+        """
+        depth = 1 if self.scope is Scope.CRM_THREADS or self.auto.any else 2
+        fetching: deque[asyncio.Task[mail.FolderStep]] = deque()
         writing: asyncio.Task[mail.StepResult] | None = None
+
+        async def write_oldest() -> None:
+            nonlocal writing
+            step = await fetching.popleft()
+            if writing is not None:
+                await writing
+            writing = asyncio.ensure_future(self._apply(step))
+
         try:
-            for _ in range(import_batches):
+            for _ in range(batches):
                 if folder.import_complete:
                     break
-                step, folder = await self._import_slice(folder)
-                if writing is not None:
-                    await writing
-                writing = asyncio.ensure_future(self._apply(step))
+                batch, folder = await self._next_slice(folder)
+                fetching.append(asyncio.ensure_future(self._slice_step(folder, batch)))
+                if len(fetching) >= depth:
+                    await write_oldest()
+            while fetching:
+                await write_oldest()
             if writing is not None:
                 await writing
                 writing = None
         finally:
+            for task in fetching:
+                task.cancel()
+            if fetching:
+                await asyncio.gather(*fetching, return_exceptions=True)
             if writing is not None and not writing.done():
-                # Cancelled mid-slice: let the write in flight finish (it is consistent),
+                # Cancelled mid-import: let the write in flight finish (it is consistent),
                 # but do not wait forever on it.
                 await asyncio.wait({writing}, timeout=30.0)
         return folder
@@ -238,10 +265,8 @@ class FolderSync:
             folder = replace(folder, uidnext=server_uidnext)
         return folder
 
-    async def _import_slice(
-        self, folder: mail.FolderInfo
-    ) -> tuple[mail.FolderStep, mail.FolderInfo]:
-        """The next slice of the initial import, ready to write."""
+    async def _next_slice(self, folder: mail.FolderInfo) -> tuple[list[int], mail.FolderInfo]:
+        """The UIDs of the next import slice, and the folder as it will be once written."""
         assert folder.import_floor is not None
         pending = self._pending_import.get(folder.id)
         if pending is None:
@@ -252,14 +277,21 @@ class FolderSync:
                     f"UID 1:{folder.import_floor - 1} {self._window_criteria()}"
                 )
             pending = sorted((u for u in found if u < folder.import_floor), reverse=True)
-            self._pending_import[folder.id] = pending
         pending = [u for u in pending if u < folder.import_floor]
-        batch, rest = pending[: self.options.batch_size], pending[self.options.batch_size :]
+        batch = pending[: self.options.batch_size]
+        if len(batch) > 1:
+            batch = _within(batch, await self.client.fetch_sizes(batch), self.options.slice_bytes)
+        rest = pending[len(batch) :]
         self._pending_import[folder.id] = rest
-        step = await self._ingest(folder, batch) if batch else mail.FolderStep(folder.id)
-        step.import_floor = batch[-1] if batch else folder.import_floor
-        step.import_complete = not rest
-        return step, replace(folder, import_floor=step.import_floor, import_complete=not rest)
+        floor = batch[-1] if batch else folder.import_floor
+        return batch, replace(folder, import_floor=floor, import_complete=not rest)
+
+    async def _slice_step(self, after: mail.FolderInfo, batch: list[int]) -> mail.FolderStep:
+        """The write for an import slice: its messages and the folder's new cursor."""
+        step = await self._ingest(after, batch) if batch else mail.FolderStep(after.id)
+        step.import_floor = after.import_floor
+        step.import_complete = after.import_complete
+        return step
 
     async def _apply(self, step: mail.FolderStep) -> mail.StepResult:
         account_id = self.account.id
@@ -390,6 +422,17 @@ class FolderSync:
         created = await self.db.write(lambda s: autocreate.create_contacts(s, ws, wanted))
         self._book = autocreate.with_contacts(book, created)
         return self._book
+
+
+def _within(batch: list[int], sizes: dict[int, int], budget: int) -> list[int]:
+    """The longest head of ``batch`` whose messages fit in ``budget`` bytes (at least one).
+    A UID without a size was expunged: it costs nothing."""
+    total = 0
+    for i, uid in enumerate(batch):
+        total += sizes.get(uid, 0)
+        if total > budget and i > 0:
+            return batch[:i]
+    return batch
 
 
 def _limit(parsed: ParsedMessage, policy: AttachmentPolicy) -> ParsedMessage:

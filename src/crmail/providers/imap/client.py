@@ -889,6 +889,21 @@ class ImapClient:
                 gone |= ev.uids
         return FlagFetch(tuple(self._flag_updates(fetches)), frozenset(gone))
 
+    async def fetch_sizes(self, uids: Sequence[int]) -> dict[int, int]:
+        """RFC822.SIZE of each message still there, by UID."""
+        sizes: dict[int, int] = {}
+        for chunk, _n in uid_set_chunks(uids):
+            async with self._lock:
+                res = await self._cmd("UID FETCH", chunk, "(UID RFC822.SIZE)", owns=(b"FETCH",))
+            _check(res, "UID FETCH RFC822.SIZE")
+            for seq, data in _parse_fetch(res.of_kind(b"FETCH")).items():
+                uid, size = data.get(b"UID"), data.get(b"RFC822.SIZE")
+                if not isinstance(uid, int) or not isinstance(size, int):
+                    self._conn.events.append(_fetch_event_response(seq, data))
+                    continue
+                sizes[uid] = size
+        return sizes
+
     async def _fetch_bodies(
         self, uids: Sequence[int], section: bytes, peek: str
     ) -> Iterator[tuple[int, dict[bytes, Any]]]:
