@@ -20,7 +20,7 @@ from crmail.domain.account import ACTIVE, AccountEvent, AccountState, IllegalTra
 from crmail.domain.folders import Role
 from crmail.domain.inbox import ItemState
 from crmail.errors import Conflict, CrmailError, Forbidden, NotFound
-from crmail.storage import notify
+from crmail.storage import mail, notify
 from crmail.storage.models import (
     Folder,
     InboxItem,
@@ -366,16 +366,7 @@ def _leave_inbox(s: Session, a: MailAccount) -> None:
         .join(Folder, Folder.id == Placement.folder_id)
         .where(Placement.account_id == a.id, Folder.role == Role.INBOX.value)
     )
-    elsewhere = (
-        select(Placement.message_id)
-        .join(Folder, Folder.id == Placement.folder_id)
-        .join(MailAccount, MailAccount.id == Placement.account_id)
-        .where(
-            MailAccount.user_id == a.user_id,
-            MailAccount.id != a.id,
-            Folder.role == Role.INBOX.value,
-        )
-    )
+    elsewhere = mail.in_user_inbox(a.user_id, Placement.message_id).where(MailAccount.id != a.id)
     items = s.scalars(
         select(InboxItem).where(
             InboxItem.user_id == a.user_id,

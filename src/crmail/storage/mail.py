@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from crmail.domain.folders import Role
@@ -318,15 +318,8 @@ def apply_step(s: Session, account_id: int, step: FolderStep) -> StepResult:
 
     if step.import_complete and not folder.import_complete and folder.role == Role.INBOX.value:
         # After a (re-)import, items whose message did not come back left INBOX meanwhile.
-        in_inbox = (
-            select(Placement.id)
-            .join(Folder, Folder.id == Placement.folder_id)
-            .join(MailAccount, MailAccount.id == Placement.account_id)
-            .where(
-                Placement.message_id == InboxItem.message_id,
-                MailAccount.user_id == account.user_id,
-                Folder.role == Role.INBOX.value,
-            )
+        in_inbox = in_user_inbox(account.user_id, Placement.id).where(
+            Placement.message_id == InboxItem.message_id
         )
         touched.update(
             s.scalars(
@@ -754,6 +747,17 @@ class _Threader:
                 tids.add(into)
 
 
+def in_user_inbox(user_id: int, *columns: Any) -> Select[Any]:
+    """``columns`` of the placements in the INBOX of any of the user's accounts."""
+    return (
+        select(*columns)
+        .select_from(Placement)
+        .join(Folder, Folder.id == Placement.folder_id)
+        .join(MailAccount, MailAccount.id == Placement.account_id)
+        .where(MailAccount.user_id == user_id, Folder.role == Role.INBOX.value)
+    )
+
+
 def _refresh_inbox(s: Session, user_id: int, ws: int, message_ids: set[int]) -> None:
     """Recompute the owner's Inbox items for messages whose placements changed.
 
@@ -770,16 +774,9 @@ def _refresh_inbox(s: Session, user_id: int, ws: int, message_ids: set[int]) -> 
     ids = sorted(message_ids - outbox.pending_message_ids(s, my_accounts, message_ids))
     inbox_copies: dict[int, list[tuple[list[str], bool]]] = {}
     for chunk in _chunks(ids, 500):
-        q = (
-            select(Placement.message_id, Placement.flags, Placement.account_id)
-            .join(Folder, Folder.id == Placement.folder_id)
-            .join(MailAccount, MailAccount.id == Placement.account_id)
-            .where(
-                MailAccount.user_id == user_id,
-                Folder.role == Role.INBOX.value,
-                Placement.message_id.in_(chunk),
-            )
-        )
+        q = in_user_inbox(
+            user_id, Placement.message_id, Placement.flags, Placement.account_id
+        ).where(Placement.message_id.in_(chunk))
         for mid, flags, account_id in s.execute(q).all():
             inbox_copies.setdefault(mid, []).append((flags, archives[account_id]))
     items = {
