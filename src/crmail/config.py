@@ -27,6 +27,9 @@ class Settings:
     #: allow http:// webhook endpoints on loopback (local development and tests only);
     #: off, endpoints must be https and resolve to public addresses
     webhook_allow_http_loopback: bool = False
+    #: webhook events whose deliveries are all finished are forgotten after this many days
+    #: (with their delivery log); 0 keeps them forever
+    webhook_retention_days: int = 30
     #: mark the web app's session cookie Secure (sent over HTTPS only): turn on behind TLS;
     #: off by default so the loopback demo on plain http works
     cookie_secure: bool = False
@@ -67,6 +70,7 @@ class Settings:
             "drop_domain": e.get("CRMAIL_DROP_DOMAIN", "").strip().lower(),
             "webhook_allow_http_loopback": e.get("CRMAIL_WEBHOOK_ALLOW_HTTP_LOOPBACK", "").lower()
             in ("1", "true", "yes", "on"),
+            "webhook_retention_days": int(e.get("CRMAIL_WEBHOOK_RETENTION_DAYS", "30")),
             "cookie_secure": e.get("CRMAIL_COOKIE_SECURE", "").lower()
             in ("1", "true", "yes", "on"),
         }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from datetime import timedelta
 
 from crmail.services import Services
 from crmail.storage import accounts
@@ -47,6 +48,11 @@ async def serve(services: Services, *, ready: Callable[[str], None] | None = Non
         services.db,
         services.box,
         allow_http_loopback=services.settings.webhook_allow_http_loopback,
+        retention=(
+            timedelta(days=services.settings.webhook_retention_days)
+            if services.settings.webhook_retention_days > 0
+            else None
+        ),
     )
     webhooks.start()
     drops = None

@@ -289,3 +289,44 @@ async def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not cond():
             await asyncio.sleep(0.02)
+
+
+async def test_finished_events_are_forgotten_after_the_retention_and_owed_ones_kept(
+    setup: Setup, sender: WebhookSender, clock: Clock
+) -> None:
+    from sqlalchemy import func, select
+
+    from crmail.storage.models import WebhookDelivery, WebhookEvent
+
+    def counts() -> tuple[int, int]:
+        return setup.services.db.run(
+            lambda s: (
+                s.scalar(select(func.count()).select_from(WebhookEvent)),
+                s.scalar(select(func.count()).select_from(WebhookDelivery)),
+            )
+        )
+
+    setup.emit()
+    assert await sender.run_once() == 1  # delivered
+    owed = setup.emit()  # not attempted yet: still pending
+    assert counts() == (2, 2)
+
+    clock.advance(29 * 86400)
+    assert await sender.purge_if_due() == 0  # not old enough
+    assert counts() == (2, 2)
+
+    clock.advance(2 * 86400)
+    assert await sender.purge_if_due() == 1
+    assert counts() == (1, 1)
+    (left,) = setup.log()
+    assert left.event_id == owed and left.state == "pending"
+    # at most once per purge interval
+    assert await sender.purge_if_due() == 0
+
+
+async def test_no_retention_keeps_every_event(setup: Setup, clock: Clock) -> None:
+    keep = WebhookSender(setup.services.db, setup.services.box, clock=clock, retention=None)
+    setup.emit()
+    clock.advance(3650 * 86400)
+    assert await keep.purge_if_due() == 0
+    assert len(setup.log()) == 1

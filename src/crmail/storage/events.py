@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, exists, select
 from sqlalchemy.orm import Session
 
 from crmail.crypto import SecretBox
@@ -333,6 +333,30 @@ def record_attempt(
         d.next_attempt_at = retry_at
     s.flush()
     return d.state
+
+
+def purge(s: Session, before: datetime, limit: int = 1000) -> int:
+    """Forget up to ``limit`` events created before ``before`` whose deliveries are all
+    finished (delivered or failed), with their delivery log; returns how many.
+
+    Deliveries still pending (a paused endpoint, a retry due later) keep their event,
+    however old: nothing owed to a receiver is dropped.
+    """
+    owed = exists().where(
+        WebhookDelivery.event_id == WebhookEvent.id, WebhookDelivery.state == "pending"
+    )
+    ids = list(
+        s.scalars(
+            select(WebhookEvent.id)
+            .where(WebhookEvent.created_at < before, ~owed)
+            .order_by(WebhookEvent.id)
+            .limit(limit)
+        )
+    )
+    if ids:
+        s.execute(delete(WebhookDelivery).where(WebhookDelivery.event_id.in_(ids)))
+        s.execute(delete(WebhookEvent).where(WebhookEvent.id.in_(ids)))
+    return len(ids)
 
 
 def delivery_log(

@@ -246,6 +246,8 @@ class WebhookSender:
         max_attempts: int = MAX_ATTEMPTS,
         clock: Callable[[], datetime] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        retention: timedelta | None = timedelta(days=30),
+        purge_interval: float = 3600.0,
     ) -> None:
         self.db = db
         self.box = box
@@ -261,6 +263,10 @@ class WebhookSender:
         self._client: httpx.AsyncClient | None = None
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
+        #: finished events older than this are forgotten (None: kept forever)
+        self.retention = retention
+        self.purge_interval = purge_interval
+        self._last_purge: datetime | None = None
 
     # -- lifecycle (like SyncService) --
 
@@ -289,6 +295,7 @@ class WebhookSender:
             self._wake.clear()
             try:
                 sent = await self.run_once()
+                await self.purge_if_due()
             except Exception:
                 log.exception("webhook sender pass failed")
                 sent = 0
@@ -310,6 +317,27 @@ class WebhookSender:
                 # Not recorded: the delivery stays due and is tried again next pass.
                 log.error("webhook delivery %s failed unexpectedly", d.id, exc_info=r)
         return len(due)
+
+    async def purge_if_due(self) -> int:
+        """Forget finished events past the retention, at most once per ``purge_interval``;
+        returns how many. Small transactions: the single writer is never held long."""
+        now = self._clock()
+        if self.retention is None or (
+            self._last_purge is not None
+            and (now - self._last_purge).total_seconds() < self.purge_interval
+        ):
+            return 0
+        self._last_purge = now
+        before = now - self.retention
+        total = 0
+        while True:
+            n = await self.db.write(lambda s: events.purge(s, before))
+            total += n
+            if n < 1000:
+                break
+        if total:
+            log.info("forgot %d webhook events older than %s", total, before.isoformat())
+        return total
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
