@@ -10,6 +10,7 @@ from crmail.mime.compose import (
 )
 from crmail.mime.parse import (
     DEFAULT_LIMITS,
+    ENVELOPE_FIELDS,
     Address,
     AttachmentInfo,
     Envelope,
@@ -26,6 +27,7 @@ from crmail.mime.sanitize import BLOCKED_SRC_ATTRIBUTE, html_to_text, sanitize_h
 __all__ = [
     "BLOCKED_SRC_ATTRIBUTE",
     "DEFAULT_LIMITS",
+    "ENVELOPE_FIELDS",
     "Address",
     "AttachmentInfo",
     "Composed",

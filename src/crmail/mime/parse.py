@@ -39,6 +39,22 @@ MAX_REFERENCES = 100  # keep the thread root plus the most recent ancestors
 MAX_MESSAGE_ID_CHARS = 998
 _ADDRESS_HEADERS = ("from", "sender", "reply-to", "to", "cc", "bcc")
 
+#: Every header field an Envelope is made of: a header block holding only these
+#: (IMAP ``BODY.PEEK[HEADER.FIELDS (...)]``) gives the same Envelope as the whole header.
+ENVELOPE_FIELDS = (
+    *(name.title() for name in _ADDRESS_HEADERS),
+    "Message-ID",
+    "In-Reply-To",
+    "References",
+    "Date",
+    "Subject",
+    # bulk mail
+    "List-Id",
+    "List-Unsubscribe",
+    "Precedence",
+    "Auto-Submitted",
+)
+
 
 # --- public data -------------------------------------------------------------------
 
@@ -885,7 +901,8 @@ def _parse(raw: bytes, limits: ParseLimits, head: Head | None) -> ParsedMessage:
     head_end, body_start = _split_head(raw, 0, len(raw))
     fields = _Fields(raw[:head_end], limits.max_header_bytes)
     if head is not None and head.complete:
-        envelope, defects = head.envelope, list(head.defects)
+        # The head may hold only the envelope's fields: the whole header's defects too.
+        envelope, defects = head.envelope, [*fields.defects(), *head.defects]
     else:
         defects = fields.defects()
         envelope = _envelope_from_fields(fields, limits, defects)
@@ -918,8 +935,9 @@ def parse_message(
 ) -> ParsedMessage:
     """Parse a raw message. Never raises.
 
-    ``head`` is this same message's header block, parsed already (a sync judges a
-    message on its header before fetching the rest): its envelope is not parsed again.
+    ``head`` is this same message's header block (whole, or its ENVELOPE_FIELDS only),
+    parsed already (a sync judges a message on its header before fetching the rest): its
+    envelope is not parsed again.
 
     On total failure (no header fields at all, or an internal error) the result has
     ``parse_failed=True`` and an Envelope built from whatever headers could be read.

@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from crmail.domain import autocreate as auto_rule
 from crmail.domain.attachments import AttachmentPolicy, account_policy, inbound_placeholder
 from crmail.domain.scope import AddressBook, Link, Scope, decide_in_scope
-from crmail.mime import Envelope, Head, ParsedMessage, parse_head, parse_message
+from crmail.mime import ENVELOPE_FIELDS, Envelope, Head, ParsedMessage, parse_head, parse_message
 from crmail.mime.keys import envelope_key, envelope_roles
 from crmail.providers.imap import HeaderFetch, ImapClient, SelectResult
 from crmail.storage import autocreate, crm_threads, mail
@@ -307,7 +307,7 @@ class FolderSync:
 
     async def _ingest(self, folder: mail.FolderInfo, uids: list[int]) -> mail.FolderStep:
         step = mail.FolderStep(folder_id=folder.id)
-        heads = await self.client.fetch_headers(uids)
+        heads = await self.client.fetch_headers(uids, ENVELOPE_FIELDS)
         if not heads:
             return step
         book = await self._address_book()

@@ -349,7 +349,7 @@ def _records(responses: Iterable[Response]) -> list[Record]:
 
 _SEQ_OPEN = re.compile(rb"(\d+) \(")
 _FAST_ITEM = re.compile(
-    rb" ?([A-Za-z0-9.-]+(?:\[[A-Za-z0-9.]*\](?:<\d+>)?)?) "
+    rb" ?([A-Za-z0-9.-]+(?:\[[A-Za-z0-9. ()-]*\](?:<\d+>)?)?) "
     rb'(?:(\d+)|\(([^()"{}]*)\)|"([^"\\]*)"|(NIL)|\{(\d+)\}\Z)'
 )
 _INTERNALDATE = re.compile(
@@ -446,6 +446,13 @@ def _fast_fetch(resp: Response) -> tuple[int, dict[bytes, Any]] | None:
         if lit is not None and pos != end:
             return None
     return (seq, items) if seq >= 0 else None
+
+
+_FIELD_NAME = re.compile(r"[A-Za-z0-9-]+")
+
+
+def _item_starting(data: dict[bytes, Any], prefix: bytes) -> bytes | None:
+    return next((k for k in data if k.startswith(prefix)), None)
 
 
 def _parse_fetch(responses: Sequence[Response]) -> dict[int, dict[bytes, Any]]:
@@ -906,26 +913,40 @@ class ImapClient:
 
     async def _fetch_bodies(
         self, uids: Sequence[int], section: bytes, peek: str
-    ) -> Iterator[tuple[int, dict[bytes, Any]]]:
+    ) -> Iterator[tuple[int, dict[bytes, Any], bytes]]:
+        """(uid, items, body section) of each message; ``section`` is the item's name, or
+        its start when servers differ in how they echo it (``BODY[HEADER.FIELDS``)."""
         items = f"(UID FLAGS INTERNALDATE RFC822.SIZE{' MODSEQ' if self.condstore else ''} {peek})"
-        parsed: list[tuple[int, dict[bytes, Any]]] = []
+        parsed: list[tuple[int, dict[bytes, Any], bytes]] = []
         for chunk, _n in uid_set_chunks(uids):
             async with self._lock:
                 res = await self._cmd("UID FETCH", chunk, items, owns=(b"FETCH",))
             _check(res, "UID FETCH")
             for seq, data in _parse_fetch(res.of_kind(b"FETCH")).items():
                 uid = data.get(b"UID")
-                if section not in data or not isinstance(uid, int):
+                key = section if section in data else _item_starting(data, section)
+                if key is None or not isinstance(uid, int):
                     # A FETCH we did not ask for (flag change by another client).
                     self._conn.events.append(_fetch_event_response(seq, data))
                     continue
-                parsed.append((uid, data))
+                parsed.append((uid, data, data[key] or b""))
         parsed.sort(key=lambda x: x[0])
         return iter(parsed)
 
-    async def fetch_headers(self, uids: Sequence[int]) -> list[HeaderFetch]:
+    async def fetch_headers(
+        self, uids: Sequence[int], fields: Sequence[str] | None = None
+    ) -> list[HeaderFetch]:
+        """Header blocks with flags and size; ``fields``: only these header fields
+        (``HEADER.FIELDS``), when the rest (Received chains, DKIM and ARC signatures, often
+        most of the bytes) is not needed."""
+        if fields:
+            if not all(_FIELD_NAME.fullmatch(f) for f in fields):
+                raise InvalidInput(f"not header field names: {list(fields)}")
+            section, peek = b"BODY[HEADER.FIELDS", f"BODY.PEEK[HEADER.FIELDS ({' '.join(fields)})]"
+        else:
+            section, peek = b"BODY[HEADER]", "BODY.PEEK[HEADER]"
         out = []
-        for uid, d in await self._fetch_bodies(uids, b"BODY[HEADER]", "BODY.PEEK[HEADER]"):
+        for uid, d, header in await self._fetch_bodies(uids, section, peek):
             out.append(
                 HeaderFetch(
                     uid=uid,
@@ -933,7 +954,7 @@ class ImapClient:
                     internaldate=_aware(d.get(b"INTERNALDATE")),
                     size=int(d.get(b"RFC822.SIZE") or 0),
                     modseq=_modseq(d.get(b"MODSEQ")),
-                    header=d[b"BODY[HEADER]"] or b"",
+                    header=header,
                 )
             )
         return out
@@ -941,7 +962,7 @@ class ImapClient:
     async def fetch_messages(self, uids: Sequence[int]) -> list[MessageFetch]:
         # BODY.PEEK: fetching for sync must never mark mail as read for the user.
         out = []
-        for uid, d in await self._fetch_bodies(uids, b"BODY[]", "BODY.PEEK[]"):
+        for uid, d, raw in await self._fetch_bodies(uids, b"BODY[]", "BODY.PEEK[]"):
             out.append(
                 MessageFetch(
                     uid=uid,
@@ -949,7 +970,7 @@ class ImapClient:
                     internaldate=_aware(d.get(b"INTERNALDATE")),
                     size=int(d.get(b"RFC822.SIZE") or 0),
                     modseq=_modseq(d.get(b"MODSEQ")),
-                    raw=d[b"BODY[]"] or b"",
+                    raw=raw,
                 )
             )
         return out
