@@ -181,7 +181,15 @@ class Dovecot:
 
     host = "127.0.0.1"
 
-    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | None = None,
+        *,
+        oauth2_introspection_url: str | None = None,
+    ) -> None:
+        """``oauth2_introspection_url``: also offer XOAUTH2/OAUTHBEARER logins, checking
+        each bearer token with this RFC 7662 introspection endpoint."""
+        self.oauth2_introspection_url = oauth2_introspection_url
         self._own_dir = directory is None
         self.dir = Path(directory or tempfile.mkdtemp(prefix="crmail-dovecot-"))
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -215,6 +223,14 @@ class Dovecot:
         ca, cert, key = make_tls_files(self.dir)
         self.ca_file, self.cert_file, self.key_file = str(ca), str(cert), str(key)
         self._write_passwd()
+        if self.oauth2_introspection_url:
+            (self.dir / "oauth2.conf.ext").write_text(
+                "introspection_mode = post\n"
+                f"introspection_url = {self.oauth2_introspection_url}\n"
+                "username_attribute = username\n"
+                "active_attribute = active\n"
+                "active_value = true\n"
+            )
         self.conf.write_text(self._render_config(cert, key))
         self._proc = subprocess.Popen(
             [DOVECOT, "-F", "-c", str(self.conf)],
@@ -466,7 +482,7 @@ ssl = yes
 ssl_cert = <{cert}
 ssl_key = <{key}
 {ssl_dh}disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{" xoauth2 oauthbearer" if self.oauth2_introspection_url else ""}
 auth_failure_delay = 0
 auth_cache_size = 0
 mail_location = maildir:{self.mail_root}/%u/Maildir
@@ -479,7 +495,7 @@ passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {self.passwd_dir}/%u
 }}
-userdb {{
+{self._oauth2_passdb()}userdb {{
   driver = static
   args = allow_all_users=yes
 }}
@@ -522,6 +538,11 @@ protocol lmtp {{
   postmaster_address = postmaster@example.test
 }}
 """
+
+    def _oauth2_passdb(self) -> str:
+        if not self.oauth2_introspection_url:
+            return ""
+        return f"passdb {{\n  driver = oauth2\n  args = {self.dir}/oauth2.conf.ext\n}}\n"
 
     # Convenience for tests that compare with a TLS client.
     def ssl_context(self) -> ssl.SSLContext:

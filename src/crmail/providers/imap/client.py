@@ -492,13 +492,19 @@ def _caps_from(text: bytes | str) -> set[str]:
     return {c.upper() for c in text.split()}
 
 
-def _login_error(result: TaggedResult, *, host: str) -> CrmailError:
+def _login_error(result: TaggedResult, *, host: str, oauth2: bool = False) -> CrmailError:
     text = result.text
     code = (result.code or "").upper()
     if code == "UNAVAILABLE":
         return ConnectFailed(
             f"{host} cannot log in right now: {text}",
             hint="The mail server is temporarily unavailable; try again later.",
+        )
+    if oauth2 and result.status == "NO":
+        return AuthFailed(
+            f"{host} refused the OAuth2 sign-in: {text}",
+            hint="The access granted to crmail has expired or was revoked: reconnect the "
+            "account (sign in with your provider again).",
         )
     if _APP_PASSWORD.search(text):
         return AppPasswordRequired(
@@ -658,7 +664,7 @@ class ImapClient:
                 )
             res = await conn.command("LOGIN", quoted(s.username), quoted(s.password), redact=True)
         if not res.ok:
-            raise _login_error(res, host=s.host)
+            raise _login_error(res, host=s.host, oauth2=s.oauth2_token is not None)
         if (res.code or "").upper() == "CAPABILITY":
             caps = _caps_from(res.code_args)
         else:

@@ -1,0 +1,111 @@
+"""OAuth2 (XOAUTH2) login against a real Dovecot that checks bearer tokens with an
+RFC 7662 introspection endpoint on loopback, as Gmail's and Microsoft's IMAP servers
+check theirs."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
+
+import pytest
+
+from crmail.errors import AuthFailed
+from crmail.providers.imap import ImapClient, ImapSettings
+from tests.servers import Dovecot, MailboxAccount
+
+USER = "oauth@example.test"
+TOKENS = {"good-token": USER}
+
+
+class Introspection:
+    """The token endpoint's introspection: which tokens are live, and for whom."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        seen = self.asked
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                token = parse_qs(body).get("token", [""])[0]
+                seen.append(token)
+                user = TOKENS.get(token)
+                doc = {"active": True, "username": user} if user else {"active": False}
+                data = json.dumps(doc).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/introspect"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def oauth_dovecot() -> Iterator[tuple[Dovecot, Introspection]]:
+    endpoint = Introspection()
+    server = Dovecot(oauth2_introspection_url=endpoint.url).start()
+    try:
+        server.add_user(USER, "a-password-nobody-uses")
+        yield server, endpoint
+    finally:
+        server.stop()
+        endpoint.close()
+
+
+def settings(server: Dovecot, token: str) -> ImapSettings:
+    return ImapSettings(
+        server.host,
+        server.imaps_port,
+        "tls",
+        USER,
+        None,
+        ca_file=server.ca_file,
+        oauth2_token=token,
+    )
+
+
+async def test_a_live_token_logs_in_and_reads(
+    oauth_dovecot: tuple[Dovecot, Introspection],
+) -> None:
+    server, endpoint = oauth_dovecot
+    server.deliver(
+        USER, b"From: a@example.test\r\nTo: oauth@example.test\r\nSubject: s\r\n\r\nx\r\n"
+    )
+    client = await ImapClient.connect(settings(server, "good-token"))
+    try:
+        sel = await client.select("INBOX", readonly=True)
+        assert sel.exists == 1
+    finally:
+        await client.logout()
+    assert "good-token" in endpoint.asked  # the server really checked it
+
+
+async def test_a_revoked_token_is_an_auth_error_not_a_hang(
+    oauth_dovecot: tuple[Dovecot, Introspection],
+) -> None:
+    server, endpoint = oauth_dovecot
+    with pytest.raises(AuthFailed) as failed:
+        await ImapClient.connect(settings(server, "revoked-token"))
+    assert "revoked-token" in endpoint.asked
+    assert "OAuth2" in str(failed.value)
+    assert "reconnect" in (failed.value.hint or "")  # not "check your password"
+
+
+async def test_a_server_without_oauth2_says_so(mailbox: MailboxAccount) -> None:
+    with pytest.raises(AuthFailed, match="OAuth2"):
+        await ImapClient.connect(
+            ImapSettings(mailbox.host, mailbox.port, "none", mailbox.email, None, oauth2_token="t")
+        )
