@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Installs what crmail and its tests need on a fresh Debian machine: Dovecot (IMAP + LMTP),
-# PostgreSQL, and a virtualenv with crmail and its test dependencies. Idempotent.
+# Installs what crmail and its tests need on a fresh Debian machine: Dovecot (IMAP, LMTP,
+# submission), PostgreSQL, and a virtualenv with crmail and its test dependencies. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v dovecot >/dev/null 2>&1 || need+=(dovecot-core dovecot-imapd dovecot-lmtpd)
+# SMTP submission (the XOAUTH2 sending test logs in to Dovecot's own submission service)
+[ -x /usr/lib/dovecot/submission ] || need+=(dovecot-submissiond)
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 # the browser tests drive Debian's Chromium (Playwright's own browser download is not used)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)

@@ -186,10 +186,15 @@ class Dovecot:
         directory: str | os.PathLike[str] | None = None,
         *,
         oauth2_introspection_url: str | None = None,
+        submission_relay: tuple[str, int] | None = None,
     ) -> None:
         """``oauth2_introspection_url``: also offer XOAUTH2/OAUTHBEARER logins, checking
-        each bearer token with this RFC 7662 introspection endpoint."""
+        each bearer token with this RFC 7662 introspection endpoint.
+        ``submission_relay``: also run Dovecot's SMTP submission service (on
+        ``submission_port``, same logins as IMAP), relaying accepted mail to this
+        (host, port); it can be set after construction, before :meth:`start`."""
         self.oauth2_introspection_url = oauth2_introspection_url
+        self.submission_relay = submission_relay
         self._own_dir = directory is None
         self.dir = Path(directory or tempfile.mkdtemp(prefix="crmail-dovecot-"))
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -197,7 +202,7 @@ class Dovecot:
         # mkdtemp makes 0700; Dovecot's auth (user dovecot) and mail processes
         # (nobody) must traverse it to read the passwd-file and the mail.
         self.dir.chmod(0o755)
-        self.imap_port, self.imaps_port, self.lmtp_port = free_ports(3)
+        self.imap_port, self.imaps_port, self.lmtp_port, self.submission_port = free_ports(4)
         self.conf = self.dir / "dovecot.conf"
         self.passwd_dir = self.dir / "passwd.d"
         self.mail_root = self.dir / "mail"
@@ -475,7 +480,7 @@ class Dovecot:
 base_dir = {d}/run
 state_dir = {d}/state
 instance_name = crmail-test-{os.getpid()}-{self.imap_port}
-protocols = imap lmtp
+protocols = imap lmtp{" submission" if self.submission_relay else ""}
 listen = 127.0.0.1
 log_path = {self.log_file}
 ssl = yes
@@ -534,10 +539,22 @@ service lmtp {{
 protocol imap {{
   mail_max_userip_connections = 1000
 }}
+{self._submission()}
 protocol lmtp {{
   postmaster_address = postmaster@example.test
 }}
 """
+
+    def _submission(self) -> str:
+        if not self.submission_relay:
+            return ""
+        host, port = self.submission_relay
+        return (
+            f"hostname = localhost\nsubmission_relay_host = {host}\n"
+            f"submission_relay_port = {port}\nsubmission_relay_trusted = yes\n"
+            "service submission-login {\n  inet_listener submission {\n"
+            f"    address = 127.0.0.1\n    port = {self.submission_port}\n  }}\n}}\n"
+        )
 
     def _oauth2_passdb(self) -> str:
         if not self.oauth2_introspection_url:

@@ -32,6 +32,7 @@ from crmail.errors import (
     SendFailed,
     TLSFailed,
 )
+from crmail.providers import OAUTH2_REFUSED_HINT
 
 __all__ = ["SendResult", "SmtpInfo", "SmtpSettings", "probe", "send"]
 
@@ -264,10 +265,8 @@ async def _login(smtp: aiosmtplib.SMTP, s: SmtpSettings) -> None:
                 )
             assert s.password is not None
             await smtp.login(s.username, s.password)
-    except aiosmtplib.SMTPAuthenticationError as e:
-        raise _auth_error(s.host, e.code, e.message) from e
-    except aiosmtplib.SMTPResponseException as e:
-        raise _auth_error(s.host, e.code, e.message) from e
+    except aiosmtplib.SMTPResponseException as e:  # SMTPAuthenticationError included
+        raise _auth_error(s.host, e.code, e.message, oauth2=s.oauth2_token is not None) from e
     except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as e:
         raise ConnectFailed(
             f"The connection to {s.host} was lost during login: {_describe(e)}",
@@ -305,8 +304,10 @@ def _info(smtp: aiosmtplib.SMTP, offered_starttls: bool) -> SmtpInfo:
 # --- error translation -----------------------------------------------------------------
 
 
-def _auth_error(host: str, code: int, text: str) -> CrmailError:
+def _auth_error(host: str, code: int, text: str, *, oauth2: bool = False) -> CrmailError:
     reply = _reply(code, text)
+    if oauth2 and code >= 500:
+        return AuthFailed(f"{host} refused the OAuth2 sign-in: {reply}", hint=OAUTH2_REFUSED_HINT)
     if _APP_PASSWORD.search(text):
         return AppPasswordRequired(
             f"{host} refused the password: {reply}",

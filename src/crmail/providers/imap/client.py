@@ -37,6 +37,7 @@ from crmail.errors import (
     MessageTooLarge,
     ProtocolError,
 )
+from crmail.providers import OAUTH2_REFUSED_HINT
 from crmail.providers.imap.connection import (
     Arg,
     ImapConnection,
@@ -503,8 +504,7 @@ def _login_error(result: TaggedResult, *, host: str, oauth2: bool = False) -> Cr
     if oauth2 and result.status == "NO":
         return AuthFailed(
             f"{host} refused the OAuth2 sign-in: {text}",
-            hint="The access granted to crmail has expired or was revoked: reconnect the "
-            "account (sign in with your provider again).",
+            hint=OAUTH2_REFUSED_HINT,
         )
     if _APP_PASSWORD.search(text):
         return AppPasswordRequired(

@@ -1,6 +1,6 @@
-"""OAuth2 (XOAUTH2) login against a real Dovecot that checks bearer tokens with an
-RFC 7662 introspection endpoint on loopback, as Gmail's and Microsoft's IMAP servers
-check theirs."""
+"""OAuth2 (XOAUTH2) login, IMAP and SMTP, against a real Dovecot that checks bearer
+tokens with an RFC 7662 introspection endpoint on loopback, as Gmail's and Microsoft's
+servers check theirs."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from urllib.parse import parse_qs
 import pytest
 
 from crmail.errors import AuthFailed
+from crmail.providers import smtp
 from crmail.providers.imap import ImapClient, ImapSettings
-from tests.servers import Dovecot, MailboxAccount
+from tests.servers import Dovecot, MailboxAccount, SmtpRelay
 
 USER = "oauth@example.test"
 TOKENS = {"good-token": USER}
@@ -55,13 +56,19 @@ class Introspection:
 
 @pytest.fixture(scope="module")
 def oauth_dovecot() -> Iterator[tuple[Dovecot, Introspection]]:
+    """Dovecot with IMAP and SMTP submission checking tokens; submission relays through
+    an SMTP relay back into Dovecot's LMTP."""
     endpoint = Introspection()
-    server = Dovecot(oauth2_introspection_url=endpoint.url).start()
+    server = Dovecot(oauth2_introspection_url=endpoint.url)
+    relay = SmtpRelay(server.host, server.lmtp_port).start()
+    server.submission_relay = (relay.host, relay.port)
+    server.start()
     try:
         server.add_user(USER, "a-password-nobody-uses")
         yield server, endpoint
     finally:
         server.stop()
+        relay.stop()
         endpoint.close()
 
 
@@ -109,3 +116,34 @@ async def test_a_server_without_oauth2_says_so(mailbox: MailboxAccount) -> None:
         await ImapClient.connect(
             ImapSettings(mailbox.host, mailbox.port, "none", mailbox.email, None, oauth2_token="t")
         )
+
+
+def smtp_settings(server: Dovecot, token: str) -> smtp.SmtpSettings:
+    return smtp.SmtpSettings(
+        server.host, server.submission_port, "none", USER, oauth2_token=token, timeout=10.0
+    )
+
+
+async def test_a_live_token_sends_through_smtp(
+    oauth_dovecot: tuple[Dovecot, Introspection],
+) -> None:
+    server, _ = oauth_dovecot
+    raw = (
+        b"From: oauth@example.test\r\nTo: oauth@example.test\r\nSubject: via xoauth2\r\n\r\nhi\r\n"
+    )
+    result = await smtp.send(
+        smtp_settings(server, "good-token"), mail_from=USER, recipients=[USER], raw=raw
+    )
+    assert result.accepted == (USER,)
+    found = server.doveadm("search", "-u", USER, "mailbox", "INBOX", "subject", "via xoauth2")
+    assert found.strip(), "the message did not arrive"
+
+
+async def test_a_revoked_token_is_refused_by_smtp_too(
+    oauth_dovecot: tuple[Dovecot, Introspection],
+) -> None:
+    server, _ = oauth_dovecot
+    with pytest.raises(AuthFailed) as failed:
+        await smtp.probe(smtp_settings(server, "revoked-token"))
+    assert "OAuth2" in str(failed.value)
+    assert "reconnect" in (failed.value.hint or "")
