@@ -100,17 +100,6 @@ async def test_a_live_token_logs_in_and_reads(
     assert "good-token" in endpoint.asked  # the server really checked it
 
 
-async def test_a_revoked_token_is_an_auth_error_not_a_hang(
-    oauth_dovecot: tuple[Dovecot, Introspection],
-) -> None:
-    server, endpoint = oauth_dovecot
-    with pytest.raises(AuthFailed) as failed:
-        await ImapClient.connect(settings(server, "revoked-token"))
-    assert "revoked-token" in endpoint.asked
-    assert "OAuth2" in str(failed.value)
-    assert "reconnect" in (failed.value.hint or "")  # not "check your password"
-
-
 async def test_a_server_without_oauth2_says_so(mailbox: MailboxAccount) -> None:
     with pytest.raises(AuthFailed, match="OAuth2"):
         await ImapClient.connect(
@@ -139,11 +128,17 @@ async def test_a_live_token_sends_through_smtp(
     assert found.strip(), "the message did not arrive"
 
 
-async def test_a_revoked_token_is_refused_by_smtp_too(
-    oauth_dovecot: tuple[Dovecot, Introspection],
+@pytest.mark.parametrize("protocol", ["imap", "smtp"])
+async def test_a_revoked_token_is_an_auth_error_that_says_to_reconnect(
+    oauth_dovecot: tuple[Dovecot, Introspection], protocol: str
 ) -> None:
-    server, _ = oauth_dovecot
+    server, endpoint = oauth_dovecot
+    endpoint.asked.clear()
     with pytest.raises(AuthFailed) as failed:
-        await smtp.probe(smtp_settings(server, "revoked-token"))
+        if protocol == "imap":
+            await ImapClient.connect(settings(server, "revoked-token"))
+        else:
+            await smtp.probe(smtp_settings(server, "revoked-token"))
+    assert "revoked-token" in endpoint.asked  # the server really checked it
     assert "OAuth2" in str(failed.value)
-    assert "reconnect" in (failed.value.hint or "")
+    assert "reconnect" in (failed.value.hint or "")  # not "check your password"
