@@ -335,7 +335,11 @@ def record_attempt(
     return d.state
 
 
-def purge(s: Session, before: datetime, limit: int = 1000) -> int:
+#: events forgotten per purge transaction: the single writer is never held long
+PURGE_BATCH = 1000
+
+
+def purge(s: Session, before: datetime, limit: int = PURGE_BATCH) -> int:
     """Forget up to ``limit`` events created before ``before`` whose deliveries are all
     finished (delivered or failed), with their delivery log; returns how many.
 

@@ -542,31 +542,23 @@ def _open_items(
     for c in copies:
         read[c["message_id"]] = read.get(c["message_id"], False) or is_read(c["flags"])
     archives = bool((account.settings or {}).get("archive_on_done", True))
+    state = next_state(None, True, done_archives=archives)
+    if state is None:  # pragma: no cover - a message in INBOX always opens an item
+        return
     rows = []
     for mid, is_read_now in read.items():
-        state = next_state(None, True, done_archives=archives)
-        if state is None:  # pragma: no cover - a message in INBOX always opens an item
-            continue
         m = by_id[mid]
         rows.append(
-            {
-                "workspace_id": account.workspace_id,
-                "user_id": account.user_id,
-                "message_id": mid,
-                "thread_id": m.thread_id,
-                "is_read": is_read_now,
-                "state": state.value,
-                "received_at": m.sent_at or utcnow(),
-            }
-        )
-        notify.inbox_updated(
-            s,
-            account.workspace_id,
-            user_id=account.user_id,
-            message_id=mid,
-            thread_id=m.thread_id,
-            state=state.value,
-            is_read=is_read_now,
+            _new_item(
+                s,
+                account.workspace_id,
+                account.user_id,
+                mid,
+                m.thread_id,
+                m.sent_at,
+                state,
+                is_read_now,
+            )
         )
     insert_rows(s, InboxItem, rows)
 
@@ -810,27 +802,45 @@ def _refresh_inbox(s: Session, user_id: int, ws: int, message_ids: set[int]) -> 
         read = any(is_read(f) for f, _ in copies) if copies else (item.is_read if item else False)
         if item is None:
             tid, sent = meta[mid]
-            new_items.append(
-                {
-                    "workspace_id": ws,
-                    "user_id": user_id,
-                    "message_id": mid,
-                    "thread_id": tid,
-                    "is_read": read,
-                    "state": state.value,
-                    "received_at": sent or utcnow(),
-                }
-            )
-        elif item.state != state.value or item.is_read != read:
-            item.state = state.value
-            item.is_read = read
-            tid = item.thread_id
-        else:
+            new_items.append(_new_item(s, ws, user_id, mid, tid, sent, state, read))
             continue
-        notify.inbox_updated(
-            s, ws, user_id=user_id, message_id=mid, thread_id=tid, state=state.value, is_read=read
-        )
+        if item.state == state.value and item.is_read == read:
+            continue
+        item.state = state.value
+        item.is_read = read
+        notify.item_updated(s, item)
     insert_rows(s, InboxItem, new_items)
+
+
+def _new_item(
+    s: Session,
+    ws: int,
+    user_id: int,
+    message_id: int,
+    thread_id: int,
+    sent_at: datetime | None,
+    state: ItemState,
+    read: bool,
+) -> dict[str, object]:
+    """The row of a new Inbox item, announced (``inbox.updated``) in this transaction."""
+    notify.inbox_updated(
+        s,
+        ws,
+        user_id=user_id,
+        message_id=message_id,
+        thread_id=thread_id,
+        state=state.value,
+        is_read=read,
+    )
+    return {
+        "workspace_id": ws,
+        "user_id": user_id,
+        "message_id": message_id,
+        "thread_id": thread_id,
+        "is_read": read,
+        "state": state.value,
+        "received_at": sent_at or utcnow(),
+    }
 
 
 def _chunks(items: list[object] | list[int] | list[str], size: int):  # type: ignore[no-untyped-def]

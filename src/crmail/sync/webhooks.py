@@ -333,7 +333,7 @@ class WebhookSender:
         while True:
             n = await self.db.write(lambda s: events.purge(s, before))
             total += n
-            if n < 1000:
+            if n < events.PURGE_BATCH:
                 break
         if total:
             log.info("forgot %d webhook events older than %s", total, before.isoformat())

@@ -17,7 +17,7 @@ import datetime as dt
 import logging
 import re
 import ssl
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 from typing import Literal as TypingLiteral
@@ -904,18 +904,10 @@ class ImapClient:
 
     async def fetch_sizes(self, uids: Sequence[int]) -> dict[int, int]:
         """RFC822.SIZE of each message still there, by UID."""
-        sizes: dict[int, int] = {}
-        for chunk, _n in uid_set_chunks(uids):
-            async with self._lock:
-                res = await self._cmd("UID FETCH", chunk, "(UID RFC822.SIZE)", owns=(b"FETCH",))
-            _check(res, "UID FETCH RFC822.SIZE")
-            for seq, data in _parse_fetch(res.of_kind(b"FETCH")).items():
-                uid, size = data.get(b"UID"), data.get(b"RFC822.SIZE")
-                if not isinstance(uid, int) or not isinstance(size, int):
-                    self._conn.events.append(_fetch_event_response(seq, data))
-                    continue
-                sizes[uid] = size
-        return sizes
+        fetched = await self._uid_fetch(
+            uids, "(UID RFC822.SIZE)", lambda d: isinstance(d.get(b"RFC822.SIZE"), int)
+        )
+        return {uid: d[b"RFC822.SIZE"] for uid, d in fetched}
 
     async def _fetch_bodies(
         self, uids: Sequence[int], section: bytes, peek: str
@@ -923,21 +915,31 @@ class ImapClient:
         """(uid, items, body section) of each message; ``section`` is the item's name, or
         its start when servers differ in how they echo it (``BODY[HEADER.FIELDS``)."""
         items = f"(UID FLAGS INTERNALDATE RFC822.SIZE{' MODSEQ' if self.condstore else ''} {peek})"
-        parsed: list[tuple[int, dict[bytes, Any], bytes]] = []
+
+        def key(d: dict[bytes, Any]) -> bytes:
+            return section if section in d else _item_starting(d, section) or section
+
+        fetched = await self._uid_fetch(uids, items, lambda d: key(d) in d)
+        return iter([(uid, d, d[key(d)] or b"") for uid, d in fetched])
+
+    async def _uid_fetch(
+        self, uids: Sequence[int], items: str, asked: Callable[[dict[bytes, Any]], bool]
+    ) -> list[tuple[int, dict[bytes, Any]]]:
+        """``UID FETCH uids items`` in chunks: (uid, items) of each message, by UID. A FETCH
+        without what was ``asked`` is a change by another client: it becomes an event."""
+        out: list[tuple[int, dict[bytes, Any]]] = []
         for chunk, _n in uid_set_chunks(uids):
             async with self._lock:
                 res = await self._cmd("UID FETCH", chunk, items, owns=(b"FETCH",))
             _check(res, "UID FETCH")
             for seq, data in _parse_fetch(res.of_kind(b"FETCH")).items():
                 uid = data.get(b"UID")
-                key = section if section in data else _item_starting(data, section)
-                if key is None or not isinstance(uid, int):
-                    # A FETCH we did not ask for (flag change by another client).
+                if not isinstance(uid, int) or not asked(data):
                     self._conn.events.append(_fetch_event_response(seq, data))
                     continue
-                parsed.append((uid, data, data[key] or b""))
-        parsed.sort(key=lambda x: x[0])
-        return iter(parsed)
+                out.append((uid, data))
+        out.sort(key=lambda x: x[0])
+        return out
 
     async def fetch_headers(
         self, uids: Sequence[int], fields: Sequence[str] | None = None
