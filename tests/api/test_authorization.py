@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from crmail.api import connect
+from crmail.sync import connect
 from tests.api.conftest import Actor, World
 from tests.api.test_mail_routes import T0, raw_mail
 

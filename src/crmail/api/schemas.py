@@ -10,12 +10,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field
+
+# The connection forms belong to the use-case shared with the web app; re-exported here.
+from crmail.sync.connect import AccountIn, AccountPatch, AccountTestIn
+
+__all__ = ["AccountIn", "AccountPatch", "AccountTestIn"]
 
 Name = Annotated[str, Field(max_length=300)]
 EmailText = Annotated[str, Field(min_length=3, max_length=320)]
 DealStatus = Literal["open", "won", "lost"]
-Security = Literal["tls", "starttls", "none"]
 
 
 class Out(BaseModel):
@@ -223,60 +227,6 @@ class ProviderOut(Out):
     smtp_security: str
     app_password_hint: str
     oauth: str | None
-
-
-class AccountTestIn(In):
-    provider: str = Field(description="a key of GET /api/providers; 'other' for any server")
-    email: EmailText
-    username: Annotated[str, Field(max_length=320)] | None = Field(
-        None, description="login name; defaults to the email address"
-    )
-    password: SecretStr
-    imap_host: Annotated[str, Field(max_length=255)] | None = None
-    imap_port: Annotated[int, Field(ge=1, le=65535)] | None = None
-    imap_security: Security | None = None
-    ca_file: Annotated[str, Field(max_length=4096)] | None = Field(
-        None,
-        description=(
-            "path, on the crmail server, of a PEM CA bundle to trust for this account's "
-            "TLS: for self-signed or private-CA servers (tests, on-premise). Leave empty "
-            "for public providers."
-        ),
-    )
-
-
-class AccountIn(AccountTestIn):
-    smtp_host: Annotated[str, Field(max_length=255)] | None = None
-    smtp_port: Annotated[int, Field(ge=1, le=65535)] | None = None
-    smtp_security: Security | None = None
-    history_days: Annotated[int, Field(ge=1, le=36500)] | None = Field(
-        None, description="how far back the initial import goes; server default when absent"
-    )
-    folders: Annotated[list[Annotated[str, Field(max_length=500)]], Field(max_length=100)] = Field(
-        default_factory=list, description="extra folders to sync besides Inbox/Sent/Archive"
-    )
-
-
-class AccountPatch(In):
-    """Change a connected mailbox: only the fields given change; the rest is kept.
-
-    Also the body of ``POST /api/accounts/{id}/reconnect``, where every field may be left
-    out to resume with the stored credentials.
-    """
-
-    provider: str | None = Field(None, description="a key of GET /api/providers")
-    email: EmailText | None = Field(None, description="the new connected address")
-    username: Annotated[str, Field(max_length=320)] | None = Field(
-        None, description="login name; follows the address when it was the address"
-    )
-    password: SecretStr | None = Field(None, description="new password or app password")
-    imap_host: Annotated[str, Field(max_length=255)] | None = None
-    imap_port: Annotated[int, Field(ge=1, le=65535)] | None = None
-    imap_security: Security | None = None
-    ca_file: Annotated[str, Field(max_length=4096)] | None = None
-    smtp_host: Annotated[str, Field(max_length=255)] | None = None
-    smtp_port: Annotated[int, Field(ge=1, le=65535)] | None = None
-    smtp_security: Security | None = None
 
 
 class AccountTestOut(BaseModel):

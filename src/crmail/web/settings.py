@@ -9,13 +9,13 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
-from crmail.api import connect
-from crmail.api.schemas import AccountIn
 from crmail.domain.addresses import normalize_email
 from crmail.errors import Conflict, CrmailError, InvalidInput, ProviderError
 from crmail.providers.presets import PRESETS, preset
 from crmail.storage import accounts, crm
 from crmail.storage import web as store
+from crmail.sync import connect
+from crmail.sync.connect import AccountIn
 from crmail.web.common import Web, WebAction, WebRoute, WebUser, see_other
 
 router = APIRouter(prefix="/settings/email", route_class=WebRoute, include_in_schema=False)

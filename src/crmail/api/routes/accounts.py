@@ -6,7 +6,6 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from crmail.api import connect
 from crmail.api.deps import CurrentUser, ServicesDep
 from crmail.api.schemas import (
     AccountIn,
@@ -25,6 +24,7 @@ from crmail.providers.presets import PRESETS, preset
 from crmail.services import Services
 from crmail.storage import accounts, crm, drop
 from crmail.storage.crm import UserInfo
+from crmail.sync import connect
 
 router = APIRouter(prefix="/api", tags=["mail accounts"])
 

@@ -1,8 +1,12 @@
 """Turning what a user typed into IMAP settings, trying them, and explaining failures.
 
-Used by ``POST /api/accounts/test`` and ``POST /api/accounts``: both log in and list
-folders before anything is stored, so a wrong password is reported while the user is
-still on the form, with the provider's advice (app passwords) attached.
+The use-case behind connecting a mailbox, shared by the API (``POST /api/accounts/test``,
+``POST /api/accounts``, ``PATCH``/reconnect) and the web app's Settings → Email: both log
+in and list folders before anything is stored, so a wrong password is reported while the
+user is still on the form, with the provider's advice (app passwords) attached.
+
+The connection forms (:class:`AccountTestIn`, :class:`AccountIn`, :class:`AccountPatch`)
+live here, below both shells; :mod:`crmail.api.schemas` re-exports them for the API.
 """
 
 from __future__ import annotations
@@ -10,10 +14,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from crmail.api.schemas import AccountIn, AccountPatch, AccountTestIn
 from crmail.domain.addresses import normalize_email
 from crmail.errors import (
     AuthFailed,
@@ -26,6 +30,68 @@ from crmail.errors import (
 )
 from crmail.providers.imap import ImapClient, ImapSettings
 from crmail.providers.presets import PRESETS, Preset
+
+EmailText = Annotated[str, Field(min_length=3, max_length=320)]
+Security = Literal["tls", "starttls", "none"]
+
+
+class _In(BaseModel):
+    # Unknown fields are an error: a typo ("lead" for "lead_id") should not be ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class AccountTestIn(_In):
+    provider: str = Field(description="a key of GET /api/providers; 'other' for any server")
+    email: EmailText
+    username: Annotated[str, Field(max_length=320)] | None = Field(
+        None, description="login name; defaults to the email address"
+    )
+    password: SecretStr
+    imap_host: Annotated[str, Field(max_length=255)] | None = None
+    imap_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    imap_security: Security | None = None
+    ca_file: Annotated[str, Field(max_length=4096)] | None = Field(
+        None,
+        description=(
+            "path, on the crmail server, of a PEM CA bundle to trust for this account's "
+            "TLS: for self-signed or private-CA servers (tests, on-premise). Leave empty "
+            "for public providers."
+        ),
+    )
+
+
+class AccountIn(AccountTestIn):
+    smtp_host: Annotated[str, Field(max_length=255)] | None = None
+    smtp_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    smtp_security: Security | None = None
+    history_days: Annotated[int, Field(ge=1, le=36500)] | None = Field(
+        None, description="how far back the initial import goes; server default when absent"
+    )
+    folders: Annotated[list[Annotated[str, Field(max_length=500)]], Field(max_length=100)] = Field(
+        default_factory=list, description="extra folders to sync besides Inbox/Sent/Archive"
+    )
+
+
+class AccountPatch(_In):
+    """Change a connected mailbox: only the fields given change; the rest is kept.
+
+    Also the body of ``POST /api/accounts/{id}/reconnect``, where every field may be left
+    out to resume with the stored credentials.
+    """
+
+    provider: str | None = Field(None, description="a key of GET /api/providers")
+    email: EmailText | None = Field(None, description="the new connected address")
+    username: Annotated[str, Field(max_length=320)] | None = Field(
+        None, description="login name; follows the address when it was the address"
+    )
+    password: SecretStr | None = Field(None, description="new password or app password")
+    imap_host: Annotated[str, Field(max_length=255)] | None = None
+    imap_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    imap_security: Security | None = None
+    ca_file: Annotated[str, Field(max_length=4096)] | None = None
+    smtp_host: Annotated[str, Field(max_length=255)] | None = None
+    smtp_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    smtp_security: Security | None = None
 
 
 @dataclass(frozen=True, slots=True)
