@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
 
 from crmail.services import Services
-from crmail.storage.migrate import current
+from crmail.storage.migrate import alembic_config, current, downgrade, upgrade
 from crmail.storage.models import Base
+
+HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def test_migrations_match_models(services: Services) -> None:
-    assert current(services.db.engine) == "0002"
+    assert current(services.db.engine) == HEAD
     with services.db.engine.connect() as conn:
         diff = compare_metadata(
             MigrationContext.configure(conn, opts={"compare_type": False}), Base.metadata
@@ -20,14 +24,53 @@ def test_migrations_match_models(services: Services) -> None:
 
 
 def test_downgrade_and_upgrade_again(services: Services) -> None:
-    from alembic import command
-
-    from crmail.storage.migrate import alembic_config, upgrade
-
-    cfg = alembic_config(services.db.engine.url.render_as_string(hide_password=False))
-    with services.db.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "base")
+    downgrade(services.db.engine, "base")
     assert current(services.db.engine) is None
     upgrade(services.db.engine)
-    assert current(services.db.engine) == "0002"
+    assert current(services.db.engine) == HEAD
+
+
+def test_user_tokens_move_to_api_tokens_and_nothing_else_is_lost(services: Services) -> None:
+    # 0003 rebuilds ``users`` on SQLite: rows pointing at a user (here a mail account)
+    # must survive it, and the user's old token must still sign in.
+    downgrade(services.db.engine, "0002")
+    digest = "ab" * 32
+    with services.db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO workspaces (id, name, settings, created_at) "
+                "VALUES (1, 'Acme', '{}', '2026-01-01 00:00:00+00:00')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO users (id, workspace_id, email, name, role, token_hash,"
+                " created_at) VALUES (7, 1, 'a@acme.test', 'A', 'admin', :h,"
+                " '2026-01-01 00:00:00+00:00')"
+            ),
+            {"h": digest},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO mail_accounts (id, workspace_id, user_id, email, provider,"
+                " settings, secret, state, created_at) VALUES (3, 1, 7, 'a@acme.test',"
+                " 'imap', '{}', :secret, 'new', '2026-01-01 00:00:00+00:00')"
+            ),
+            {"secret": b"sealed"},
+        )
+    upgrade(services.db.engine)
+    with services.db.engine.connect() as conn:
+        tokens = conn.execute(
+            text("SELECT user_id, name, token_hash, revoked_at FROM api_tokens")
+        ).all()
+        accounts = conn.execute(text("SELECT id, user_id FROM mail_accounts")).all()
+        disabled = conn.execute(text("SELECT disabled_at FROM users WHERE id = 7")).scalar_one()
+    assert [tuple(r) for r in tokens] == [(7, "initial", digest, None)]
+    assert [tuple(r) for r in accounts] == [(3, 7)]
+    assert disabled is None
+    # and back: the token returns to its user
+    downgrade(services.db.engine, "0002")
+    with services.db.engine.connect() as conn:
+        back = conn.execute(text("SELECT token_hash FROM users WHERE id = 7")).scalar_one()
+        count = conn.execute(text("SELECT count(*) FROM mail_accounts")).scalar_one()
+    assert (back, count) == (digest, 1)

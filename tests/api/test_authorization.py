@@ -61,6 +61,31 @@ ALL_OK, WS_ONLY = (200, 200, 200, 200), (200, 200, 200, 404)
 TABLE = [
     row("GET", "/healthz", ALL_OK, anonymous=200),
     row("GET", "/api/me", ALL_OK),
+    # A user's tokens are their own: another's token id is "not found", even for an admin.
+    row("GET", "/api/me/tokens", ALL_OK),
+    row("POST", "/api/me/tokens", (201,) * 4, {"name": "ci", "expires_in_days": 30}),
+    row("POST", "/api/me/tokens/{token_id}/rotate", (201, 404, 404, 404)),
+    row("DELETE", "/api/me/tokens/{token_id}", (204, 404, 404, 404)),
+    # The world's users have no web password: there is none to change.
+    row(
+        "POST",
+        "/api/me/password",
+        (422,) * 4,
+        {"current_password": "x", "new_password": "long enough"},
+    ),
+    row("GET", "/api/users", (403, 403, 200, 200)),
+    row(
+        "POST",
+        "/api/users/{user_id}/disable",
+        (403, 403, 200, 404),
+        path="/api/users/{mate_id}/disable",
+    ),
+    row(
+        "POST",
+        "/api/users/{user_id}/enable",
+        (403, 403, 200, 404),
+        path="/api/users/{mate_id}/enable",
+    ),
     row("POST", "/api/contacts", (201,) * 4, {"name": "N", "emails": ["new@x.test"]}),
     row("GET", "/api/contacts", ALL_OK),
     row("GET", "/api/contacts/{contact_id}", WS_ONLY),
@@ -156,7 +181,7 @@ def test_table_covers_every_route(world: World) -> None:
     covered = {(r.method, r.route.replace("{private_id}", "{message_id}")) for r in TABLE}
     assert routes - covered == set(), "routes without an authorization row"
     assert covered - routes == set(), "rows for routes that do not exist"
-    assert len(routes) == 48  # a sanity check that the walk saw the whole app
+    assert len(routes) == 56  # a sanity check that the walk saw the whole app
 
 
 @pytest.fixture
@@ -191,6 +216,8 @@ def ids(world: World, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
         "message_id": message,
         "private_id": private,
         "owner_id": world.owner.id,
+        "mate_id": world.teammate.id,
+        "token_id": c.post("/api/me/tokens", json={"name": "spare"}, headers=h).json()["id"],
         "webhook_id": webhook,
         "thread_id": c.get(f"/api/messages/{message}", headers=h).json()["thread_id"],
         "sent_id": c.post(

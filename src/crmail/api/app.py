@@ -15,7 +15,18 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from crmail import web
-from crmail.api.routes import accounts, actions, crm, health, links, mail, me, sending, webhooks
+from crmail.api.routes import (
+    accounts,
+    actions,
+    crm,
+    health,
+    links,
+    mail,
+    me,
+    sending,
+    users,
+    webhooks,
+)
 from crmail.api.schemas import ErrorOut
 from crmail.errors import CrmailError
 from crmail.services import Services
@@ -43,7 +54,7 @@ def create_app(services: Services) -> FastAPI:
         responses={"default": {"model": ErrorOut, "description": "any error"}},
     )
     app.state.services = services
-    for module in (health, me, crm, accounts, mail, actions, sending, links, webhooks):
+    for module in (health, me, users, crm, accounts, mail, actions, sending, links, webhooks):
         app.include_router(module.router)
     web.install(app)  # the server-rendered web app and its static files
     app.add_exception_handler(CrmailError, _crmail_error)

@@ -9,11 +9,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from crmail.errors import Unauthenticated
 from crmail.services import Services
-from crmail.storage import crm
+from crmail.storage import crm, tokens
 from crmail.storage.crm import UserInfo
 
 # auto_error=False: a missing header must answer our own 401 shape, not FastAPI's 403.
-_bearer = HTTPBearer(auto_error=False, description="the API token given when the user was created")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="an API token of the user (Settings → API tokens, or `crmail user tokens create`)",
+)
 
 
 def get_services(request: Request) -> Services:
@@ -33,9 +36,9 @@ async def current_user(
             "missing API token", hint="send the header 'Authorization: Bearer <token>'"
         )
     token = creds.credentials
-    user = await services.db.read(lambda s: crm.user_for_token(s, token))
-    if user is None:
-        raise Unauthenticated("invalid API token")
+    user, checked = await services.db.read(lambda s: crm.user_for_token(s, token))
+    if checked.stale:
+        await services.db.write(lambda s: tokens.touch(s, checked.token_id))
     return user
 
 

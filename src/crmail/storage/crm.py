@@ -8,8 +8,6 @@ Every lookup by id is scoped to a workspace: an id of another workspace is simpl
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +21,7 @@ from crmail.domain.addresses import normalize_email
 from crmail.domain.inbox import ItemState
 from crmail.errors import Conflict, InvalidInput, NotFound
 from crmail.mime import parse_message
-from crmail.storage import accounts
+from crmail.storage import accounts, tokens
 from crmail.storage.models import (
     Attachment,
     Contact,
@@ -207,10 +205,6 @@ class MessageDetail:
 # --- workspaces, users, tokens ------------------------------------------------------------
 
 
-def _hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 def create_workspace(s: Session, name: str) -> WorkspaceInfo:
     ws = Workspace(name=name)
     s.add(ws)
@@ -221,25 +215,22 @@ def create_workspace(s: Session, name: str) -> WorkspaceInfo:
 def create_user(
     s: Session, workspace_id: int, email: str, *, name: str = "", role: str = "member"
 ) -> NewUser:
+    """A new user with a first API token, named "initial"."""
     if role not in ROLES:
         raise InvalidInput(f"role must be one of {', '.join(ROLES)}")
     addr = _email_or_invalid(email)
     if s.scalar(select(User.id).where(User.workspace_id == workspace_id, User.email == addr)):
         raise Conflict(f"a user with {addr} already exists in this workspace")
-    token = secrets.token_urlsafe(32)
-    u = User(
-        workspace_id=workspace_id, email=addr, name=name, role=role, token_hash=_hash_token(token)
-    )
+    u = User(workspace_id=workspace_id, email=addr, name=name, role=role)
     s.add(u)
     s.flush()
-    return NewUser(_user_info(u), token)
+    return NewUser(_user_info(u), tokens.issue(s, u.id, "initial").secret)
 
 
-def user_for_token(s: Session, token: str) -> UserInfo | None:
-    if not token:
-        return None
-    u = s.scalar(select(User).where(User.token_hash == _hash_token(token)))
-    return _user_info(u) if u else None
+def user_for_token(s: Session, token: str) -> tuple[UserInfo, tokens.Checked]:
+    """The user a usable API token belongs to; :class:`Unauthenticated` saying why not."""
+    checked = tokens.check(s, token)
+    return _user_info(s.get_one(User, checked.user_id)), checked
 
 
 def get_user(s: Session, workspace_id: int, user_id: int) -> UserInfo:

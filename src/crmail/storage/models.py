@@ -98,11 +98,29 @@ class User(Base):
     email: Mapped[str] = mapped_column(String(320))
     name: Mapped[str] = mapped_column(String(200), default="")
     role: Mapped[str] = mapped_column(String(20), default="member")
-    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     #: scrypt hash for signing in to the web app; None: API token only
     password_hash: Mapped[str | None] = mapped_column(String(200))
+    #: set by an admin: no sign-in, no session, no API token works while it is set
+    disabled_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     __table_args__ = (UniqueConstraint("workspace_id", "email"),)
+
+
+class ApiToken(Base):
+    """A named API token of a user: revocable, optionally expiring; only its sha256 is kept."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = pk()
+    user_id: Mapped[int] = fk("users.id")
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: the token's first characters, so a user can tell their tokens apart ("" when unknown)
+    prefix: Mapped[str] = mapped_column(String(16), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: updated at most once a minute, not on every request
+    last_used_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
 
 
 class Lead(Base):

@@ -20,7 +20,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from crmail.domain.inbox import ItemState
-from crmail.errors import InvalidInput, NotFound
+from crmail.errors import Forbidden, InvalidInput, NotFound
 from crmail.mime.parse import extract_part
 from crmail.storage import accounts, crm
 from crmail.storage.models import (
@@ -96,6 +96,11 @@ def check_password(s: Session, email: str, password: str) -> crm.UserInfo | None
             match = u
     if not any(u.password_hash for u in users):
         verify_password(_DUMMY_HASH, password)
+    if match is not None and match.disabled_at is not None:
+        # Said only to someone who knows the password: it reveals nothing to a guesser.
+        raise Forbidden(
+            "this user is disabled", hint="an admin of your workspace can enable it again"
+        )
     return crm.get_user(s, match.workspace_id, match.id) if match else None
 
 
@@ -147,7 +152,7 @@ def session_for(s: Session, token: str) -> SessionInfo | None:
     if row is None or row.expires_at <= utcnow():
         return None
     u = s.get(User, row.user_id)
-    if u is None:
+    if u is None or u.disabled_at is not None:
         return None
     return SessionInfo(crm.get_user(s, u.workspace_id, u.id), row.csrf_token, row.expires_at)
 
