@@ -392,7 +392,11 @@ class OutboxAction(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-    __table_args__ = (Index("ix_outbox_drain", "account_id", "state", "id"),)
+    __table_args__ = (
+        Index("ix_outbox_drain", "account_id", "state", "id"),
+        # the per-user sending rate limit counts recent sends
+        Index("ix_outbox_user_kind_created", "user_id", "kind", "created_at"),
+    )
 
 
 # --- web app and integrations -------------------------------------------------------------
