@@ -133,11 +133,25 @@ def test_nul_bytes() -> None:
     assert "NUL characters removed from body" in msg.defects
 
 
-def test_header_without_colon() -> None:
-    raw = b"From: a@x.org\r\nthis line has no colon\r\nSubject: still parsed\r\n\r\nbody"
+def test_header_line_without_colon_ends_the_header_block() -> None:
+    # As CPython's email parser and mime4j read it: the mailer forgot the empty line,
+    # and what follows is body, even a line that looks like a header field.
+    raw = b"From: a@x.org\r\nthis line has no colon\r\nSubject: body line\r\n\r\nbody"
     msg = parse_message(raw)
-    assert msg.envelope.subject == "still parsed"
-    assert "1 malformed header line(s) skipped" in msg.defects
+    assert [a.email for a in msg.envelope.from_] == ["a@x.org"]
+    assert msg.envelope.subject == ""
+    assert msg.text == "this line has no colon\r\nSubject: body line\r\n\r\nbody"
+    assert "header block ended by a line that is not a header field" in msg.defects
+    assert parse_envelope(raw) == msg.envelope
+
+
+def test_part_header_without_empty_line() -> None:
+    raw = HEAD + (
+        b"Content-Type: multipart/mixed; boundary=zz\r\n\r\n"
+        b"--zz\r\nContent-Type: text/plain\r\nX-Note: a field\r\nthe text\r\n--zz--\r\n"
+    )
+    msg = parse_message(raw)
+    assert msg.text == "the text"
 
 
 def test_mbox_from_line_is_tolerated() -> None:

@@ -1,4 +1,4 @@
-"""Charset resolution and lenient decoding (bodies and RFC 2047 encoded words).
+"""Charset resolution and lenient decoding (bodies; encoded words build on it).
 
 Mail in the wild declares charsets Python does not know under that name, or
 mislabels them. Decoding never raises here: unknown charsets fall back to UTF-8 (when
@@ -7,10 +7,8 @@ the bytes are valid UTF-8) or Latin-1, and the caller gets a defect string to re
 
 from __future__ import annotations
 
-import binascii
 import codecs
 import functools
-import re
 
 # Names seen in real mail that Python's codec registry lacks or that are better served
 # by a superset codec (what browsers and mail clients actually do).
@@ -117,64 +115,3 @@ def decode_bytes(data: bytes, charset: str | None) -> tuple[str, str | None]:
     if declared and declared not in _ASCII_NAMES:
         return text, f"unknown charset {charset!r}, decoded as {fallback}"
     return text, f"8-bit data in ASCII text, decoded as {fallback}"
-
-
-# An encoded word: =?charset?B|Q?text?= (RFC 2047). Whitespace is not allowed inside, but
-# some mailers put spaces in Q text; we stay strict there and leave such words undecoded.
-_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*?)\?=")
-_BETWEEN_WORDS = re.compile(r"[ \t\r\n]*")
-
-
-def _decode_word_payload(encoding: str, payload: str) -> bytes:
-    if encoding in "bB":
-        raw = payload.encode("ascii", errors="ignore")
-        # Lenient base64: drop junk and repair the padding.
-        raw = re.sub(rb"[^A-Za-z0-9+/]", b"", raw)
-        raw = raw[: len(raw) - len(raw) % 4] if len(raw) % 4 == 1 else raw
-        raw += b"=" * (-len(raw) % 4)
-        return binascii.a2b_base64(raw)
-    return binascii.a2b_qp(payload.encode("ascii", errors="replace"), header=True)
-
-
-def decode_rfc2047(value: str) -> tuple[str, list[str]]:
-    """Decode the encoded words in a header value; returns (text, defects).
-
-    Adjacent encoded words in the same charset are joined before decoding, because
-    mailers split multi-byte characters across words.
-    """
-    if "=?" not in value:
-        return value, []
-    defects: list[str] = []
-    out: list[str] = []
-    pos = 0
-    pending: bytearray = bytearray()
-    pending_charset = ""
-
-    def flush() -> None:
-        nonlocal pending
-        if pending:
-            text, defect = decode_bytes(bytes(pending), pending_charset)
-            out.append(text)
-            if defect:
-                defects.append(defect)
-            pending = bytearray()
-
-    for match in _ENCODED_WORD.finditer(value):
-        gap = value[pos : match.start()]
-        adjacent = pos > 0 and _BETWEEN_WORDS.fullmatch(gap) is not None and bool(pending)
-        charset = match.group(1)
-        if not adjacent or charset.lower() != pending_charset.lower():
-            flush()
-            if not adjacent:
-                out.append(gap)
-        try:
-            pending += _decode_word_payload(match.group(2), match.group(3))
-        except (binascii.Error, ValueError):
-            defects.append("undecodable encoded word")
-            flush()
-            out.append(match.group(0))
-        pending_charset = charset
-        pos = match.end()
-    flush()
-    out.append(value[pos:])
-    return "".join(out), defects
