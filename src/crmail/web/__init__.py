@@ -11,11 +11,11 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from crmail.web import auth, crm, mail, settings
+from crmail.web import auth, crm, mail, security, settings
 from crmail.web.ratelimit import FailureLimiter
 
 router = APIRouter()
-for _module in (auth, mail, crm, settings):
+for _module in (auth, mail, crm, settings, security):
     router.include_router(_module.router)
 
 
