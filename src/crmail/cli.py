@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import click
@@ -146,7 +147,7 @@ def _print_progress(name: str, done: int, total: int) -> None:
 
 @main.group()
 def user() -> None:
-    """Manage users: add one (prints its API token), set a web password."""
+    """Manage users: add, disable or enable one, set a web password, manage API tokens."""
 
 
 @user.command("add")
@@ -195,44 +196,160 @@ def user_add(
     click.echo(
         f"user {new.user.id} <{new.user.email}> ({new.user.role}) in workspace {new.user.workspace_id}"
     )
-    click.echo(f"API token (shown once): {new.token}")
+    click.echo(f"API token 'initial' (shown once): {new.token}")
 
 
-@user.command("set-password")
+_WORKSPACE_OPTION = click.option(
+    "--workspace-id", type=int, default=None, help="When the address is in several."
+)
+
+
+def _run(fn: Callable[[Any], Any]) -> Any:
+    services = _services()
+    try:
+        return services.db.run(fn)
+    finally:
+        services.close()
+
+
+@user.command("password")
 @click.argument("email")
-@click.option("--workspace-id", type=int, default=None, help="When the address is in several.")
+@_WORKSPACE_OPTION
 @click.option("--password", default=None, help="The new password (prompted when omitted).")
+@click.option("--revoke-tokens", is_flag=True, help="Also revoke every API token of the user.")
 @_fail_cleanly
-def user_set_password(email: str, workspace_id: int | None, password: str | None) -> None:
+def user_password(
+    email: str, workspace_id: int | None, password: str | None, revoke_tokens: bool
+) -> None:
     """Set (or reset) a user's web sign-in password; their web sessions end."""
-    from crmail.errors import InvalidInput, NotFound
+    from crmail.storage import tokens, users
     from crmail.storage import web as web_store
 
     if password is None:
         password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
     new_password = password
-    services = _services()
 
-    def change(s: Any) -> str:
-        users = [
-            u
-            for u in web_store.users_by_email(s, email)
-            if workspace_id is None or u.workspace_id == workspace_id
-        ]
-        if not users:
-            raise NotFound(f"no user {email}")
-        if len(users) > 1:
-            raise InvalidInput(
-                f"{email} is a user in several workspaces", hint="add --workspace-id"
-            )
-        web_store.set_password(s, users[0].id, new_password)
-        return users[0].email
+    def change(s: Any) -> tuple[str, int]:
+        u = users.find_by_email(s, email, workspace_id)
+        web_store.set_password(s, u.id, new_password)
+        return u.email, tokens.revoke_all(s, u.id) if revoke_tokens else 0
 
-    try:
-        who = services.db.run(change)
-    finally:
-        services.close()
-    click.echo(f"password set for {who}")
+    who, revoked = _run(change)
+    click.echo(f"password set for {who}; their web sessions have ended")
+    if revoke_tokens:
+        click.echo(f"{revoked} API token(s) revoked")
+
+
+# The command's first name, kept for scripts that use it.
+user.add_command(user_password, "set-password")
+
+
+@user.command("disable")
+@click.argument("email")
+@_WORKSPACE_OPTION
+@_fail_cleanly
+def user_disable(email: str, workspace_id: int | None) -> None:
+    """Disable a user: sessions end, API tokens are revoked, sign-in is refused."""
+    from crmail.storage import users
+
+    def disable(s: Any) -> str:
+        u = users.find_by_email(s, email, workspace_id)
+        return users.set_disabled(s, u.id, True).email
+
+    click.echo(f"{_run(disable)} disabled; their sessions ended and API tokens were revoked")
+
+
+@user.command("enable")
+@click.argument("email")
+@_WORKSPACE_OPTION
+@_fail_cleanly
+def user_enable(email: str, workspace_id: int | None) -> None:
+    """Let a disabled user sign in again (their old API tokens stay revoked)."""
+    from crmail.storage import users
+
+    def enable(s: Any) -> str:
+        u = users.find_by_email(s, email, workspace_id)
+        return users.set_disabled(s, u.id, False).email
+
+    click.echo(f"{_run(enable)} enabled; create API tokens for them if they need any")
+
+
+@user.group("tokens")
+def user_tokens() -> None:
+    """List, create and revoke a user's API tokens."""
+
+
+@user_tokens.command("list")
+@click.argument("email")
+@_WORKSPACE_OPTION
+@_fail_cleanly
+def tokens_list(email: str, workspace_id: int | None) -> None:
+    """A user's API tokens (never the tokens themselves: only their first characters)."""
+    from crmail.storage import tokens, users
+
+    def load(s: Any) -> list[tokens.TokenInfo]:
+        return tokens.list_for(s, users.find_by_email(s, email, workspace_id).id)
+
+    rows = _run(load)
+    if not rows:
+        click.echo("no API tokens")
+    for t in rows:
+        click.echo(
+            f"#{t.id} {t.name!r} {(t.prefix + '…') if t.prefix else '-'} {t.state()}"
+            f" created={_when(t.created_at)} last_used={_when(t.last_used_at)}"
+            f" expires={_when(t.expires_at)}"
+            + (f" revoked={_when(t.revoked_at)}" if t.revoked_at else "")
+        )
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%dT%H:%MZ") if value else "never"
+
+
+@user_tokens.command("create")
+@click.argument("email")
+@_WORKSPACE_OPTION
+@click.option("--name", required=True, help="What will use the token.")
+@click.option("--expires-in-days", type=int, default=None, help="Default: never expires.")
+@_fail_cleanly
+def tokens_create(
+    email: str, workspace_id: int | None, name: str, expires_in_days: int | None
+) -> None:
+    """Create an API token for a user; it is printed once and never stored in clear."""
+    from crmail.storage import tokens, users
+
+    def make(s: Any) -> tokens.NewToken:
+        u = users.find_by_email(s, email, workspace_id)
+        return tokens.issue(s, u.id, name, expires_in_days=expires_in_days)
+
+    new = _run(make)
+    click.echo(f"token #{new.info.id} {new.info.name!r} (shown once): {new.secret}")
+
+
+@user_tokens.command("revoke")
+@click.argument("email")
+@click.argument("token_id", type=int, required=False)
+@_WORKSPACE_OPTION
+@click.option("--all", "revoke_every", is_flag=True, help="Revoke every token of the user.")
+@_fail_cleanly
+def tokens_revoke(
+    email: str, token_id: int | None, workspace_id: int | None, revoke_every: bool
+) -> None:
+    """Revoke one API token of a user (by its #id from `list`), or --all of them."""
+    from crmail.storage import tokens, users
+
+    if (token_id is not None) == revoke_every:
+        raise click.UsageError("give either a TOKEN_ID or --all")
+
+    def revoke(s: Any) -> int:
+        u = users.find_by_email(s, email, workspace_id)
+        if token_id is None:
+            return tokens.revoke_all(s, u.id)
+        tokens.revoke(s, u.id, token_id)
+        return 1
+
+    count = _run(revoke)
+    click.echo(f"{count} token(s) revoked" if revoke_every else f"token #{token_id} revoked")
 
 
 if __name__ == "__main__":  # pragma: no cover
