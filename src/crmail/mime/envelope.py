@@ -220,7 +220,9 @@ class Head:
 def parse_head(header_bytes: bytes, limits: ParseLimits = DEFAULT_LIMITS) -> Head:
     """Parse a header block (e.g. IMAP BODY.PEEK[HEADER]). Never raises."""
     try:
-        fields = Fields(header_bytes, 0, len(header_bytes), limits.max_header_bytes)
+        fields = Fields(
+            header_bytes, 0, len(header_bytes), limits.max_header_bytes, to_empty_line=True
+        )
         defects = fields.defects()
         envelope = envelope_from_fields(fields, limits, defects)
         return Head(envelope, tuple(defects))

@@ -1,9 +1,13 @@
 """The header block of a received message or MIME part, and header text helpers.
 
-The block ends at the first empty line or, as in CPython's ``email`` parser and Apache
-mime4j, at the first line that is neither a header field nor a continuation: a mailer
-that forgot the empty line starts its body there, and reading on would turn body lines
-that happen to contain a colon into header fields.
+A mailer that forgets the empty line after the header starts its body early. As in
+CPython's ``email`` parser and Apache mime4j, the body then starts at the first line that
+is neither a header field nor a continuation, so no body text is swallowed. In a MIME
+part the fields end there too. In a message's own header they do not: IMAP servers read
+the header up to the empty line (``BODY[HEADER.FIELDS]``, on which a sync judges mail
+before fetching it, skips such a line and goes on), and the envelope must be the same
+whether read from the server's header fields or from the whole message, or one message
+would get two dedup keys.
 """
 
 from __future__ import annotations
@@ -63,14 +67,19 @@ class Fields:
     Message-ID: out of the budget. A cut address field loses its partial last address.
     """
 
-    __slots__ = ("body_start", "by_name", "capped", "cut_fields", "ended_early")
+    __slots__ = ("bad_lines", "body_start", "by_name", "capped", "cut_fields")
 
-    def __init__(self, data: bytes, start: int, end: int, max_bytes: int) -> None:
+    def __init__(
+        self, data: bytes, start: int, end: int, max_bytes: int, *, to_empty_line: bool = False
+    ) -> None:
+        """``to_empty_line``: fields go on past a line that is not one (a message's own
+        header, as IMAP servers read it); the body still starts at that line."""
         self.by_name: dict[str, list[bytes]] = {}
         self.capped = False
-        self.ended_early = False  # by a line that is not a header field
+        self.bad_lines = 0  # lines that are not header fields, before the body
         self.cut_fields: list[str] = []
         self.body_start = end
+        first_bad: int | None = None
         field_budget = max(max_bytes // 4, 1)
         name: str | None = None
         parts: list[bytes] = []
@@ -85,13 +94,14 @@ class Fields:
             long_line = take < line_end
             line_start, pos = pos, line_end + 1
             if not line and not long_line:  # the empty line that ends the block
-                self.body_start = min(pos, end)
+                self.body_start = min(pos, end) if first_bad is None else first_bad
                 break
             kept += len(line)
             if kept > max_bytes:
                 self.capped = True
                 found = _HEAD_END.search(data, max(line_start - 1, start), end)
                 self.body_start = end if found is None else found.end()
+                self.body_start = self.body_start if first_bad is None else first_bad
                 break
             if line[:1] in (b" ", b"\t"):  # folded continuation of the current field
                 if name is not None and not cut:
@@ -106,8 +116,11 @@ class Fields:
                 continue
             name = _field_name(line)
             if name is None:
-                self.ended_early = True
-                self.body_start = line_start
+                self.bad_lines += 1
+                if first_bad is None:
+                    first_bad = self.body_start = line_start
+                if to_empty_line:
+                    continue
                 break
             parts.append(line.partition(b":")[2])
             size = len(parts[0])
@@ -136,8 +149,8 @@ class Fields:
         if self.capped:
             found.append("header block capped")
         found.extend(f"header field {name} capped" for name in self.cut_fields)
-        if self.ended_early and self.by_name:
-            found.append("header block ended by a line that is not a header field")
+        if self.bad_lines and self.by_name:
+            found.append("body starts early, at a header line without a colon")
         return found
 
 

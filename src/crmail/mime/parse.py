@@ -163,12 +163,12 @@ def _attachments(
 
 
 def _structure(raw: bytes, limits: ParseLimits, defects: list[str]) -> tuple[Fields, Structure]:
-    fields = Fields(raw, 0, len(raw), limits.max_header_bytes)
+    fields = Fields(raw, 0, len(raw), limits.max_header_bytes, to_empty_line=True)
     return fields, walk(raw, fields, limits, defects)
 
 
 def _parse(raw: bytes, limits: ParseLimits, head: Head | None) -> ParsedMessage:
-    fields = Fields(raw, 0, len(raw), limits.max_header_bytes)
+    fields = Fields(raw, 0, len(raw), limits.max_header_bytes, to_empty_line=True)
     if head is not None and head.complete:
         # The head may hold only the envelope's fields: the whole header's defects too.
         envelope, defects = head.envelope, [*fields.defects(), *head.defects]
