@@ -79,7 +79,7 @@ def store_drop(s: Session, account_id: int, raw: bytes) -> Dropped:
     participants = envelope_roles(inner) if inner is not None else envelope_roles(env)
     me = a.email.lower()
     participants = {role: {e for e in addrs if e != me} for role, addrs in participants.items()}
-    key = envelope_key(env)
+    key = envelope_key(env, raw)
     ids = mail.store_messages(
         s, ws, [mail.NewMessage(key, parsed, raw, links_for(participants, book))]
     )

@@ -219,7 +219,7 @@ def queue_send(
         # Auto-create (seed 004): new recipients become contacts first, so this message
         # links to them. Bulk and workflow sends go to lists: they never create.
         book = autocreate.for_message(s, sender.account_id, parsed.envelope, book, extra_bcc=bcc)
-    key = envelope_key(parsed.envelope)
+    key = envelope_key(parsed.envelope, composed.raw)
     stored = mail.store_messages(
         s, user.workspace_id, [mail.NewMessage(key, parsed, composed.raw, links_for(roles, book))]
     )

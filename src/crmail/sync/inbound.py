@@ -31,7 +31,7 @@ from crmail.domain import autocreate as auto_rule
 from crmail.domain.attachments import AttachmentPolicy, account_policy, inbound_placeholder
 from crmail.domain.scope import AddressBook, Link, Scope, decide_in_scope
 from crmail.mime import ENVELOPE_FIELDS, Envelope, Head, ParsedMessage, parse_head, parse_message
-from crmail.mime.keys import envelope_key, envelope_roles
+from crmail.mime.keys import envelope_key, envelope_roles, needs_body
 from crmail.providers.imap import HeaderFetch, ImapClient, SelectResult
 from crmail.storage import autocreate, crm_threads, mail
 from crmail.storage.db import Database
@@ -312,8 +312,14 @@ class FolderSync:
             return step
         book = await self._address_book()
         parsed_heads = await asyncio.to_thread(lambda: [parse_head(h.header) for h in heads])
+        # A message without Message-ID is known by its body too: fetched now (such mail
+        # is rare), and kept for storing. One expunged in between is left out.
+        pairs = list(zip(heads, parsed_heads, strict=True))
+        early = await self._bodies([h.uid for h, p in pairs if needs_body(p.envelope)])
+        kept = [(h, p) for h, p in pairs if not needs_body(p.envelope) or h.uid in early]
+        heads, parsed_heads = [h for h, _ in kept], [p for _, p in kept]
         envelopes = [p.envelope for p in parsed_heads]
-        keys = [envelope_key(e) for e in envelopes]
+        keys = [envelope_key(p.envelope, early.get(h.uid)) for h, p in kept]
         ws = self.account.workspace_id
         known = await self.db.read(lambda s: mail.known_keys(s, ws, keys))
 
@@ -345,10 +351,8 @@ class FolderSync:
                 assert decision.skip_reason is not None
                 skipped[decision.skip_reason.value] += 1
 
-        bodies = {}
-        if wanted:
-            fetched = await self.client.fetch_messages([h.uid for h, _ in wanted.values()])
-            bodies = {m.uid: m.raw for m in fetched}
+        bodies = {uid: raw for uid, raw in early.items() if uid in head_of}
+        bodies.update(await self._bodies([u for u in head_of if u not in early]))
         policy = account_policy(self.account.settings)
         parsed = await asyncio.to_thread(
             lambda: {
@@ -376,6 +380,11 @@ class FolderSync:
             )
         step.skipped = skipped
         return step
+
+    async def _bodies(self, uids: list[int]) -> dict[int, bytes]:
+        if not uids:
+            return {}
+        return {m.uid: m.raw for m in await self.client.fetch_messages(uids)}
 
     async def _in_crm_threads(self, fresh: dict[str, Envelope]) -> set[str]:
         """Dedup keys of ``fresh`` messages in a thread the CRM started from this
