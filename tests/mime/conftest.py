@@ -19,3 +19,10 @@ def tnef_files() -> list[Path]:
     files = [p for p in sdist_files("tnefparse") if p.suffix == ".tnef"]
     assert len(files) > 10, f"tnefparse examples look incomplete: {len(files)} files"
     return files
+
+
+@pytest.fixture(scope="session")
+def mail_parser_files() -> list[Path]:
+    files = sdist_files("mail-parser")
+    assert len(files) > 20, f"mail-parser samples look incomplete: {len(files)} files"
+    return files

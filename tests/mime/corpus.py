@@ -1,5 +1,7 @@
 """Real-world mail corpora for the mime tests: CPython's test_email data and the
-fixtures shipped in the PyPI sdists of talon and tnefparse.
+fixtures shipped in the PyPI sdists of talon (Apache-2.0), tnefparse (LGPL-3.0, read as
+data only) and mail-parser (Apache-2.0: spam, malware and malformed mail collected by
+SpamScope).
 
 The sdists are fetched once with pip into ``<repo>/.cache/corpus/`` and reused. A failed
 download is a test failure, not a skip: CI has registry access, and a silently skipped
@@ -22,6 +24,7 @@ CACHE_DIR = REPO_ROOT / ".cache" / "corpus"
 SDISTS = {
     "talon": ("1.4.4", "tests/fixtures/"),
     "tnefparse": ("1.4.0", "tests/examples/"),
+    "mail-parser": ("4.8.0", "tests/mails/"),
 }
 
 
@@ -33,8 +36,13 @@ def cpython_email_data() -> Path:
     return path
 
 
+def _dist(name: str, version: str) -> str:
+    """The sdist's file and folder name (PEP 625: "mail-parser" becomes "mail_parser")."""
+    return f"{name.replace('-', '_')}-{version}"
+
+
 def _download(name: str, version: str) -> Path:
-    archive = CACHE_DIR / f"{name}-{version}.tar.gz"
+    archive = CACHE_DIR / f"{_dist(name, version)}.tar.gz"
     if archive.is_file():
         return archive
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
@@ -55,11 +63,11 @@ def _download(name: str, version: str) -> Path:
 def sdist_files(name: str) -> list[Path]:
     """Download (once) and extract the fixture directory of an sdist; its files, sorted."""
     version, fixtures = SDISTS[name]
-    root = CACHE_DIR / f"{name}-{version}"
+    root = CACHE_DIR / _dist(name, version)
     marker = root / ".extracted"
     if not marker.is_file():
         archive = _download(name, version)
-        prefix = f"{name}-{version}/{fixtures}"
+        prefix = f"{_dist(name, version)}/{fixtures}"
         with tarfile.open(archive) as tar:
             members = [m for m in tar.getmembers() if m.isfile() and m.name.startswith(prefix)]
             tar.extractall(CACHE_DIR, members=members, filter="data")
