@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from crmail.crypto import new_key
+from crmail.domain.netpolicy import AddressPolicy, IPNetwork, parse_networks
+from crmail.errors import InvalidInput
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,12 @@ class Settings:
     #: mark the web app's session cookie Secure (sent over HTTPS only): turn on behind TLS;
     #: off by default so the loopback demo on plain http works
     cookie_secure: bool = False
+    #: reverse proxies whose X-Forwarded-For / X-Forwarded-Proto headers are believed
+    #: (addresses or networks); empty: nobody's, the connection's peer is the client
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    #: networks where mail servers may be besides public addresses (self-hosted servers
+    #: on a private network, 127.0.0.0/8 for a local one); empty: public addresses only
+    mail_allowed_networks: tuple[IPNetwork, ...] = ()
     #: the workspace's default sending provider, for bulk and workflow email that does not
     #: go out through a user's own mailbox: smtp://user:pass@host:587 (STARTTLS),
     #: smtps://...:465 (implicit TLS), or smtp://host:25?security=none; ?ca_file=PATH
@@ -44,6 +52,11 @@ class Settings:
     drop_smtp_host: str = "127.0.0.1"
     drop_smtp_port: int | None = None
     drop_domain: str = ""
+
+    @property
+    def mail_policy(self) -> AddressPolicy:
+        """Where mail servers may be: connection tests, saved accounts and the sync workers."""
+        return AddressPolicy(allowed_networks=self.mail_allowed_networks)
 
     @property
     def sqlite_path(self) -> Path:
@@ -73,6 +86,8 @@ class Settings:
             "webhook_retention_days": int(e.get("CRMAIL_WEBHOOK_RETENTION_DAYS", "30")),
             "cookie_secure": e.get("CRMAIL_COOKIE_SECURE", "").lower()
             in ("1", "true", "yes", "on"),
+            "trusted_proxies": _networks(e, "CRMAIL_TRUSTED_PROXIES"),
+            "mail_allowed_networks": _networks(e, "CRMAIL_MAIL_ALLOWED_NETWORKS"),
         }
         keys = [k.strip() for k in e.get("CRMAIL_SECRET_KEY", "").split(",") if k.strip()]
         values["secret_keys"] = tuple(keys)
@@ -97,6 +112,15 @@ class Settings:
             with os.fdopen(fd, "w") as fh:
                 fh.write(new_key())
         return _with(self, secret_keys=(path.read_text().strip(),))
+
+
+def _networks(env: dict[str, str], name: str) -> tuple[IPNetwork, ...]:
+    try:
+        return parse_networks(env.get(name, ""), setting=name)
+    except ValueError as exc:
+        raise InvalidInput(
+            str(exc), hint="give addresses or CIDR networks, comma-separated"
+        ) from None
 
 
 def _with(s: Settings, **changes: object) -> Settings:

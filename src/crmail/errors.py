@@ -83,6 +83,15 @@ class TLSFailed(ConnectFailed):
     code = "tls_failed"
 
 
+class AddressNotAllowed(ProviderError):
+    """The server's address is one crmail may not connect to (loopback, a private network):
+    the operator's address policy, not the network, stands in the way."""
+
+    code = "address_not_allowed"
+    http_status = 422
+    retryable = False
+
+
 class AuthFailed(ProviderError):
     """The server refused the credentials."""
 

@@ -23,6 +23,7 @@ def worker_options(services: Services) -> WorkerOptions:
         sync=SyncOptions(history_days=s.history_days, batch_size=s.batch_size),
         poll_interval=s.poll_interval,
         idle_timeout=s.idle_timeout,
+        address_policy=s.mail_policy,
     )
 
 

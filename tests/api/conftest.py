@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from crmail.api import create_app
 from crmail.config import Settings
 from crmail.domain.folders import Role
+from crmail.domain.netpolicy import parse_networks
 from crmail.domain.scope import AddressBook, ContactRef, decide
 from crmail.mime import parse_message
 from crmail.services import Services
@@ -39,6 +40,8 @@ from crmail.storage.models import (
     TimelineEntry,
     User,
 )
+
+LOOPBACK = parse_networks("127.0.0.0/8, ::1", setting="tests")
 
 
 class FakeSync:
@@ -228,7 +231,9 @@ def _actor(s: Session, ws: int, email: str, role: str) -> Actor:
 @pytest.fixture
 def api_services(tmp_path: Path, db_url: str) -> Iterator[Services]:
     # db_url: SQLite by default, PostgreSQL with CRMAIL_TEST_DB=postgres (marks the test "db")
-    settings = Settings(data_dir=tmp_path, database_url=db_url)
+    # The test mail servers (Dovecot) listen on loopback: allowed as a self-hosted
+    # server's network would be in a deployment (CRMAIL_MAIL_ALLOWED_NETWORKS).
+    settings = Settings(data_dir=tmp_path, database_url=db_url, mail_allowed_networks=LOOPBACK)
     services = Services.open(settings)
     services.sync = FakeSync()
     try:

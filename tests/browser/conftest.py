@@ -25,6 +25,7 @@ from crmail.storage import web as web_store
 from crmail.sync.inbound import SyncOptions
 from crmail.sync.service import SyncService
 from crmail.sync.worker import WorkerOptions
+from tests.api.conftest import LOOPBACK
 from tests.servers.dovecot import free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -105,6 +106,7 @@ def live(tmp_path: Path) -> Iterator[Crm]:
         data_dir=tmp_path,
         database_url=f"sqlite:///{tmp_path / 'crmail.db'}",
         secret_keys=(new_key(),),
+        mail_allowed_networks=LOOPBACK,  # the test Dovecot
     )
     services = Services.open(settings)
 

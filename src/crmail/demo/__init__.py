@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import shutil
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -145,6 +146,8 @@ async def run_demo(port: int | None = None, data_dir: Path | None = None) -> Non
         secret_keys=(new_key(),),
         port=port or base.port,
         poll_interval=5.0,
+        # The demo's Dovecot and SMTP relay listen on loopback.
+        mail_allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),),
     )
     with (
         # Dovecot's own users must reach its files: a private temp dir under /tmp works

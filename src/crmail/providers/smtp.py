@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import aiosmtplib
 
+from crmail.domain.netpolicy import AddressPolicy
 from crmail.errors import (
     AppPasswordRequired,
     AuthFailed,
@@ -33,6 +34,7 @@ from crmail.errors import (
     TLSFailed,
 )
 from crmail.providers import OAUTH2_REFUSED_HINT
+from crmail.providers.netcheck import allowed_addresses
 
 __all__ = ["SendResult", "SmtpInfo", "SmtpSettings", "probe", "send"]
 
@@ -67,6 +69,9 @@ class SmtpSettings:
     oauth2_token: str | None = field(default=None, repr=False)  # XOAUTH2 access token
     ca_file: str | None = None  # extra CA to trust (self-hosted servers)
     timeout: float = 30.0
+    #: where the server may be (SSRF guard), checked before every connection; None for
+    #: servers the operator chose (the default provider, tests)
+    address_policy: AddressPolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,8 @@ async def _session(s: SmtpSettings) -> AsyncIterator[tuple[aiosmtplib.SMTP, bool
     """
     if s.security not in _SECURITIES:
         raise ValueError(f"unknown SMTP security {s.security!r}")
+    if s.address_policy is not None:
+        await allowed_addresses(s.host, s.port, s.address_policy)
     tls_context = _tls_context(s) if s.security != "none" else None
     smtp = aiosmtplib.SMTP(
         hostname=s.host,

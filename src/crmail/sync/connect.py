@@ -11,15 +11,18 @@ live here, below both shells; :mod:`crmail.api.schemas` re-exports them for the 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from crmail.domain.addresses import normalize_email
+from crmail.domain.netpolicy import AddressPolicy
 from crmail.errors import (
+    AddressNotAllowed,
     AuthFailed,
     ConnectFailed,
     CrmailError,
@@ -29,7 +32,10 @@ from crmail.errors import (
     TLSFailed,
 )
 from crmail.providers.imap import ImapClient, ImapSettings
+from crmail.providers.netcheck import POLICY_HINT
 from crmail.providers.presets import PRESETS, Preset
+
+log = logging.getLogger(__name__)
 
 EmailText = Annotated[str, Field(min_length=3, max_length=320)]
 Security = Literal["tls", "starttls", "none"]
@@ -220,9 +226,33 @@ def _strings(value: object) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list | tuple) else []
 
 
-async def test_connection(settings: ImapSettings) -> list[str]:
-    """Log in and list the folders; raises the provider's CrmailError on failure."""
-    client = await ImapClient.connect(settings)
+async def test_connection(r: Resolved, policy: AddressPolicy) -> list[str]:
+    """Log in and list the folders; raises the provider's CrmailError on failure.
+
+    The servers must be where ``policy`` allows (the IMAP server is resolved and checked
+    here, the SMTP server's name when mail is sent), else :class:`AddressNotAllowed`
+    (422). Any member may call this with any host and port: so that it does not map the
+    network for them, every failure to reach the server is one and the same answer,
+    whether the port was closed, filtered, or the name unknown.
+    """
+    smtp_host = str(r.stored.get("smtp_host") or "")
+    if smtp_host and policy.refuses_host(smtp_host):
+        raise AddressNotAllowed(
+            f"the SMTP server {smtp_host} is a loopback, private or reserved address",
+            hint=POLICY_HINT,
+        )
+    settings = replace(r.imap, address_policy=policy)
+    try:
+        client = await ImapClient.connect(settings)
+    except ConnectFailed as err:
+        if isinstance(err, TLSFailed):
+            raise
+        log.info("connection test to %s:%s failed: %s", settings.host, settings.port, err)
+        raise ConnectFailed(
+            f"could not connect to {settings.host}:{settings.port}",
+            hint="Check the server name, port and security (TLS/STARTTLS) setting, "
+            "and that the server is up.",
+        ) from None
     try:
         folders = await client.list_folders()
     finally:

@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from crmail.crypto import SecretBox
 from crmail.domain.folders import Role
+from crmail.domain.netpolicy import AddressPolicy
 from crmail.errors import ConnectFailed, CrmailError, InvalidInput, SendFailed
 from crmail.providers import smtp
 from crmail.storage import mail, outbound, outbox
@@ -38,7 +39,9 @@ log = logging.getLogger(__name__)
 SERVER_COPY_WAITS = (0.2, 0.4, 0.8)
 
 
-def smtp_settings_for(account: mail.AccountInfo, box: SecretBox) -> smtp.SmtpSettings:
+def smtp_settings_for(
+    account: mail.AccountInfo, box: SecretBox, policy: AddressPolicy | None = None
+) -> smtp.SmtpSettings:
     cfg = account.settings
     secrets = box.open(account.secret)
     if not cfg.get("smtp_host"):
@@ -58,6 +61,7 @@ def smtp_settings_for(account: mail.AccountInfo, box: SecretBox) -> smtp.SmtpSet
         password=(secrets.get("smtp_password") or secrets.get("password")) if login else None,
         oauth2_token=secrets.get("oauth2_token") if login else None,
         ca_file=str(cfg["ca_file"]) if cfg.get("ca_file") else None,
+        address_policy=policy,
     )
 
 

@@ -18,7 +18,8 @@ and the request then goes to the checked address itself (Host header and TLS SNI
 name, so certificates are still verified against it) so a second DNS answer cannot swap
 in an internal address between check and connect (DNS rebinding).
 ``Settings.webhook_allow_http_loopback`` lets http:// and loopback addresses through, for
-local development and tests; private networks stay refused even then.
+local development and tests; private networks stay refused even then. The address rule
+is the one mail servers obey too (:mod:`crmail.domain.netpolicy`).
 """
 
 from __future__ import annotations
@@ -28,11 +29,9 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import random
-import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -41,7 +40,9 @@ import httpx
 
 from crmail import __version__
 from crmail.crypto import SecretBox
-from crmail.errors import CrmailError, InvalidInput
+from crmail.domain.netpolicy import AddressPolicy, IPAddress, ip_literal, is_loopback_name
+from crmail.errors import CrmailError, InvalidInput, ProviderError
+from crmail.providers.netcheck import allowed_addresses
 from crmail.storage import events
 from crmail.storage.db import Database
 from crmail.storage.events import DueDelivery
@@ -55,8 +56,6 @@ BACKOFF: tuple[float, ...] = (5, 30, 120, 600, 3600, 6 * 3600, 12 * 3600)
 MAX_ATTEMPTS = 8
 #: how much of an error answer is kept in the delivery log
 _ERROR_BODY = 300
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 # --- signatures --------------------------------------------------------------------------------
@@ -112,24 +111,7 @@ def verify_signature(
 
 
 def address_allowed(ip: IPAddress, *, allow_loopback: bool = False) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
-    if ip.is_loopback:
-        return allow_loopback
-    # is_global is False for private, link-local (cloud metadata 169.254.169.254), shared
-    # (100.64/10), reserved, unspecified and documentation ranges.
-    return ip.is_global and not ip.is_multicast
-
-
-def _is_loopback_name(host: str) -> bool:
-    return host == "localhost" or host.endswith(".localhost")
-
-
-def _ip(host: str) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
+    return AddressPolicy(allow_loopback=allow_loopback).allows(ip)
 
 
 def check_url(url: str, *, allow_http_loopback: bool = False) -> str:
@@ -151,8 +133,8 @@ def check_url(url: str, *, allow_http_loopback: bool = False) -> str:
             "a webhook URL must not contain credentials",
             hint="verify the Webhook-Signature header instead",
         )
-    ip = _ip(u.host)
-    loopback = _is_loopback_name(u.host) or (ip is not None and ip.is_loopback)
+    ip = ip_literal(u.host)
+    loopback = is_loopback_name(u.host) or (ip is not None and ip.is_loopback)
     if u.scheme == "http" and not (allow_http_loopback and loopback):
         raise InvalidInput("a webhook URL must use https")
     if loopback and not allow_http_loopback:
@@ -169,28 +151,12 @@ class Refused(CrmailError):
 
 
 async def resolve_checked(host: str, port: int, *, allow_loopback: bool) -> list[str]:
-    """The addresses to connect to for ``host``: every address it resolves to must pass.
-
-    All, not just the first: a name that resolves to a public and a private address
-    would otherwise be one retry away from reaching the private one.
-    """
-    literal = _ip(host)
-    if literal is not None:
-        addrs: list[str] = [str(literal)]
-    else:
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM
-            )
-        except OSError as exc:
-            raise Refused(f"cannot resolve {host}: {exc}") from exc
-        addrs = list(dict.fromkeys(str(info[4][0]) for info in infos))
-    if not addrs:
-        raise Refused(f"{host} has no address")
-    for a in addrs:
-        if not address_allowed(ipaddress.ip_address(a), allow_loopback=allow_loopback):
-            raise Refused(f"{host} resolves to {a}, a private or reserved address")
-    return addrs
+    """The addresses to connect to for ``host``: every address it resolves to must pass
+    (the same rule as mail servers', :mod:`crmail.domain.netpolicy`)."""
+    try:
+        return await allowed_addresses(host, port, AddressPolicy(allow_loopback=allow_loopback))
+    except ProviderError as exc:
+        raise Refused(exc.message) from exc
 
 
 # --- backoff --------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from typing import Any
 from crmail.crypto import SecretBox
 from crmail.domain.account import AccountEvent
 from crmail.domain.folders import Role, folders_to_sync
+from crmail.domain.netpolicy import AddressPolicy
 from crmail.errors import AuthFailed, ConnectFailed, CrmailError, InvalidInput, ProviderError
 from crmail.providers.imap import ImapClient, ImapSettings
 from crmail.storage import accounts, mail, outbox
@@ -40,9 +41,15 @@ class WorkerOptions:
     poll_interval: float = 30.0
     idle_timeout: float = 60.0
     max_backoff: float = 300.0
+    #: where the account's servers may be (Settings.mail_policy; the runtime always sets
+    #: it): checked at every connection, so an account saved another way cannot reach
+    #: the host's network either. None: unchecked (tests, benchmarks on loopback)
+    address_policy: AddressPolicy | None = None
 
 
-def imap_settings(account: mail.AccountInfo, box: SecretBox) -> ImapSettings:
+def imap_settings(
+    account: mail.AccountInfo, box: SecretBox, policy: AddressPolicy | None = None
+) -> ImapSettings:
     cfg = account.settings
     secrets = box.open(account.secret)
     return ImapSettings(
@@ -55,6 +62,7 @@ def imap_settings(account: mail.AccountInfo, box: SecretBox) -> ImapSettings:
         ca_file=str(cfg["ca_file"]) if cfg.get("ca_file") else None,
         # Extensions a buggy server advertises but gets wrong can be switched off per account.
         disabled_caps=frozenset(str(c).upper() for c in _as_list(cfg.get("imap_disabled_caps"))),
+        address_policy=policy,
     )
 
 
@@ -128,7 +136,7 @@ class AccountWorker:
         await self._event(AccountEvent.START)
         account = await self.db.read(lambda s: mail.account_info(s, self.account_id))
         self._secret = account.secret
-        settings = imap_settings(account, self.box)
+        settings = imap_settings(account, self.box, self.options.address_policy)
         if account.settings.get("mode") == "one_way":
             await self._outbox_only(account, settings, follow=follow)
             return
@@ -232,7 +240,10 @@ class AccountWorker:
         if self._sender is None or self._sender.syncback is not syncback:
             account = syncback.account
             self._sender = Sending(
-                self.db, smtp_settings_for(account, self.box), account=account, syncback=syncback
+                self.db,
+                smtp_settings_for(account, self.box, self.options.address_policy),
+                account=account,
+                syncback=syncback,
             )
         return self._sender
 

@@ -145,7 +145,7 @@ async def test(request: Request, web: WebAction) -> Response:
     try:
         body = _account_in(form)
         r = _resolve(web, body)
-        folders = await connect.test_connection(r.imap)
+        folders = await connect.test_connection(r, web.services.settings.mail_policy)
     except CrmailError as err:
         return await _settings_page(web, form, result=_failure(err, r), status=422)
     return await _settings_page(web, form, result={"ok": True, "folders": folders})
@@ -162,7 +162,7 @@ async def connect_account(request: Request, web: WebAction) -> Response:
         r = _resolve(web, body)
         if await web.services.db.read(lambda s: crm.find_account(s, me.id, email)):
             raise Conflict(f"{email} is already connected")
-        await connect.test_connection(r.imap)
+        await connect.test_connection(r, web.services.settings.mail_policy)
         options = _options(form)
     except CrmailError as err:
         return await _settings_page(web, form, result=_failure(err, r), status=422)
@@ -229,7 +229,7 @@ async def reconnect(account_id: int, request: Request, web: WebAction) -> Respon
         body = _account_in(form)
         email = _address(body)
         r = _resolve(web, body)
-        await connect.test_connection(r.imap)
+        await connect.test_connection(r, web.services.settings.mail_policy)
     except CrmailError as err:
         failure = _failure(err, r)
         st = await web.services.db.read(lambda s: accounts.status(s, account_id))

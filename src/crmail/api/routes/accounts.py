@@ -48,7 +48,7 @@ async def test_account(body: AccountTestIn, user: CurrentUser, services: Service
         allow_ca_file=user.is_admin,
     )
     try:
-        folders = await connect.test_connection(r.imap)
+        folders = await connect.test_connection(r, services.settings.mail_policy)
     except ProviderError as err:
         return _provider_error(err, r)
     return JSONResponse(AccountTestOut(ok=True, folders=folders).model_dump())
@@ -68,7 +68,7 @@ async def create_account(body: AccountIn, user: CurrentUser, services: ServicesD
     if await services.db.read(lambda s: crm.find_account(s, user.id, email)):
         raise Conflict(f"{email} is already connected")
     try:
-        await connect.test_connection(r.imap)
+        await connect.test_connection(r, services.settings.mail_policy)
     except ProviderError as err:
         return _provider_error(err, r)
     secret = services.box.seal({"password": body.password.get_secret_value()})
@@ -163,7 +163,7 @@ async def _change_connection(
         if taken is not None:
             raise Conflict(f"{email} is already connected")
     try:
-        await connect.test_connection(r.imap)
+        await connect.test_connection(r, services.settings.mail_policy)
     except ProviderError as err:
         return _provider_error(err, r)
     secret = None

@@ -27,6 +27,7 @@ from imapclient.datetime_util import datetime_to_INTERNALDATE
 from imapclient.exceptions import IMAPClientError
 from imapclient.response_parser import parse_fetch_response, parse_response
 
+from crmail.domain.netpolicy import AddressPolicy
 from crmail.errors import (
     AppPasswordRequired,
     AuthFailed,
@@ -36,6 +37,7 @@ from crmail.errors import (
     InvalidInput,
     MessageTooLarge,
     ProtocolError,
+    TLSFailed,
 )
 from crmail.providers import OAUTH2_REFUSED_HINT
 from crmail.providers.imap.connection import (
@@ -48,6 +50,7 @@ from crmail.providers.imap.connection import (
     TaggedResult,
     quoted,
 )
+from crmail.providers.netcheck import allowed_addresses
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +119,9 @@ class ImapSettings:
     timeout: float = 30.0
     #: Capabilities to pretend the server lacks (tests of fallbacks, buggy servers).
     disabled_caps: frozenset[str] = frozenset()
+    #: where the server may be (SSRF guard): checked on every connect, and the checked
+    #: address is the one connected to; None for servers the operator chose (tests, CLI)
+    address_policy: AddressPolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -568,6 +574,24 @@ def _event(resp: Response) -> ServerEvent | None:
     return None
 
 
+async def _open(s: ImapSettings, security: Security, ctx: ssl.SSLContext | None) -> ImapConnection:
+    if s.address_policy is None:
+        return await ImapConnection.open(s.host, s.port, security, ctx, s.timeout)
+    addresses = await allowed_addresses(s.host, s.port, s.address_policy)
+    for address in addresses[:-1]:
+        try:
+            return await ImapConnection.open(
+                s.host, s.port, security, ctx, s.timeout, address=address
+            )
+        except TLSFailed:
+            raise
+        except ConnectFailed:
+            continue  # like the resolver's own loop: the next address may answer
+    return await ImapConnection.open(
+        s.host, s.port, security, ctx, s.timeout, address=addresses[-1]
+    )
+
+
 # --- the client ------------------------------------------------------------------------
 
 
@@ -595,7 +619,7 @@ class ImapClient:
                 ctx = ssl.create_default_context(cafile=s.ca_file)
             except (OSError, ssl.SSLError) as e:
                 raise InvalidInput(f"cannot load CA file {s.ca_file!r}: {e}") from e
-        conn = await ImapConnection.open(s.host, s.port, security, ctx, s.timeout)
+        conn = await _open(s, security, ctx)
         client = cls(conn, s)
         try:
             await client._setup()

@@ -267,8 +267,14 @@ class ImapConnection:
         security: Security,
         ssl_context: ssl.SSLContext | None = None,
         timeout: float = 30.0,
+        *,
+        address: str | None = None,
     ) -> ImapConnection:
-        """Connect, read the greeting and (for ``starttls``) upgrade to TLS."""
+        """Connect, read the greeting and (for ``starttls``) upgrade to TLS.
+
+        ``address``: connect there rather than to what ``host`` resolves to now (an
+        address already checked); TLS still verifies the certificate against ``host``.
+        """
         if security not in ("tls", "starttls", "none"):
             raise ValueError(f"unknown security {security!r}")
         if security != "none" and ssl_context is None:
@@ -276,7 +282,7 @@ class ImapConnection:
         try:
             async with asyncio.timeout(timeout):
                 reader, writer = await asyncio.open_connection(
-                    host,
+                    address or host,
                     port,
                     ssl=ssl_context if security == "tls" else None,
                     server_hostname=host if security == "tls" else None,

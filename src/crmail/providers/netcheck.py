@@ -1,0 +1,51 @@
+"""Resolving a server's name under the address policy (:mod:`crmail.domain.netpolicy`).
+
+Every address the name resolves to must pass, not just the first: a name that resolves to
+a public and a private address would otherwise be one retry away from the private one.
+Callers then connect to a returned address itself (keeping the name for TLS), so a second
+DNS answer cannot swap in an internal address between the check and the connection (DNS
+rebinding).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+
+from crmail.domain.netpolicy import AddressPolicy, ip_literal
+from crmail.errors import AddressNotAllowed, ConnectFailed
+
+POLICY_HINT = (
+    "crmail connects only to servers on public addresses. For a self-hosted server on a "
+    "private network, the operator can allow it with CRMAIL_MAIL_ALLOWED_NETWORKS."
+)
+
+
+async def allowed_addresses(
+    host: str, port: int, policy: AddressPolicy, *, hint: str = POLICY_HINT
+) -> list[str]:
+    """The addresses to connect to for ``host``; every one passed ``policy``.
+
+    Raises :class:`AddressNotAllowed` when one does not, :class:`ConnectFailed` when the
+    name does not resolve.
+    """
+    literal = ip_literal(host)
+    if literal is not None:
+        addrs = [str(literal)]
+    else:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM
+            )
+        except (OSError, UnicodeError) as exc:
+            raise ConnectFailed(f"cannot resolve {host}: {exc}") from exc
+        addrs = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        if not addrs:
+            raise ConnectFailed(f"{host} has no address")
+    for a in addrs:
+        if not policy.allows(ipaddress.ip_address(a)):
+            raise AddressNotAllowed(
+                f"{host} is at {a}, a loopback, private or reserved address", hint=hint
+            )
+    return addrs
