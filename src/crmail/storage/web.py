@@ -161,6 +161,21 @@ def revoke_session(s: Session, token: str) -> None:
     s.execute(delete(WebSession).where(WebSession.token_hash == _hash(token)))
 
 
+def session_hash(token: str) -> str:
+    """What a session cookie is stored as: links signed for a session carry it."""
+    return _hash(token)
+
+
+def live_session_hashes(s: Session, user_id: int) -> list[str]:
+    """The user's unexpired sessions, as :func:`session_hash` values."""
+    rows = s.scalars(
+        select(WebSession.token_hash).where(
+            WebSession.user_id == user_id, WebSession.expires_at > utcnow()
+        )
+    )
+    return list(rows)
+
+
 # --- users of a workspace ----------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from crmail.storage.models import utcnow
 from crmail.web import snooze
 from crmail.web.common import (
     RAW,
+    SESSION_COOKIE,
     SignInRequired,
     Web,
     WebAction,
@@ -179,8 +180,9 @@ def _cid_key(secret: str) -> bytes:
     return hashlib.sha256(b"crmail-web-cid\0" + secret.encode()).digest()
 
 
-def _cid_sig(key: bytes, user_id: int, message_id: int, cid: str, exp: int) -> str:
-    msg = f"{user_id}:{message_id}:{exp}:{cid}".encode()
+def _cid_sig(key: bytes, user_id: int, message_id: int, cid: str, exp: int, session: str) -> str:
+    # Bound to the session (its stored hash) as well: signing out ends the links with it.
+    msg = f"{user_id}:{message_id}:{exp}:{session}:{cid}".encode()
     return hmac.new(key, msg, hashlib.sha256).hexdigest()
 
 
@@ -194,9 +196,10 @@ async def message_body(
     # our SameSite cookie: their URLs carry a short-lived signature for this user instead.
     key = _cid_key(web.services.settings.secret_keys[0])
     exp = int(time.time()) + 3600
+    session = store.session_hash(request.cookies.get(SESSION_COOKIE, ""))
 
     def cid_url(cid: str) -> str:
-        sig = _cid_sig(key, me.id, message_id, cid, exp)
+        sig = _cid_sig(key, me.id, message_id, cid, exp, session)
         return f"/messages/{message_id}/cid/{quote(cid, safe='')}?u={me.id}&exp={exp}&sig={sig}"
 
     if d.html:
@@ -260,10 +263,13 @@ async def inline_part(
 ) -> Response:
     services = services_of(request)
     key = _cid_key(services.settings.secret_keys[0])
-    good = (
-        sig
-        and exp > time.time()
-        and hmac.compare_digest(sig, _cid_sig(key, u, message_id, content_id, exp))
+    sessions = (
+        await services.db.read(lambda s: store.live_session_hashes(s, u))
+        if sig and exp > time.time()
+        else []
+    )
+    good = any(
+        hmac.compare_digest(sig, _cid_sig(key, u, message_id, content_id, exp, h)) for h in sessions
     )
     if not good:
         raise SignInRequired("this image link is not valid (or expired): reload the message")
