@@ -47,6 +47,11 @@ class Settings:
     default_smtp_url: str = ""
     #: From address of workflow email sent through the default provider
     default_from: str = ""
+    #: recipients (To + Cc + Bcc) one message sent from the CRM may have
+    max_recipients: int = 100
+    #: messages one user may send from the CRM per rolling hour (providers suspend
+    #: accounts that spray); 0: no limit
+    sends_per_hour: int = 200
     #: crmail's SMTP listener for BCC drop addresses (<token>@drop_domain): started when
     #: a port is set; point the drop domain's MX (or a relay) at it
     drop_smtp_host: str = "127.0.0.1"
@@ -76,6 +81,8 @@ class Settings:
             "poll_interval": float(e.get("CRMAIL_POLL_INTERVAL", "30")),
             "default_smtp_url": e.get("CRMAIL_DEFAULT_SMTP_URL", ""),
             "default_from": e.get("CRMAIL_DEFAULT_FROM", ""),
+            "max_recipients": int(e.get("CRMAIL_MAX_RECIPIENTS", "100")),
+            "sends_per_hour": int(e.get("CRMAIL_SENDS_PER_HOUR", "200")),
             "drop_smtp_host": e.get("CRMAIL_DROP_SMTP_HOST", "127.0.0.1"),
             "drop_smtp_port": (
                 int(e["CRMAIL_DROP_SMTP_PORT"]) if e.get("CRMAIL_DROP_SMTP_PORT") else None

@@ -55,6 +55,17 @@ class Conflict(CrmailError):
     http_status = 409
 
 
+class RateLimited(CrmailError):
+    """Too many attempts (sign-ins, sends) in a while; ``retry_after`` seconds to wait."""
+
+    code = "rate_limited"
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint or f"try again in {retry_after} seconds")
+        self.retry_after = retry_after
+
+
 class AttachmentTypeNotAllowed(InvalidInput):
     """An attachment's file type is outside the provider's allow-list (checked before sending)."""
 

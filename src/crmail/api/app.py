@@ -28,7 +28,7 @@ from crmail.api.routes import (
     webhooks,
 )
 from crmail.api.schemas import ErrorOut
-from crmail.errors import CrmailError
+from crmail.errors import CrmailError, RateLimited
 from crmail.services import Services
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,8 @@ def create_app(services: Services) -> FastAPI:
 
 
 def error_response(err: CrmailError, status: int | None = None) -> JSONResponse:
-    return JSONResponse(err.to_dict(), status_code=status or err.http_status)
+    headers = {"Retry-After": str(err.retry_after)} if isinstance(err, RateLimited) else None
+    return JSONResponse(err.to_dict(), status_code=status or err.http_status, headers=headers)
 
 
 async def _crmail_error(request: Request, exc: Exception) -> JSONResponse:

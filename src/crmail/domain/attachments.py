@@ -22,7 +22,9 @@ __all__ = [
     "account_policy",
     "attachment_budget",
     "check_attachments",
+    "check_message_size",
     "inbound_placeholder",
+    "max_message_bytes",
     "policy_for",
 ]
 
@@ -153,6 +155,26 @@ def check_attachments(policy: AttachmentPolicy, files: Sequence[tuple[str, int]]
         )
     raise MessageTooLarge(
         message, hint="Share large files as a link, or send them in several emails."
+    )
+
+
+def max_message_bytes(policy: AttachmentPolicy) -> int:
+    """Octets of a whole message, as sent, that the policy allows (the inverse of
+    :func:`attachment_budget`: the attachment limit once encoded, plus the reserve)."""
+    return policy.max_total_bytes * 78 // 57 + SIZE_RESERVE
+
+
+def check_message_size(policy: AttachmentPolicy, size: int) -> None:
+    """Raise :class:`MessageTooLarge` when a message of ``size`` octets (as sent) is over
+    the policy: a huge body is refused as clearly as a huge attachment."""
+    limit = max_message_bytes(policy)
+    if size <= limit:
+        return
+    where = f" of {policy.source}" if policy.source else ""
+    raise MessageTooLarge(
+        f"The message is {_mb_over(size, limit)} as sent, more than the {_mb(limit)} "
+        f"message size limit{where}.",
+        hint="Shorten the text, or share large content and files as links.",
     )
 
 

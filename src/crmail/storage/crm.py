@@ -745,6 +745,8 @@ def can_see_message(s: Session, user: UserInfo, message_id: int) -> bool:
     m = s.get(Message, message_id)
     if m is None or m.workspace_id != user.workspace_id:
         return False
+    if m.sent_by_user_id == user.id:
+        return True  # sent from the CRM by this user: readable from the moment it is queued
     on_timeline = exists().where(TimelineEntry.message_id == message_id)
     mine = exists().where(
         Placement.message_id == message_id,

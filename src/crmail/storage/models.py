@@ -260,6 +260,8 @@ class Message(Base):
     #: queued | sending | sent | failed | unknown (crash while handing to SMTP)
     send_state: Mapped[str | None] = mapped_column(String(10))
     send_error: Mapped[str | None] = mapped_column(Text)
+    #: for mail sent from the CRM: who sent it (they may always read it)
+    sent_by_user_id: Mapped[int | None] = fk("users.id", nullable=True, ondelete="SET NULL")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     __table_args__ = (
         UniqueConstraint("workspace_id", "dedup_key"),

@@ -14,19 +14,20 @@ Sender identity (HighLevel's rules, seed 001):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from crmail.domain.account import AccountState
-from crmail.domain.addresses import normalize_email
-from crmail.domain.attachments import AttachmentPolicy, check_attachments
+from crmail.domain.addresses import normalize_email, sendable_address
+from crmail.domain.attachments import AttachmentPolicy, check_attachments, check_message_size
 from crmail.domain.attachments import account_policy as attachment_policy_of
 from crmail.domain.scope import links_for
-from crmail.errors import InvalidInput, NotFound
+from crmail.errors import InvalidInput, NotFound, RateLimited
 from crmail.mime import Address, parse_message
 from crmail.mime.compose import Draft, OutgoingAttachment, compose, reply_references, reply_subject
 from crmail.mime.keys import envelope_key, envelope_roles
@@ -40,6 +41,7 @@ from crmail.storage.models import (
     OutboxAction,
     Participant,
     Placement,
+    User,
     utcnow,
 )
 
@@ -80,6 +82,18 @@ class SenderChoice:
 @dataclass(frozen=True, slots=True)
 class SendQueued(Queued):
     message_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SendLimits:
+    """What one user may send (CRMAIL_MAX_RECIPIENTS, CRMAIL_SENDS_PER_HOUR)."""
+
+    max_recipients: int = 100
+    sends_per_hour: int = 200  # 0: no limit
+
+
+#: the window of the sending rate limit
+RATE_WINDOW = timedelta(hours=1)
 
 
 def _sending_account(
@@ -140,13 +154,43 @@ def sender_for(
 
 
 def _addresses(values: Sequence[str], field: str) -> tuple[Address, ...]:
-    out = []
-    for v in values:
-        e = normalize_email(v)
-        if e is None:
-            raise InvalidInput(f"{v!r} in {field} is not a valid email address")
-        out.append(Address("", e))
-    return tuple(out)
+    return tuple(Address("", sendable_address(v, field)) for v in values)
+
+
+def _check_recipient_count(addresses: Sequence[Address], limits: SendLimits) -> None:
+    count = len({a.email for a in addresses})
+    if count > limits.max_recipients:
+        raise InvalidInput(
+            f"This message has {count} recipients; at most {limits.max_recipients} "
+            "are allowed per message.",
+            hint="Send it in smaller groups, or as bulk email to a list.",
+        )
+
+
+def _check_send_rate(s: Session, user: crm.UserInfo, limits: SendLimits) -> None:
+    """At most ``limits.sends_per_hour`` sends per user in any rolling hour."""
+    if limits.sends_per_hour <= 0:
+        return
+    # Serialise this user's sends so two at once cannot both take the last slot.
+    s.execute(select(User.id).where(User.id == user.id).with_for_update())
+    now = utcnow()
+    count, oldest = s.execute(
+        select(func.count(), func.min(OutboxAction.created_at)).where(
+            OutboxAction.user_id == user.id,
+            OutboxAction.kind == "send",
+            OutboxAction.created_at > now - RATE_WINDOW,
+        )
+    ).one()
+    if count < limits.sends_per_hour:
+        return
+    oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=UTC)
+    wait = max(1, math.ceil((oldest + RATE_WINDOW - now).total_seconds()))
+    raise RateLimited(
+        f"You have sent {count} messages in the last hour; the limit is "
+        f"{limits.sends_per_hour} per hour, so mail providers do not suspend the mailbox.",
+        retry_after=wait,
+        hint=f"Try again in {math.ceil(wait / 60)} minutes.",
+    )
 
 
 def queue_send(
@@ -157,8 +201,10 @@ def queue_send(
     kind: str = "individual",
     reply_to: int | None = None,
     default_from: str | None = None,
+    limits: SendLimits = SendLimits(),
 ) -> SendQueued:
-    """Compose, store and queue an email; attachment limits are checked before anything."""
+    """Compose, store and queue an email; limits are checked before anything is stored."""
+    _check_send_rate(s, user, limits)
     parent: Message | None = None
     parent_account: int | None = None
     if reply_to is not None:
@@ -184,6 +230,7 @@ def queue_send(
         to = _reply_recipients(s, parent, user.workspace_id)
     if not (to or cc or bcc):
         raise InvalidInput("add at least one recipient")
+    _check_recipient_count((*to, *cc, *bcc), limits)
 
     subject = draft.subject
     in_reply_to: str | None = None
@@ -211,6 +258,7 @@ def queue_send(
             date=datetime.now(UTC),
         )
     )
+    check_message_size(sender.policy, len(composed.raw))
     parsed = parse_message(composed.raw)
     roles = envelope_roles(parsed.envelope)
     roles["bcc"] = {a.email for a in bcc}  # not in the headers, but the user wrote to them
@@ -234,6 +282,7 @@ def queue_send(
             crm_account_id=sender.account_id,
             crm_from=sender.from_address,
             send_state="queued",
+            sent_by_user_id=user.id,
         )
     )
     outbox.enqueue(

@@ -22,6 +22,7 @@ from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
 from crmail.errors import CrmailError, Forbidden, InvalidInput, Unauthenticated
+from crmail.errors import RateLimited as RateLimited  # re-exported: one class, in errors.py
 from crmail.services import Services
 from crmail.storage import web as store
 from crmail.storage.crm import UserInfo
@@ -65,15 +66,6 @@ class SignInRequired(Unauthenticated):
 
 class CsrfFailed(Forbidden):
     code = "csrf_failed"
-
-
-class RateLimited(CrmailError):
-    code = "rate_limited"
-    http_status = 429
-
-    def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message, hint=f"try again in {retry_after} seconds")
-        self.retry_after = retry_after
 
 
 def services_of(request: Request) -> Services:

@@ -12,7 +12,13 @@ from urllib.parse import quote
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from sqlalchemy.orm import Session
 
-from crmail.errors import AttachmentTypeNotAllowed, InvalidInput, MessageTooLarge, NotFound
+from crmail.errors import (
+    AttachmentTypeNotAllowed,
+    InvalidInput,
+    MessageTooLarge,
+    NotFound,
+    RateLimited,
+)
 from crmail.mime import sanitize_html
 from crmail.mime.compose import reply_subject
 from crmail.storage import actions, crm, links, outbound
@@ -391,16 +397,26 @@ async def send(
         text=body,
         attachments=tuple(attachments),
     )
-    default_from = web.services.settings.default_from or None
+    settings = web.services.settings
+    default_from = settings.default_from or None
+    limits = outbound.SendLimits(settings.max_recipients, settings.sends_per_hour)
     try:
         queued = await web.services.act(
             lambda s: outbound.queue_send(
-                s, me, draft, kind="individual", reply_to=reply_to, default_from=default_from
+                s,
+                me,
+                draft,
+                kind="individual",
+                reply_to=reply_to,
+                default_from=default_from,
+                limits=limits,
             )
         )
-    except (MessageTooLarge, AttachmentTypeNotAllowed, InvalidInput) as err:
-        status = 413 if isinstance(err, MessageTooLarge) else 422
+    except (MessageTooLarge, AttachmentTypeNotAllowed, InvalidInput, RateLimited) as err:
         message = err.message + (f" — {err.hint}" if err.hint else "")
-        return await _compose_page(web, reply_to, values, message, status)
+        page = await _compose_page(web, reply_to, values, message, err.http_status)
+        if isinstance(err, RateLimited):
+            page.headers["Retry-After"] = str(err.retry_after)
+        return page
     message_id = getattr(queued, "message_id", 0)
     return see_other(f"/messages/{message_id}" if message_id else "/inbox")

@@ -82,6 +82,11 @@ def default_from(services: Services) -> str | None:
     return s.default_from or None if s.default_smtp_url else None
 
 
+def send_limits(services: Services) -> outbound.SendLimits:
+    s = services.settings
+    return outbound.SendLimits(max_recipients=s.max_recipients, sends_per_hour=s.sends_per_hour)
+
+
 @router.get("/sender")
 async def sender(
     user: CurrentUser,
@@ -108,9 +113,15 @@ async def sender(
 
 @router.post("/messages", status_code=202)
 async def send(body: SendIn, user: CurrentUser, services: ServicesDep) -> QueuedOut:
-    """Compose and send. Limits are checked now; delivery happens within seconds."""
-    draft, kind, d = _draft(body), body.kind, default_from(services)
-    q = await services.act(lambda s: outbound.queue_send(s, user, draft, kind=kind, default_from=d))
+    """Compose and send. Limits are checked now; delivery happens within seconds.
+
+    The returned message is readable by its sender at once (``GET /api/messages/{id}``),
+    with its send state and error, before and after its Sent copy syncs.
+    """
+    draft, kind, d, limits = _draft(body), body.kind, default_from(services), send_limits(services)
+    q = await services.act(
+        lambda s: outbound.queue_send(s, user, draft, kind=kind, default_from=d, limits=limits)
+    )
     assert isinstance(q, outbound.SendQueued)
     return QueuedOut(message_id=q.message_id)
 
@@ -120,9 +131,11 @@ async def reply(
     message_id: int, body: ComposeIn, user: CurrentUser, services: ServicesDep
 ) -> QueuedOut:
     """Reply in the thread: In-Reply-To/References set, "Re:" subject, the original marked answered."""
-    draft, d = _draft(body), default_from(services)
+    draft, d, limits = _draft(body), default_from(services), send_limits(services)
     q = await services.act(
-        lambda s: outbound.queue_send(s, user, draft, reply_to=message_id, default_from=d)
+        lambda s: outbound.queue_send(
+            s, user, draft, reply_to=message_id, default_from=d, limits=limits
+        )
     )
     assert isinstance(q, outbound.SendQueued)
     return QueuedOut(message_id=q.message_id)
