@@ -39,6 +39,8 @@ class _RelayHandler:
     drop_on_data: bool = False
     #: MAIL FROM parameters of every transaction that reached DATA ("SMTPUTF8", "SIZE=...")
     mail_options: list[tuple[str, ...]] = field(default_factory=list)
+    #: RCPT TO addresses (as the server read them) of every transaction that reached DATA
+    rcpt_seen: list[tuple[str, ...]] = field(default_factory=list)
 
     async def handle_RCPT(
         self,
@@ -57,6 +59,7 @@ class _RelayHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.mail_options.append(tuple(envelope.mail_options))
+        self.rcpt_seen.append(tuple(envelope.rcpt_tos))
         if self.drop_on_data:
             assert server.transport is not None
             server.transport.close()

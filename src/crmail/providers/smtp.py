@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import aiosmtplib
+from aiosmtplib.email import quote_address
 
 from crmail.domain.netpolicy import AddressPolicy
 from crmail.errors import (
@@ -57,6 +58,7 @@ _BASIC_AUTH_DISABLED = re.compile(
     re.IGNORECASE,
 )
 _LINE_END = re.compile(rb"\r\n|\r|\n")
+_NOT_IN_A_PATH = re.compile(r"[\s\x00-\x1f\x7f<>]")
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,8 @@ async def send(
     rcpts = list(dict.fromkeys(recipients))
     if not rcpts:
         raise SendFailed("No recipients to send to.", permanent=True)
+    for address in (mail_from, *rcpts):
+        _check_envelope_address(address)
     # SIZE (RFC 1870) counts octets as transmitted: with CRLF line endings.
     data = _LINE_END.sub(b"\r\n", raw)
     async with _session(s) as (smtp, _):
@@ -152,6 +156,18 @@ async def send(
     refused = {r: _reply(resp.code, resp.message) for r, resp in refused_raw.items()}
     accepted = tuple(r for r in rcpts if r not in refused)
     return SendResult(accepted=accepted, refused=refused)
+
+
+def _check_envelope_address(address: str) -> None:
+    """The envelope must carry exactly the address given: aiosmtplib re-parses it (with
+    ``email.utils.parseaddr``), which turns ``a,b@x`` into another address, and a line
+    break would end the command. Addresses are validated long before; this is the edge."""
+    if not address or _NOT_IN_A_PATH.search(address) or quote_address(address) != f"<{address}>":
+        raise SendFailed(
+            f"{address!r} cannot be used as an SMTP envelope address as written.",
+            permanent=True,
+            hint="Check the address.",
+        )
 
 
 # --- session -----------------------------------------------------------------------

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from crmail.domain.addresses import sendable_address
 from crmail.errors import (
     AppPasswordRequired,
     AuthFailed,
@@ -336,3 +337,41 @@ async def test_non_ascii_address_is_sent_with_smtputf8(dovecot: Dovecot, start: 
     assert result == SendResult(accepted=("jörg@example.test",), refused={})
     (options,) = r.handler.mail_options
     assert "SMTPUTF8" in options
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "a,evil@x.test",
+        'a"b@x.test',
+        "a b@x.test",
+        "a@x.test\r\nRCPT TO:<e@x.test>",
+        "<a@x.test>",
+        "",
+    ],
+)
+async def test_envelope_address_that_smtp_would_rewrite_is_refused_before_connecting(
+    address: str,
+) -> None:
+    unreachable = SmtpSettings(host="127.0.0.1", port=free_port(), security="none", timeout=1)
+    for mail_from, rcpts in ((USER, [address]), (address, ["b@x.test"])):
+        with pytest.raises(SendFailed) as err:
+            await send(unreachable, mail_from=mail_from, recipients=rcpts, raw=b"x")
+        assert err.value.permanent and "envelope" in err.value.message
+
+
+async def test_every_address_of_the_send_grammar_is_sent_as_written(
+    dovecot: Dovecot, start: Start
+) -> None:
+    r = start(data_reply="250 2.0.0 OK queued")  # answered by the relay itself
+    odd = [
+        "o'neil@x.test",
+        "a|b@x.test",
+        "{a}@x.test",
+        "a/b%c@x.test",
+        "a.b+c@x.test",
+        "a?b@x.test",
+    ]
+    assert [sendable_address(a) for a in odd] == odd
+    await send(settings(r, dovecot), mail_from=USER, recipients=odd, raw=b"x\r\n")
+    assert r.handler.rcpt_seen == [tuple(odd)]
