@@ -53,6 +53,10 @@ async def test_same_headers_different_bodies_are_two_messages_and_copies_are_one
     # LMTP adds Return-Path, Delivered-To and Received to each delivered copy.
     dovecot.deliver(mailbox.email, ok)
     dovecot.deliver(mailbox.email, failed)
+    # Private mail without Message-ID: judged on its header like any other, not stored.
+    dovecot.deliver(
+        mailbox.email, cron_mail(mailbox.email, "private").replace(b"cron@host", b"me@home")
+    )
     # The same message filed in Archive by another client, with its own server headers.
     dovecot.append(
         mailbox.email,

@@ -312,14 +312,13 @@ class FolderSync:
             return step
         book = await self._address_book()
         parsed_heads = await asyncio.to_thread(lambda: [parse_head(h.header) for h in heads])
-        # A message without Message-ID is known by its body too: fetched now (such mail
-        # is rare), and kept for storing. One expunged in between is left out.
-        pairs = list(zip(heads, parsed_heads, strict=True))
-        early = await self._bodies([h.uid for h, p in pairs if needs_body(p.envelope)])
-        kept = [(h, p) for h, p in pairs if not needs_body(p.envelope) or h.uid in early]
-        heads, parsed_heads = [h for h, _ in kept], [p for _, p in kept]
         envelopes = [p.envelope for p in parsed_heads]
-        keys = [envelope_key(p.envelope, early.get(h.uid)) for h, p in kept]
+        # The key of a message without Message-ID needs its body: until the body is
+        # fetched (only if the message enters), it stands in under a key of its UID.
+        keys = [
+            _pending_key(h.uid) if needs_body(e) else envelope_key(e)
+            for h, e in zip(heads, envelopes, strict=True)
+        ]
         ws = self.account.workspace_id
         known = await self.db.read(lambda s: mail.known_keys(s, ws, keys))
 
@@ -331,6 +330,14 @@ class FolderSync:
 
         if self.auto.any:
             book = await self._auto_create([e for k, e in fresh.items() if passes_gate(k)], book)
+
+        early = await self._keyed_by_body(heads, envelopes, keys, book, in_crm)
+        if early:
+            real = {_pending_key(uid): key for uid, (key, _) in early.items()}
+            in_crm |= {real[k] for k in in_crm & real.keys()}
+            keys = [real.get(k, k) for k in keys]
+            more = await self.db.read(lambda s: mail.known_keys(s, ws, list(real.values())))
+            known = known | more
 
         wanted: dict[str, tuple[HeaderFetch, tuple[Link, ...]]] = {}
         placed: list[tuple[HeaderFetch, str]] = []
@@ -351,7 +358,7 @@ class FolderSync:
                 assert decision.skip_reason is not None
                 skipped[decision.skip_reason.value] += 1
 
-        bodies = {uid: raw for uid, raw in early.items() if uid in head_of}
+        bodies = {uid: raw for uid, (_, raw) in early.items() if uid in head_of}
         bodies.update(await self._bodies([u for u in head_of if u not in early]))
         policy = account_policy(self.account.settings)
         parsed = await asyncio.to_thread(
@@ -380,6 +387,28 @@ class FolderSync:
             )
         step.skipped = skipped
         return step
+
+    async def _keyed_by_body(
+        self,
+        heads: list[HeaderFetch],
+        envelopes: list[Envelope],
+        keys: list[str],
+        book: AddressBook,
+        in_crm: set[str],
+    ) -> dict[int, tuple[str, bytes]]:
+        """Keys and bytes, by UID, of the messages without Message-ID that enter the
+        CRM: their key needs the body, fetched now. Other mail's body is never fetched,
+        so such a message is not recognised as a copy of a stored one either."""
+        entering = {
+            h.uid: e
+            for h, e, k in zip(heads, envelopes, keys, strict=True)
+            if k == _pending_key(h.uid)
+            and decide_in_scope(
+                self.scope, envelope_roles(e), book, in_crm_thread=k in in_crm
+            ).store
+        }
+        bodies = await self._bodies(list(entering))
+        return {uid: (envelope_key(entering[uid], raw), raw) for uid, raw in bodies.items()}
 
     async def _bodies(self, uids: list[int]) -> dict[int, bytes]:
         if not uids:
@@ -431,6 +460,11 @@ class FolderSync:
         created = await self.db.write(lambda s: autocreate.create_contacts(s, ws, wanted))
         self._book = autocreate.with_contacts(book, created)
         return self._book
+
+
+def _pending_key(uid: int) -> str:
+    """Stands in for the key of a message without Message-ID until its body is read."""
+    return f"uid:{uid}"
 
 
 def _within(batch: list[int], sizes: dict[int, int], budget: int) -> list[int]:
