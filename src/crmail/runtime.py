@@ -7,6 +7,9 @@ import contextlib
 from collections.abc import Callable
 from datetime import timedelta
 
+import uvicorn
+from starlette.types import ASGIApp
+
 from crmail.services import Services
 from crmail.storage import accounts
 from crmail.sync.dropbox import DropServer
@@ -27,9 +30,20 @@ def worker_options(services: Services) -> WorkerOptions:
     )
 
 
-async def serve(services: Services, *, ready: Callable[[str], None] | None = None) -> None:
-    import uvicorn
+def server_config(services: Services, app: ASGIApp) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=services.settings.host,
+        port=services.settings.port,
+        log_level="warning",
+        # uvicorn's own default believes X-Forwarded-For from loopback: anything on this
+        # host could then pick the client address the sign-in limits count. The app
+        # believes only CRMAIL_TRUSTED_PROXIES (crmail.api.app).
+        proxy_headers=False,
+    )
 
+
+async def serve(services: Services, *, ready: Callable[[str], None] | None = None) -> None:
     from crmail.api.app import create_app
 
     sync = SyncService(
@@ -67,10 +81,7 @@ async def serve(services: Services, *, ready: Callable[[str], None] | None = Non
         await drops.start()
     app = create_app(services)
     app.state.webhooks = webhooks  # lets the API wake it after queueing a test ping
-    config = uvicorn.Config(
-        app, host=services.settings.host, port=services.settings.port, log_level="warning"
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config(services, app))
     url = f"http://{services.settings.host}:{services.settings.port}"
     try:
         task = asyncio.create_task(server.serve())

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from crmail import web
 from crmail.api.routes import (
@@ -57,6 +58,13 @@ def create_app(services: Services) -> FastAPI:
     for module in (health, me, users, crm, accounts, mail, actions, sending, links, webhooks):
         app.include_router(module.router)
     web.install(app)  # the server-rendered web app and its static files
+    if services.settings.trusted_proxies:
+        # The client address (sign-in limits) and scheme as the proxy saw them; from
+        # these proxies only, so nobody else can pick the address counted.
+        app.add_middleware(
+            ProxyHeadersMiddleware,
+            trusted_hosts=[str(n) for n in services.settings.trusted_proxies],
+        )
     app.add_exception_handler(CrmailError, _crmail_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

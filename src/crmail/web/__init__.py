@@ -12,7 +12,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from crmail.web import auth, crm, mail, security, settings
-from crmail.web.ratelimit import FailureLimiter
+from crmail.web.ratelimit import SignInLimiter
 
 router = APIRouter()
 for _module in (auth, mail, crm, settings, security):
@@ -21,7 +21,7 @@ for _module in (auth, mail, crm, settings, security):
 
 def install(app: FastAPI) -> None:
     """Add the web pages and their static files to the API app."""
-    app.state.web_signin_limiter = FailureLimiter(max_failures=5, window=300.0)
+    app.state.web_signin_limiter = SignInLimiter()
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
 

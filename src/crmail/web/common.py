@@ -7,6 +7,7 @@ anonymous visitor into a redirect to the sign-in page (pages) or a 401 (raw rout
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -28,7 +29,8 @@ from crmail.storage import web as store
 from crmail.storage.crm import UserInfo
 
 SESSION_COOKIE = "crmail_session"
-#: double-submit token of the sign-in form (there is no session to hold it yet)
+#: the sign-in form's pre-session id (there is no session to hold its CSRF token yet);
+#: ``__Host-`` prefixed when cookies are Secure (see :func:`signin_cookie`)
 SIGNIN_COOKIE = "crmail_signin"
 #: tag of routes that answer 401 rather than redirecting (iframe bodies, downloads)
 RAW = "web-raw"
@@ -66,6 +68,18 @@ class SignInRequired(Unauthenticated):
 
 class CsrfFailed(Forbidden):
     code = "csrf_failed"
+
+
+def signin_cookie(secure: bool) -> str:
+    """The pre-session cookie's name. Over HTTPS the ``__Host-`` prefix makes browsers
+    refuse it from a sibling subdomain or a plain-http page (cookie tossing)."""
+    return f"__Host-{SIGNIN_COOKIE}" if secure else SIGNIN_COOKIE
+
+
+def signing_key(services: Services, purpose: str) -> bytes:
+    """A key for one kind of signed value, derived from the server's secret key."""
+    secret = services.settings.secret_keys[0]
+    return hashlib.sha256(f"crmail-web-{purpose}\0{secret}".encode()).digest()
 
 
 def services_of(request: Request) -> Services:

@@ -1,4 +1,10 @@
-"""Sign-in rate limiting: a sliding window of failures per (client IP, email).
+"""Sign-in rate limiting: sliding windows of failures per client IP and per account.
+
+Two counts, because a password guesser moves along one axis or the other: one password
+tried against many addresses (stopped by the client's IP count), or one address tried
+from many IPs (stopped by the address's count). The client IP is the connection's peer,
+or what a trusted proxy says it is (``CRMAIL_TRUSTED_PROXIES``); a forwarded-for header
+from anyone else changes nothing.
 
 In memory, per process: enough for the single-process `crmail run`; several processes
 behind a load balancer each keep their own count (the limit multiplies by their number).
@@ -10,6 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 
 class FailureLimiter:
@@ -22,16 +29,16 @@ class FailureLimiter:
         self.max_failures = max_failures
         self.window = window
         self._clock = clock
-        self._failures: dict[tuple[str, str], deque[float]] = {}
+        self._failures: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
-    def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
+    def _recent(self, key: str, now: float) -> deque[float]:
         q = self._failures.setdefault(key, deque())
         while q and q[0] <= now - self.window:
             q.popleft()
         return q
 
-    def retry_after(self, key: tuple[str, str]) -> int | None:
+    def retry_after(self, key: str) -> int | None:
         """Seconds until another attempt is allowed, or None when allowed now."""
         with self._lock:
             now = self._clock()
@@ -42,10 +49,50 @@ class FailureLimiter:
                 return None
             return max(1, int(q[0] + self.window - now) + 1)
 
-    def failed(self, key: tuple[str, str]) -> None:
+    def failed(self, key: str) -> None:
         with self._lock:
-            self._recent(key, self._clock()).append(self._clock())
+            now = self._clock()
+            self._recent(key, now).append(now)
 
-    def succeeded(self, key: tuple[str, str]) -> None:
+    def succeeded(self, key: str) -> None:
         with self._lock:
             self._failures.pop(key, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Blocked:
+    retry_after: int
+    #: what is being limited, for the message: "this address" or "your network"
+    what: str
+
+
+class SignInLimiter:
+    """Both counts of the sign-in form."""
+
+    def __init__(
+        self,
+        per_ip: FailureLimiter | None = None,
+        per_account: FailureLimiter | None = None,
+    ) -> None:
+        # An office behind one NAT address shares the IP count: it allows a few people's
+        # typos at once; one address gets the classic handful of tries.
+        self.per_ip = per_ip or FailureLimiter(max_failures=20, window=300.0)
+        self.per_account = per_account or FailureLimiter(max_failures=5, window=300.0)
+
+    def blocked(self, ip: str, account: str) -> Blocked | None:
+        wait = self.per_account.retry_after(account)
+        if wait is not None:
+            return Blocked(wait, "this address")
+        wait = self.per_ip.retry_after(ip)
+        if wait is not None:
+            return Blocked(wait, "your network")
+        return None
+
+    def failed(self, ip: str, account: str) -> None:
+        self.per_ip.failed(ip)
+        self.per_account.failed(account)
+
+    def succeeded(self, ip: str, account: str) -> None:
+        # The IP's count stays: signing in to one's own account between guesses must not
+        # reset the count of a client trying a password across other addresses.
+        self.per_account.succeeded(account)
