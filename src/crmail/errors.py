@@ -151,6 +151,13 @@ class FolderMissing(ProviderError):
     retryable = False
 
 
+class MessageNotInMailbox(ProviderError):
+    """An action's message is in none of the mailbox's folders any more."""
+
+    code = "message_not_in_mailbox"
+    retryable = False
+
+
 class MessageTooLarge(CrmailError):
     code = "message_too_large"
     http_status = 413

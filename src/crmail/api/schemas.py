@@ -157,6 +157,10 @@ class InboxEntryOut(Out):
     is_read: bool
     state: str
     received_at: datetime
+    sync_error: str | None = Field(
+        default=None,
+        description="why your last change to this email could not be made in your mailbox",
+    )
 
 
 class InboxOut(BaseModel):
@@ -211,6 +215,11 @@ class MessageOut(BaseModel):
         description="mail written in the CRM: queued, sending, sent, failed or unknown",
     )
     send_error: str | None = Field(default=None, description="why sending failed, if it did")
+    sync_error: str | None = Field(
+        default=None,
+        description="why your last change to this email (Done, read, delete, move) could "
+        "not be made in your mailbox; the CRM then shows what the mailbox holds",
+    )
 
 
 # --- mail accounts -------------------------------------------------------------------------

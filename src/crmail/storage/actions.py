@@ -19,7 +19,16 @@ from crmail.domain.folders import Role
 from crmail.domain.inbox import ItemState
 from crmail.errors import Forbidden, InvalidInput, NotFound
 from crmail.storage import crm, notify, outbox
-from crmail.storage.models import Folder, InboxItem, MailAccount, Message, Placement, utcnow
+from crmail.storage.mail import in_user_inbox
+from crmail.storage.models import (
+    Folder,
+    InboxItem,
+    MailAccount,
+    Message,
+    OutboxAction,
+    Placement,
+    utcnow,
+)
 
 SEEN = "\\Seen"
 
@@ -290,3 +299,59 @@ def wake_snoozed(s: Session, now: datetime | None = None) -> int:
     rows = res.all()
     _notify_rows(s, rows)
     return len(rows)
+
+
+def sync_failed(s: Session, action_id: int, error: str, *, retryable: bool) -> str:
+    """Record a failed server change (see :func:`outbox.fail`).
+
+    One that failed for good gives the user's Inbox item back the state the server
+    holds: the CRM never shows "done" for mail still unread in the mailbox's INBOX. The
+    error stays on the action, which the Inbox and the message show.
+    """
+    state = outbox.fail(s, action_id, error, retryable=retryable)
+    if state == outbox.FAILED:
+        _back_to_server_state(s, s.get_one(OutboxAction, action_id))
+    return state
+
+
+def _back_to_server_state(s: Session, action: OutboxAction) -> None:
+    user_id, message_id = action.user_id, action.message_id
+    if user_id is None or message_id is None or action.account_id is None:
+        return
+    if outbox.pending_message_ids(s, [action.account_id], [message_id]):
+        return  # the user acted again since: that newer choice is on its way
+    item = s.scalar(
+        select(InboxItem).where(InboxItem.user_id == user_id, InboxItem.message_id == message_id)
+    )
+    if item is None:
+        return
+    # The placements hold the server's state as last synced: the failed change never
+    # reached them.
+    in_inbox = [
+        frozenset(f or ())
+        for f in s.scalars(
+            in_user_inbox(user_id, Placement.flags).where(Placement.message_id == message_id)
+        )
+    ]
+    anywhere = in_inbox or [
+        frozenset(f or ())
+        for f in s.scalars(
+            select(Placement.flags)
+            .join(MailAccount, MailAccount.id == Placement.account_id)
+            .where(MailAccount.user_id == user_id, Placement.message_id == message_id)
+        )
+    ]
+    read = any(SEEN in f for f in anywhere) if anywhere else item.is_read
+    state = ItemState(item.state)
+    change = outbox.SyncChange.from_payload(action.payload)
+    about_place = change.move_to_role or change.move_to or change.expunge or change.from_role
+    if about_place and not (state is ItemState.SNOOZED and in_inbox):
+        # The change was about where the mail is (Done, delete, move): the server decides.
+        state = ItemState.OPEN if in_inbox else ItemState.ARCHIVED
+    if item.state == state.value and item.is_read == read:
+        return
+    item.state = state.value
+    item.is_read = read
+    if state is not ItemState.SNOOZED:
+        item.snooze_until = None
+    notify.item_updated(s, item)

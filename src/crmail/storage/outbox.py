@@ -323,3 +323,27 @@ def _action(a: OutboxAction) -> Action:
 
 def message_id_header(s: Session, message_id: int) -> str | None:
     return s.scalar(select(Message.message_id).where(Message.id == message_id))
+
+
+def sync_errors(s: Session, user_id: int, message_ids: Iterable[int]) -> dict[int, str]:
+    """Why the user's last change to each message could not reach the server, for
+    messages whose last change failed for good (a newer change clears the error)."""
+    messages = list(message_ids)
+    last: dict[int, tuple[str, str | None]] = {}
+    for i in range(0, len(messages), 500):
+        for mid, state, error in s.execute(
+            select(OutboxAction.message_id, OutboxAction.state, OutboxAction.last_error)
+            .where(
+                OutboxAction.user_id == user_id,
+                OutboxAction.message_id.in_(messages[i : i + 500]),
+                OutboxAction.kind == "sync",
+            )
+            .order_by(OutboxAction.id)
+        ).all():
+            if mid is not None:
+                last[mid] = (state, error)
+    return {
+        mid: error or "the change could not be made on the server"
+        for mid, (state, error) in last.items()
+        if state == FAILED
+    }

@@ -30,11 +30,13 @@ from datetime import UTC, datetime, timedelta
 from crmail.domain import autocreate as auto_rule
 from crmail.domain.attachments import AttachmentPolicy, account_policy, inbound_placeholder
 from crmail.domain.scope import AddressBook, Link, Scope, decide_in_scope
+from crmail.errors import FolderMissing
 from crmail.mime import ENVELOPE_FIELDS, Envelope, Head, ParsedMessage, parse_head, parse_message
 from crmail.mime.keys import envelope_key, envelope_roles, needs_body
 from crmail.providers.imap import HeaderFetch, ImapClient, SelectResult
 from crmail.storage import autocreate, crm_threads, mail
 from crmail.storage.db import Database
+from crmail.sync.folders import FolderGone, holds_its_mail
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +95,16 @@ class FolderSync:
         if known and c.qresync_enabled and folder.highestmodseq:
             assert folder.uidvalidity is not None
             qresync = (folder.uidvalidity, folder.highestmodseq)
-        sel = await c.select(folder.name, readonly=True, qresync=qresync)
+        try:
+            sel = await c.select(folder.name, readonly=True, qresync=qresync)
+        except FolderMissing as exc:
+            raise FolderGone(f"folder {folder.name!r} is no longer on the server") from exc
 
         if not known or sel.uidvalidity != folder.uidvalidity:
+            if known and not await holds_its_mail(self.db, c, folder):
+                # Renamed or deleted, and another folder took the name (a server that
+                # auto-creates its Archive): where the mail went is decided by discovery.
+                raise FolderGone(f"folder {folder.name!r} was replaced on the server")
             if known:
                 log.warning(
                     "UIDVALIDITY of %s changed (%s -> %s): re-mapping",
@@ -169,7 +178,10 @@ class FolderSync:
             # STATUS on the selected mailbox reports this session's view, which lags
             # behind changes the session was not told about yet (RFC 3501 6.3.10).
             await self.client.unselect()
-        st = await self.client.status(folder.name)
+        try:
+            st = await self.client.status(folder.name)
+        except FolderMissing as exc:
+            raise FolderGone(f"folder {folder.name!r} is no longer on the server") from exc
         return (st.uidvalidity, st.uidnext, st.highestmodseq) == (
             folder.uidvalidity,
             folder.uidnext,

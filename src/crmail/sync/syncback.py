@@ -13,10 +13,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from crmail.domain.folders import Role, role_of
-from crmail.errors import InvalidInput, ProviderError
+from crmail.errors import FolderMissing, InvalidInput, MessageNotInMailbox, ProviderError
 from crmail.providers.imap import ImapClient, uid_set
 from crmail.storage import mail, outbox
 from crmail.storage.db import Database
+from crmail.sync.folders import message_id_search
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,17 @@ class SyncBack:
         roles = await self._folder_roles()
 
         done = Done()
-        for folder, group in (await self._locate(message_id)).items():
+        located = await self._locate(message_id)
+        if not located:
+            if change.expunge or change.move_to_role == Role.TRASH.value:
+                log.info("account %s: message %s already gone", self.account.id, message_id)
+            else:
+                raise MessageNotInMailbox(
+                    f"the message is no longer in the mailbox {self.account.email}: "
+                    "it was deleted or moved away in another mail client",
+                    hint="nothing was changed on the server; the CRM shows what it holds",
+                )
+        for folder, group in located.items():
             await self.client.select(folder, readonly=False)
             uids = [c.uid for c in group]
             if change.add:
@@ -102,7 +113,7 @@ class SyncBack:
                 await self.client.expunge(uids)
                 done.expunged.update(known)
             elif dest is not None and dest != folder:
-                mapping = await self.client.move(uids, dest)
+                mapping, dest = await self._move(uids, dest, change)
                 for c in group:
                     if c.placement_id is not None:
                         done.moved[c.placement_id] = (dest, mapping.get(c.uid))
@@ -120,12 +131,27 @@ class SyncBack:
             )
         )
 
+    async def _move(
+        self, uids: list[int], dest: str, change: outbox.SyncChange
+    ) -> tuple[dict[int, int], str]:
+        """MOVE to ``dest``; a role's folder renamed or deleted meanwhile is found (or
+        created) again, once."""
+        try:
+            return await self.client.move(uids, dest), dest
+        except FolderMissing:
+            if not change.move_to_role:
+                raise
+            self._roles = None
+            dest = await self.folder_for(Role(change.move_to_role))
+            return await self.client.move(uids, dest), dest
+
     async def _locate(self, message_id: int) -> dict[str, list[Located]]:
         """Where the message really is now, by folder.
 
         The stored placements are checked first (one search per folder). When another
-        client moved the message since our last sync, they are stale: the message is then
-        looked up by Message-ID in the account's synced folders, so the user's action
+        client moved the message, or renamed or deleted the folder it was in, they are
+        stale: the message is then looked up by Message-ID, first in INBOX, the archive,
+        All Mail and the synced folders, then in every other folder, so the user's action
         still reaches it (Done still marks it read after it was archived elsewhere).
         """
         copies = await self.db.read(lambda s: outbox.copies(s, self.account.id, message_id))
@@ -135,7 +161,12 @@ class SyncBack:
         for c in copies:
             by_folder[c.folder].append(c)
         for folder, group in by_folder.items():
-            await self.client.select(folder, readonly=True)
+            try:
+                await self.client.select(folder, readonly=True)
+            except FolderMissing:
+                stale = True
+                self._roles = None  # the folders changed: list them again
+                continue
             present = set(await self.client.uid_search(f"UID {uid_set([c.uid for c in group])}"))
             for c in group:
                 if c.uid in present:
@@ -145,24 +176,47 @@ class SyncBack:
         if found and not stale:
             return found
         header = await self.db.read(lambda s: outbox.message_id_header(s, message_id))
-        if not header:
+        criteria = message_id_search([header]) if header else None
+        if criteria is None:
             return found
         known = {(c.folder, c.uid): c for c in copies}
-        folders = await self.db.read(lambda s: mail.folders(s, self.account.id))
-        for f in folders:
-            if f.name in found:
-                continue
-            await self.client.select(f.name, readonly=True)
-            for uid in await self.client.uid_search(f'HEADER Message-ID "<{header}>"'):
-                placed = known.get((f.name, uid))
-                found[f.name].append(
-                    Located(
-                        uid,
-                        placed.placement_id if placed else None,
-                        placed.flags if placed else frozenset(),
+        usual, rest = await self._search_order()
+        for names in (usual, rest):
+            for name in names:
+                if name in found:
+                    continue
+                try:
+                    await self.client.select(name, readonly=True)
+                except FolderMissing:
+                    continue
+                for uid in await self.client.uid_search(criteria):
+                    placed = known.get((name, uid))
+                    found[name].append(
+                        Located(
+                            uid,
+                            placed.placement_id if placed else None,
+                            placed.flags if placed else frozenset(),
+                        )
                     )
-                )
+                if found and names is rest:
+                    break  # found outside the usual places: no need to open every folder
+            if found:
+                break
         return found
+
+    async def _search_order(self) -> tuple[list[str], list[str]]:
+        """Where to look for a message: the usual places (INBOX, the archive, All Mail,
+        the synced folders), then every other folder, Trash last."""
+        listed = [f for f in await self.client.list_folders() if f.selectable]
+        roles = {f.name: role_of(f.name, f.special_use) for f in listed}
+        synced = {f.name for f in await self.db.read(lambda s: mail.folders(s, self.account.id))}
+        usual = [
+            n for n, r in roles.items() if r in (Role.INBOX, Role.ARCHIVE, Role.ALL) or n in synced
+        ]
+        rest = sorted(
+            (n for n in roles if n not in usual), key=lambda n: (roles[n] is Role.TRASH, n)
+        )
+        return usual, rest
 
     async def _folder_roles(self) -> dict[str, Role]:
         return {name: role for role, name in (await self._load_roles()).items()}

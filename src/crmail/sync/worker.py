@@ -17,13 +17,14 @@ from typing import Any
 
 from crmail.crypto import SecretBox
 from crmail.domain.account import AccountEvent
-from crmail.domain.folders import Role, folders_to_sync
+from crmail.domain.folders import Role
 from crmail.domain.netpolicy import AddressPolicy
 from crmail.errors import AuthFailed, ConnectFailed, CrmailError, InvalidInput, ProviderError
 from crmail.providers.imap import ImapClient, ImapSettings
-from crmail.storage import accounts, mail, outbox
+from crmail.storage import accounts, actions, mail, outbox
 from crmail.storage.db import Database
 from crmail.sync.drain import drain_outbox
+from crmail.sync.folders import FolderGone, discover
 from crmail.sync.inbound import FolderSync, SyncOptions
 from crmail.sync.sending import Sending, smtp_settings_for
 from crmail.sync.syncback import SyncBack
@@ -141,10 +142,7 @@ class AccountWorker:
             await self._outbox_only(account, settings, follow=follow)
             return
         main = await self._connect(settings)
-        listed = await main.list_folders()
-        selected = [str(x) for x in _as_list(account.settings.get("folders"))]
-        wanted = folders_to_sync([(f.name, f.special_use) for f in listed], selected)
-        folders = await self.db.write(lambda s: mail.ensure_folders(s, self.account_id, wanted))
+        folders = await discover(self.db, self.account_id, main)
         importing = not all(f.import_complete for f in folders) or any(
             f.uidnext is None for f in folders
         )
@@ -156,11 +154,20 @@ class AccountWorker:
         opts = self.options.sync
         if not follow:
             sync = FolderSync(self.db, account, main, opts)
-            for f in folders:
-                while True:
-                    f = await sync.round(f, import_batches=1_000_000)
-                    if f.import_complete:
-                        break
+            todo, finished, looks = list(folders), set(), 0
+            while todo:
+                f = todo.pop(0)
+                try:
+                    while not (f := await sync.round(f, import_batches=1_000_000)).import_complete:
+                        pass
+                    finished.add(f.id)
+                except FolderGone as gone:
+                    looks += 1
+                    if looks > len(folders):
+                        raise  # folders change faster than they can be looked at
+                    log.info("account %s: %s; looking again", self.account_id, gone.message)
+                    found = await discover(self.db, self.account_id, main)
+                    todo = [g for g in found if g.id not in finished]
             await self._event(AccountEvent.IMPORT_FINISHED)
             await self._drain_outbox(SyncBack(self.db, account, main), follow=False)
             return
@@ -198,10 +205,20 @@ class AccountWorker:
     async def _poll_folders(self, sync: FolderSync, folders: list[mail.FolderInfo]) -> None:
         current = list(folders)
         while True:
-            for i, f in enumerate(current):
-                current[i] = await sync.round(f, import_batches=IMPORT_SLICES_PER_ROUND)
-                if current[i].import_complete:
-                    await self._import_finished(f.id)
+            try:
+                for i, f in enumerate(current):
+                    current[i] = await sync.round(f, import_batches=IMPORT_SLICES_PER_ROUND)
+                    if current[i].import_complete:
+                        await self._import_finished(f.id)
+            except FolderGone as gone:
+                log.info("account %s: %s; looking again", self.account_id, gone.message)
+                found = await discover(self.db, self.account_id, sync.client)
+                current = [f for f in found if f.role is not Role.INBOX]
+                self._importing = {f.id for f in found if f.id in self._importing} | {
+                    f.id for f in current if not f.import_complete or f.uidnext is None
+                }
+                self._changed()
+                continue
             self._changed()
             if all(f.import_complete for f in current):
                 await asyncio.sleep(self.options.poll_interval)
@@ -231,7 +248,14 @@ class AccountWorker:
         except CrmailError as exc:
             retryable = isinstance(exc, ProviderError) and exc.retryable
             message = exc.message
-            await self.db.write(lambda s: outbox.fail(s, action.id, message, retryable=retryable))
+            if action.kind == "sync":
+                await self.db.write(
+                    lambda s: actions.sync_failed(s, action.id, message, retryable=retryable)
+                )
+            else:
+                await self.db.write(
+                    lambda s: outbox.fail(s, action.id, message, retryable=retryable)
+                )
             log.warning("account %s: action %s failed: %s", self.account_id, action.id, message)
             if action.kind == "sync" and isinstance(exc, ConnectFailed | AuthFailed):
                 raise  # the IMAP session is gone: reconnect (or pause) like any other loop

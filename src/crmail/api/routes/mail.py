@@ -70,6 +70,7 @@ async def get_message(message_id: int, user: CurrentUser, services: ServicesDep)
         links=[LinkOut.model_validate(link) for link in d.links],
         send_state=d.send_state,
         send_error=d.send_error,
+        sync_error=d.sync_error,
     )
 
 
