@@ -49,7 +49,7 @@ class Services:
         if not settings.database_url:
             settings = replace(settings, database_url=f"sqlite:///{settings.sqlite_path}")
         if settings.database_url.startswith("sqlite:///"):
-            settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+            settings.sqlite_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         db = Database(settings.database_url)
         if migrate:
             upgrade(db.engine)

@@ -139,7 +139,7 @@ async def run_demo(port: int | None = None, data_dir: Path | None = None) -> Non
     base = Settings.from_env()
     root = data_dir or (base.data_dir / "demo")
     shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
+    root.mkdir(mode=0o700, parents=True)  # the demo's database and key: yours alone
     settings = Settings.from_env(
         data_dir=root,
         database_url=f"sqlite:///{root / 'crmail.db'}",

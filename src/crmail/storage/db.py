@@ -18,6 +18,8 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from crmail.storage.files import protect_sqlite_files
+
 T = TypeVar("T")
 
 
@@ -45,6 +47,7 @@ class Database:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        protect_sqlite_files(url)
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="db-writer")
