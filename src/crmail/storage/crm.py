@@ -21,7 +21,7 @@ from crmail.domain.addresses import normalize_email
 from crmail.domain.inbox import ItemState
 from crmail.errors import Conflict, InvalidInput, NotFound
 from crmail.mime import parse_message
-from crmail.storage import accounts, outbox, tokens
+from crmail.storage import accounts, tokens, visibility
 from crmail.storage.models import (
     Attachment,
     Contact,
@@ -148,8 +148,6 @@ class InboxEntry:
     is_read: bool
     state: str
     received_at: datetime
-    #: why the user's last change to this message could not be made on the server
-    sync_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,8 +200,6 @@ class MessageDetail:
     #: mail written in the CRM: queued | sending | sent | failed | unknown, and why
     send_state: str | None = None
     send_error: str | None = None
-    #: why the viewer's last change to this message could not be made on the server
-    sync_error: str | None = None
 
 
 # --- workspaces, users, tokens ------------------------------------------------------------
@@ -673,13 +669,14 @@ def _check_subject(s: Session, workspace_id: int, subject_type: str, subject_id:
 
 def timeline(
     s: Session,
-    workspace_id: int,
+    viewer: UserInfo,
     subject_type: str,
     subject_id: int,
     limit: int = 50,
     before: str | None = None,
 ) -> Page[TimelineItem]:
     """Messages linked to a contact, lead or deal, newest first, with why they are linked."""
+    workspace_id = viewer.workspace_id
     _check_subject(s, workspace_id, subject_type, subject_id)
     date = _message_date()
     q = (
@@ -689,6 +686,9 @@ def timeline(
             TimelineEntry.workspace_id == workspace_id,
             TimelineEntry.subject_type == subject_type,
             TimelineEntry.subject_id == subject_id,
+            # Linked mail is visible by the rule; applied anyway, so a change of the
+            # rule reaches timelines too.
+            visibility.message_visible(viewer),
         )
     )
     cond = _older_than(date, Message.id, before)
@@ -710,12 +710,27 @@ def inbox(
     before: str | None = None,
     include_read: bool = True,
 ) -> Page[InboxEntry]:
-    """The user's open CRM Inbox items, newest first."""
+    """The user's own open CRM Inbox items, newest first."""
     u = s.get_one(User, user_id)
+    return _inbox(s, _user_info(u), user_id, limit, before, include_read)
+
+
+def _inbox(
+    s: Session,
+    viewer: UserInfo,
+    user_id: int,
+    limit: int,
+    before: str | None,
+    include_read: bool,
+) -> Page[InboxEntry]:
+    """``user_id``'s open Inbox items that ``viewer`` may see, newest first."""
     # A snoozed item whose time has come is back even before the waker has run.
     back = and_(InboxItem.state == ItemState.SNOOZED.value, InboxItem.snooze_until <= utcnow())
     q = select(InboxItem).where(
-        InboxItem.user_id == user_id, or_(InboxItem.state == ItemState.OPEN.value, back)
+        InboxItem.user_id == user_id,
+        or_(InboxItem.state == ItemState.OPEN.value, back),
+        # In the query, not after it: pages, cursors and counts see only visible items.
+        visibility.message_visible(viewer, InboxItem.message_id),
     )
     if not include_read:
         q = q.where(InboxItem.is_read.is_(False))
@@ -727,18 +742,9 @@ def inbox(
         s.scalars(q.order_by(InboxItem.received_at.desc(), InboxItem.id.desc()).limit(n + 1))
     )
     page = rows[:n]
-    summaries = _summaries(s, u.workspace_id, [i.message_id for i in page])
-    errors = outbox.sync_errors(s, user_id, [i.message_id for i in page])
+    summaries = _summaries(s, viewer.workspace_id, [i.message_id for i in page])
     items = tuple(
-        InboxEntry(
-            i.id,
-            summaries[i.message_id],
-            i.is_read,
-            i.state,
-            i.received_at,
-            errors.get(i.message_id),
-        )
-        for i in page
+        InboxEntry(i.id, summaries[i.message_id], i.is_read, i.state, i.received_at) for i in page
     )
     nxt = encode_cursor(page[-1].received_at, page[-1].id) if len(rows) > n else None
     return Page(items, nxt)
@@ -748,26 +754,8 @@ def inbox(
 
 
 def can_see_message(s: Session, user: UserInfo, message_id: int) -> bool:
-    """A member sees a message on one of the workspace's timelines, or in their own mail.
-
-    Their own mail means a placement in one of their accounts, or an item in their CRM
-    Inbox (which survives removing the account). A teammate's unlinked mail stays
-    private, admins included: the admin role is about managing the workspace, not
-    reading colleagues' mailboxes.
-    """
-    m = s.get(Message, message_id)
-    if m is None or m.workspace_id != user.workspace_id:
-        return False
-    if m.sent_by_user_id == user.id:
-        return True  # sent from the CRM by this user: readable from the moment it is queued
-    on_timeline = exists().where(TimelineEntry.message_id == message_id)
-    mine = exists().where(
-        Placement.message_id == message_id,
-        Placement.account_id == MailAccount.id,
-        MailAccount.user_id == user.id,
-    )
-    in_my_inbox = exists().where(InboxItem.message_id == message_id, InboxItem.user_id == user.id)
-    return bool(s.scalar(select(or_(on_timeline, mine, in_my_inbox))))
+    """The visibility rule (:mod:`crmail.storage.visibility`) for one message."""
+    return visibility.can_see(s, user, message_id)
 
 
 def _visible_or_404(s: Session, user: UserInfo, message_id: int) -> None:
@@ -831,7 +819,6 @@ def message_detail(s: Session, user: UserInfo, message_id: int) -> MessageDetail
         links=links,
         send_state=m.send_state,
         send_error=m.send_error,
-        sync_error=outbox.sync_errors(s, user.id, [message_id]).get(message_id),
     )
 
 
@@ -957,6 +944,10 @@ def inbox_for(
     before: str | None = None,
     include_read: bool = True,
 ) -> Page[InboxEntry]:
-    """A user's Inbox as ``viewer`` may see it: their own, or a teammate's (same workspace)."""
+    """A user's Inbox as ``viewer`` may see it: their own, or a teammate's (same workspace).
+
+    A teammate's Inbox lists only what the viewer may read by id: mail on the
+    workspace's timelines, or that reached the viewer too; private mail stays out.
+    """
     get_user(s, viewer.workspace_id, user_id)  # 404 for a user of another workspace
-    return inbox(s, user_id, limit, before, include_read)
+    return _inbox(s, viewer, user_id, limit, before, include_read)

@@ -14,7 +14,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from crmail.errors import NotFound
-from crmail.storage import crm, notify
+from crmail.storage import crm, notify, visibility
 from crmail.storage.models import Message, TimelineEntry
 
 
@@ -32,15 +32,14 @@ def _targets(s: Session, user: crm.UserInfo, message_id: int, whole_thread: bool
     if not whole_thread:
         return [message_id]
     thread_id = s.get_one(Message, message_id).thread_id
-    ids = s.scalars(select(Message.id).where(Message.thread_id == thread_id).order_by(Message.id))
     # Only the thread's messages this user can see: linking must not publish a
     # teammate's private reply on a shared timeline.
-    return [mid for mid in ids if crm.can_see_message(s, user, mid)]
+    return sorted(visibility.thread_messages(s, user, thread_id))
 
 
 def _check_subject(s: Session, user: crm.UserInfo, subject_type: str, subject_id: int) -> None:
     # InvalidInput for an unknown type, NotFound for another workspace's id.
-    crm.timeline(s, user.workspace_id, subject_type, subject_id, limit=1)
+    crm.timeline(s, user, subject_type, subject_id, limit=1)
 
 
 def _linked(s: Session, targets: list[int], subject_type: str, subject_id: int) -> list[int]:

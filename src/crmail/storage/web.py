@@ -22,11 +22,10 @@ from sqlalchemy.orm import Session
 from crmail.domain.inbox import ItemState
 from crmail.errors import Forbidden, InvalidInput, NotFound
 from crmail.mime.parse import extract_part
-from crmail.storage import accounts, crm
+from crmail.storage import accounts, crm, visibility
 from crmail.storage.models import (
     Attachment,
     InboxItem,
-    Message,
     MessageRaw,
     Thread,
     User,
@@ -196,8 +195,6 @@ class InboxThread:
     latest: crm.InboxEntry
     count: int
     unread: bool
-    #: why a change the user made to one of its emails could not reach the mailbox
-    sync_error: str | None = None
 
 
 def inbox_threads(
@@ -214,15 +211,10 @@ def inbox_threads(
         key = (uid, e.message.thread_id)
         g = grouped.get(key)
         if g is None:
-            grouped[key] = InboxThread(e.message.thread_id, uid, e, 1, not e.is_read, e.sync_error)
+            grouped[key] = InboxThread(e.message.thread_id, uid, e, 1, not e.is_read)
         else:
             grouped[key] = InboxThread(
-                g.thread_id,
-                uid,
-                g.latest,
-                g.count + 1,
-                g.unread or not e.is_read,
-                g.sync_error or e.sync_error,
+                g.thread_id, uid, g.latest, g.count + 1, g.unread or not e.is_read
             )
     return list(grouped.values())
 
@@ -241,14 +233,7 @@ def thread_view(s: Session, user: crm.UserInfo, thread_id: int) -> ThreadView:
     t = s.get(Thread, thread_id)
     if t is None or t.workspace_id != user.workspace_id:
         raise NotFound(f"thread {thread_id} not found")
-    ids = list(
-        s.scalars(
-            select(Message.id)
-            .where(Message.thread_id == thread_id)
-            .order_by(func.coalesce(Message.sent_at, Message.received_at), Message.id)
-        )
-    )
-    visible = [mid for mid in ids if crm.can_see_message(s, user, mid)]
+    visible = visibility.thread_messages(s, user, thread_id)
     if not visible:
         raise NotFound(f"thread {thread_id} not found")
     mine = list(
@@ -260,10 +245,13 @@ def thread_view(s: Session, user: crm.UserInfo, thread_id: int) -> ThreadView:
             )
         )
     )
+    messages = tuple(crm.message_detail(s, user, mid) for mid in visible)
     return ThreadView(
         thread_id,
-        t.subject,
-        tuple(crm.message_detail(s, user, mid) for mid in visible),
+        # Not the thread's stored subject: that is its first stored message's, which
+        # may be one this viewer may not see.
+        messages[0].summary.subject,
+        messages,
         bool(mine),
         any(not i.is_read for i in mine),
     )

@@ -46,7 +46,7 @@ async def _subject_page(web: Web, kind: str, ident: int, template: str) -> Respo
     ws = web.user.workspace_id
 
     def load(s: Session) -> dict[str, object]:
-        page = crm.timeline(s, ws, kind, ident, limit=100)
+        page = crm.timeline(s, web.user, kind, ident, limit=100)
         ctx: dict[str, object] = {"timeline": page.items}
         leads = crm.list_leads(s, ws, limit=200)
         ctx["leads"] = leads

@@ -48,9 +48,7 @@ def _patched(body: BaseModel, name: str, *, nullable: bool = False) -> Any:
 async def _timeline(
     services: Services, user: UserInfo, kind: str, ident: int, limit: int, before: str | None
 ) -> TimelineOut:
-    page = await services.db.read(
-        lambda s: crm.timeline(s, user.workspace_id, kind, ident, limit, before)
-    )
+    page = await services.db.read(lambda s: crm.timeline(s, user, kind, ident, limit, before))
     return TimelineOut.model_validate(page)
 
 

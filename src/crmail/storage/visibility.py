@@ -1,0 +1,71 @@
+"""Who sees which message: one rule, one SQL expression, applied inside every read of mail.
+
+A member of a workspace sees a message of that workspace when it is
+
+- on one of the workspace's timelines (linked to a contact, lead or deal), or
+- their own mail: a copy (placement) in one of their mail accounts, an item in their
+  CRM Inbox (which survives removing the account), or a message they sent from the CRM
+  (readable with its send state from the moment it is queued, in every mode).
+
+Anything else is private to its owner, admins included: a teammate's mail that no
+record links, whether it never was linked or its owner unlinked it from every record.
+The admin role is about managing the workspace, not reading colleagues' mailboxes.
+
+Reading by id, the Inboxes (one's own, a teammate's, everyone's), threads, timelines,
+raw bytes, attachments and inline parts all filter with :func:`message_visible` in their
+query, so no list or count can show what reading by id answers "not found" for.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlalchemy import ColumnElement, SQLColumnExpression, and_, exists, func, or_, select
+from sqlalchemy.orm import Session, aliased
+
+from crmail.storage.models import InboxItem, MailAccount, Message, Placement, TimelineEntry
+
+if TYPE_CHECKING:
+    from crmail.storage.crm import UserInfo
+
+
+def message_visible(
+    viewer: UserInfo, message_id: SQLColumnExpression[int] | int = Message.id
+) -> ColumnElement[bool]:
+    """SQL: ``viewer`` may see the message whose id is ``message_id`` (a column or a value).
+
+    Every table is aliased, so the subqueries correlate to the caller's query only through
+    ``message_id`` (a query over timeline entries or Inbox items keeps its own rows).
+    """
+    m, entry = aliased(Message), aliased(TimelineEntry)
+    copy, account, item = aliased(Placement), aliased(MailAccount), aliased(InboxItem)
+    in_workspace = exists().where(m.id == message_id, m.workspace_id == viewer.workspace_id)
+    on_timeline = exists().where(entry.message_id == message_id)
+    own_copy = exists().where(
+        copy.message_id == message_id,
+        account.id == copy.account_id,
+        account.user_id == viewer.id,
+    )
+    in_own_inbox = exists().where(item.message_id == message_id, item.user_id == viewer.id)
+    sent = aliased(Message)
+    sent_by_viewer = exists().where(sent.id == message_id, sent.sent_by_user_id == viewer.id)
+    return and_(in_workspace, or_(on_timeline, own_copy, in_own_inbox, sent_by_viewer))
+
+
+def can_see(s: Session, viewer: UserInfo, message_id: int) -> bool:
+    return bool(s.scalar(select(message_visible(viewer, message_id))))
+
+
+def thread_messages(s: Session, viewer: UserInfo, thread_id: int) -> list[int]:
+    """The thread's messages ``viewer`` may see, oldest first (empty: the thread is not theirs)."""
+    return list(
+        s.scalars(
+            select(Message.id)
+            .where(
+                Message.thread_id == thread_id,
+                Message.workspace_id == viewer.workspace_id,
+                message_visible(viewer),
+            )
+            .order_by(func.coalesce(Message.sent_at, Message.received_at), Message.id)
+        )
+    )
