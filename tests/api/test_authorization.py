@@ -188,7 +188,7 @@ def test_table_covers_every_route(world: World) -> None:
 def ids(world: World, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     """Objects of workspace A, made by the owner; the IMAP login test is faked."""
 
-    async def fake_test(settings: Any) -> list[str]:
+    async def fake_test(settings: Any, *policy: Any) -> list[str]:
         return ["INBOX"]
 
     monkeypatch.setattr(connect, "test_connection", fake_test)
