@@ -21,7 +21,7 @@ from crmail.domain.addresses import normalize_email
 from crmail.domain.inbox import ItemState
 from crmail.errors import Conflict, InvalidInput, NotFound
 from crmail.mime import parse_message
-from crmail.storage import accounts, tokens, visibility
+from crmail.storage import accounts, outbox, tokens, visibility
 from crmail.storage.models import (
     Attachment,
     Contact,
@@ -148,6 +148,8 @@ class InboxEntry:
     is_read: bool
     state: str
     received_at: datetime
+    #: why the user's last change to this message could not be made on the server
+    sync_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +202,8 @@ class MessageDetail:
     #: mail written in the CRM: queued | sending | sent | failed | unknown, and why
     send_state: str | None = None
     send_error: str | None = None
+    #: why the viewer's last change to this message could not be made on the server
+    sync_error: str | None = None
 
 
 # --- workspaces, users, tokens ------------------------------------------------------------
@@ -743,8 +747,17 @@ def _inbox(
     )
     page = rows[:n]
     summaries = _summaries(s, viewer.workspace_id, [i.message_id for i in page])
+    errors = outbox.sync_errors(s, user_id, [i.message_id for i in page])
     items = tuple(
-        InboxEntry(i.id, summaries[i.message_id], i.is_read, i.state, i.received_at) for i in page
+        InboxEntry(
+            i.id,
+            summaries[i.message_id],
+            i.is_read,
+            i.state,
+            i.received_at,
+            errors.get(i.message_id),
+        )
+        for i in page
     )
     nxt = encode_cursor(page[-1].received_at, page[-1].id) if len(rows) > n else None
     return Page(items, nxt)
@@ -819,6 +832,7 @@ def message_detail(s: Session, user: UserInfo, message_id: int) -> MessageDetail
         links=links,
         send_state=m.send_state,
         send_error=m.send_error,
+        sync_error=outbox.sync_errors(s, user.id, [message_id]).get(message_id),
     )
 
 

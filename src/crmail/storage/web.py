@@ -195,6 +195,8 @@ class InboxThread:
     latest: crm.InboxEntry
     count: int
     unread: bool
+    #: why a change the user made to one of its emails could not reach the mailbox
+    sync_error: str | None = None
 
 
 def inbox_threads(
@@ -211,10 +213,15 @@ def inbox_threads(
         key = (uid, e.message.thread_id)
         g = grouped.get(key)
         if g is None:
-            grouped[key] = InboxThread(e.message.thread_id, uid, e, 1, not e.is_read)
+            grouped[key] = InboxThread(e.message.thread_id, uid, e, 1, not e.is_read, e.sync_error)
         else:
             grouped[key] = InboxThread(
-                g.thread_id, uid, g.latest, g.count + 1, g.unread or not e.is_read
+                g.thread_id,
+                uid,
+                g.latest,
+                g.count + 1,
+                g.unread or not e.is_read,
+                g.sync_error or e.sync_error,
             )
     return list(grouped.values())
 
