@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import Callable
 
@@ -225,3 +226,27 @@ def test_over_limit_attachment_is_refused_on_the_page_and_queues_nothing(
     assert web.services.db.run(lambda s: s.scalar(select(func.count()).select_from(Message))) == 0
     assert web.services.sync.queued == []  # type: ignore[attr-defined]
     assert smtp_relay.accepted == []
+
+
+def test_bad_address_and_rate_limit_are_shown_on_the_page(
+    web: World,
+    browser: BrowserFor,
+    mailbox: MailboxAccount,
+    smtp_relay: SmtpRelay,
+) -> None:
+    connect(web, mailbox, smtp_relay)
+    b = browser(web.owner)
+    b.get("/compose")
+    resp = b.post("/compose", {"to": 'a"b@client.test', "subject": "S", "body": "x"})
+    assert resp.status_code == 422
+    assert 'role="alert"' in resp.text and "a&#34;b@client.test" in resp.text
+    assert queued_sends(web) == 0
+
+    web.services.settings = dataclasses.replace(web.services.settings, sends_per_hour=1)
+    assert b.post("/compose", {"to": "a@client.test", "body": "x"}).status_code in (200, 303)
+    resp = b.post("/compose", {"to": "a@client.test", "subject": "Again", "body": "x"})
+    assert resp.status_code == 429
+    assert 0 < int(resp.headers["Retry-After"]) <= 3600
+    assert 'role="alert"' in resp.text and "1 per hour" in resp.text
+    assert 'value="Again"' in resp.text
+    assert queued_sends(web) == 1
