@@ -16,7 +16,7 @@ import pytest
 from crmail.domain.addresses import sendable_address
 from crmail.errors import InvalidInput
 from crmail.mime import Address, Draft, OutgoingAttachment, compose, parse_message
-from crmail.mime.headers import Field, check_message_headers
+from crmail.mime.headers import Field, check_header_block
 
 ME = Address("Ana Agent", "ana@crm.example")
 BOB = Address("Bob", "bob@client.example")
@@ -145,10 +145,14 @@ def test_envelope_is_exactly_the_header_addresses() -> None:
 
 def test_header_check_refuses_a_block_that_does_not_parse_back() -> None:
     subject = Field("Subject", b"Subject: hi")
-    raw = b"Subject: hi\r\nX-Injected: 1\r\n\r\nbody\r\n"
     with pytest.raises(InvalidInput, match="x-injected"):
-        check_message_headers(raw, [(subject,)])
-    ended_early = b"Subject: hi\r\n\r\nX-More: 1\r\n\r\nbody\r\n"
-    with pytest.raises(InvalidInput):
-        check_message_headers(ended_early, [(subject, Field("X-More", b"X-More: 1"))])
-    check_message_headers(b"Subject: hi\r\n\r\nbody\r\n", [(subject,)])
+        check_header_block(b"Subject: hi\r\nX-Injected: 1\r\n\r\n", [subject])
+    more = Field("X-More", b"X-More: 1")
+    with pytest.raises(InvalidInput):  # the block ended early
+        check_header_block(b"Subject: hi\r\n\r\nX-More: 1\r\n\r\n", [subject, more])
+    with pytest.raises(InvalidInput):  # a bare CR inside a value
+        check_header_block(
+            b"Subject: hi\rX-More: 1\r\n\r\n", [Field("Subject", b"Subject: hi\rX-More: 1")]
+        )
+    folded = Field("Subject", b"Subject: a\r\n b")
+    check_header_block(folded.raw + b"\r\n\r\n", [folded])

@@ -4,8 +4,8 @@ Choices that matter for delivery and safety:
 
 * Every header is written by :mod:`crmail.mime.headers`, never by the stdlib ``email``
   package, which re-interprets RFC 2047 encoded words in the text it is given (a
-  subject decoding to CR/LF became an injected header). The finished bytes are parsed
-  back and must hold exactly the fields written.
+  subject decoding to CR/LF became an injected header). Each finished header block is
+  parsed back and must hold exactly the fields written.
 * Every address goes through :func:`crmail.domain.addresses.sendable_address`, and the
   SMTP envelope (:attr:`Composed.recipients`) is built from the very addresses written
   in To/Cc (plus Bcc): header and envelope cannot disagree.
@@ -28,13 +28,13 @@ from crmail.errors import InvalidInput
 from crmail.mime.headers import (
     Field,
     address_field,
-    check_message_headers,
+    check_header_block,
     msg_id_field,
     token_field,
     unstructured_field,
 )
 from crmail.mime.parse import Address
-from crmail.mime.parts import Part, file_part, multipart, render, text_part
+from crmail.mime.parts import Part, file_part, header_block, multipart, render, text_part
 from crmail.mime.sanitize import html_to_text
 
 __all__ = [
@@ -201,9 +201,9 @@ def compose(draft: Draft) -> Composed:
         token_field("MIME-Version", "1.0"),
     )
     message = Part((*heading, *body.fields), body.body, body.children)
-    raw = render(message)
-    check_message_headers(raw, [part.fields for part in message.walk()])
-    return Composed(raw=raw, message_id=message_id, recipients=recipients)
+    for part in message.walk():
+        check_header_block(header_block(part), part.fields)
+    return Composed(raw=render(message), message_id=message_id, recipients=recipients)
 
 
 def _mailbox(addr: Address, field: str) -> Mailbox:

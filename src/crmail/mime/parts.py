@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from crmail.mime.headers import Field, content_field, msg_id_field, one_line, token_field
 
-__all__ = ["Part", "file_part", "multipart", "render", "text_part"]
+__all__ = ["Part", "file_part", "header_block", "multipart", "render", "text_part"]
 
 _MIME_TYPE = re.compile(r"([a-z0-9][a-z0-9!#$&^_.+-]*)/([a-z0-9][a-z0-9!#$&^_.+-]*)\Z")
 _SEVEN_BIT_LINE = re.compile(rb"[\t -~]{0,76}\Z")
@@ -36,7 +36,12 @@ class Part:
 
 
 def render(part: Part) -> bytes:
-    return b"\r\n".join(f.raw for f in part.fields) + b"\r\n\r\n" + part.body
+    return header_block(part) + part.body
+
+
+def header_block(part: Part) -> bytes:
+    """The part's header fields and the empty line that ends them."""
+    return b"\r\n".join(f.raw for f in part.fields) + b"\r\n\r\n"
 
 
 def text_part(text: str, subtype: str) -> Part:
