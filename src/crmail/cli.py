@@ -24,10 +24,14 @@ def _services(**overrides: Any) -> Services:
 def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
     import functools
 
+    from crmail.storage.db import translated_errors
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            # A locked or full database is a one-line error, not a traceback.
+            with translated_errors():
+                return fn(*args, **kwargs)
         except CrmailError as exc:
             click.secho(f"error: {exc.message}", fg="red", err=True)
             if exc.hint:

@@ -26,6 +26,9 @@ class Settings:
     #: finds a dead one, and bounds the lag the status page can show (RFC 9051: < 29 min)
     idle_timeout: float = 60.0
     account_scan_interval: float = 2.0  # how often the service looks for new accounts
+    #: seconds a database statement waits for a lock held elsewhere before it fails (and
+    #: is reported and retried)
+    db_lock_timeout: float = 30.0
     #: allow http:// webhook endpoints on loopback (local development and tests only);
     #: off, endpoints must be https and resolve to public addresses
     webhook_allow_http_loopback: bool = False
@@ -79,6 +82,7 @@ class Settings:
             "history_days": int(e.get("CRMAIL_HISTORY_DAYS", "365")),
             "batch_size": int(e.get("CRMAIL_BATCH_SIZE", "200")),
             "poll_interval": float(e.get("CRMAIL_POLL_INTERVAL", "30")),
+            "db_lock_timeout": float(e.get("CRMAIL_DB_LOCK_TIMEOUT", "30")),
             "default_smtp_url": e.get("CRMAIL_DEFAULT_SMTP_URL", ""),
             "default_from": e.get("CRMAIL_DEFAULT_FROM", ""),
             "max_recipients": int(e.get("CRMAIL_MAX_RECIPIENTS", "100")),

@@ -72,6 +72,19 @@ class AttachmentTypeNotAllowed(InvalidInput):
     code = "attachment_type_not_allowed"
 
 
+# --- storage errors -------------------------------------------------------------
+
+
+class StorageError(CrmailError):
+    """The database refused a read or write: locked by another process, disk full, a
+    constraint race with a concurrent writer, the server gone. The condition is outside
+    the request: trying again later may succeed, and sync workers do, with backoff."""
+
+    code = "database_error"
+    http_status = 503
+    retryable = True
+
+
 # --- provider (mail server) errors --------------------------------------------
 
 

@@ -51,6 +51,7 @@ async def serve(services: Services, *, ready: Callable[[str], None] | None = Non
         services.box,
         worker_options(services),
         scan_interval=services.settings.account_scan_interval,
+        problems=services.problems,
         default_smtp=(
             smtp_settings_from_url(services.settings.default_smtp_url)
             if services.settings.default_smtp_url

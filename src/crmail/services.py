@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from crmail.config import Settings
 from crmail.crypto import SecretBox
-from crmail.storage.db import Database
+from crmail.errors import CrmailError
+from crmail.storage.db import Database, translated_errors
 from crmail.storage.migrate import upgrade
 
 if TYPE_CHECKING:
@@ -42,6 +43,9 @@ class Services:
     db: Database
     box: SecretBox
     sync: SyncControl = field(default_factory=_NoSync)
+    #: per account, the failure its sync worker is retrying after (the database may be
+    #: unable to record it: a lock held, a full disk); the status shows it
+    problems: dict[int, CrmailError] = field(default_factory=dict)
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = True) -> Services:
@@ -50,9 +54,14 @@ class Services:
             settings = replace(settings, database_url=f"sqlite:///{settings.sqlite_path}")
         if settings.database_url.startswith("sqlite:///"):
             settings.sqlite_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, lock_timeout=settings.db_lock_timeout)
         if migrate:
-            upgrade(db.engine)
+            try:
+                with translated_errors():
+                    upgrade(db.engine)
+            except BaseException:
+                db.close()
+                raise
         return cls(settings, db, SecretBox(settings.secret_keys))
 
     async def act(self, fn: Callable[[Session], Queued]) -> Queued:

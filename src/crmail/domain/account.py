@@ -6,6 +6,7 @@ worker observes. A transition not in the table is a bug and raises.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 
@@ -14,7 +15,7 @@ class AccountState(StrEnum):
     CONNECTING = "connecting"
     IMPORTING = "importing"  # initial import of at least one folder still running
     LIVE = "live"  # caught up, following changes (IDLE / polling)
-    RETRYING = "retrying"  # network or server trouble, will retry with backoff
+    RETRYING = "retrying"  # network, server or database trouble, will retry with backoff
     AUTH_ERROR = "auth_error"  # credentials refused: paused until the user reconnects
     DISCONNECTED = "disconnected"  # stopped by the user; data kept
 
@@ -25,6 +26,8 @@ class AccountEvent(StrEnum):
     CONNECTED_LIVE = "connected_live"
     IMPORT_FINISHED = "import_finished"
     NETWORK_FAILED = "network_failed"
+    STORAGE_FAILED = "storage_failed"  # the database refused a write (locked, disk full)
+    CRASHED = "crashed"  # the worker stopped on an unexpected error; restarted with backoff
     AUTH_FAILED = "auth_failed"
     RECONNECT = "reconnect"  # new credentials given
     DISCONNECT = "disconnect"
@@ -46,6 +49,8 @@ _allow((S.CONNECTING, S.RETRYING, S.IMPORTING, S.LIVE), E.CONNECTED_IMPORTING, S
 _allow((S.CONNECTING, S.RETRYING, S.IMPORTING, S.LIVE), E.CONNECTED_LIVE, S.LIVE)
 _allow((S.IMPORTING, S.LIVE), E.IMPORT_FINISHED, S.LIVE)
 _allow((*_RUNNING, S.NEW), E.NETWORK_FAILED, S.RETRYING)
+_allow((*_RUNNING, S.NEW), E.STORAGE_FAILED, S.RETRYING)
+_allow((*_RUNNING, S.NEW), E.CRASHED, S.RETRYING)
 _allow((*_RUNNING, S.NEW), E.AUTH_FAILED, S.AUTH_ERROR)
 # From every state: new credentials while a connection attempt is under way restart it.
 _allow(
@@ -68,3 +73,35 @@ def transition(state: AccountState, event: AccountEvent) -> AccountState:
         return TRANSITIONS[(state, event)]
     except KeyError:
         raise IllegalTransition(f"{event} is not allowed in state {state}") from None
+
+
+# --- retrying -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """How long to wait before the next connection attempt.
+
+    The wait doubles with each failure in a row, from ``first`` up to ``cap``, and starts
+    from the bottom again after one successful round: a blip an hour must not leave a
+    healthy account minutes behind because the process has seen many blips in its life.
+    """
+
+    first: float = 1.0
+    cap: float = 300.0
+    #: failures since the last successful round
+    attempt: int = 0
+
+    def failed(self) -> Backoff:
+        return replace(self, attempt=self.attempt + 1)
+
+    def succeeded(self) -> Backoff:
+        return replace(self, attempt=0)
+
+    def delay(self, jitter: float = 1.0) -> float:
+        """Seconds to wait now; ``jitter`` in [0.5, 1] (random, from the caller) keeps the
+        accounts of a restarted server from all coming back at the same instant."""
+        if self.attempt == 0:
+            return 0.0
+        doubled = self.first * float(2 ** min(self.attempt - 1, 30))
+        return min(self.cap, doubled) * jitter

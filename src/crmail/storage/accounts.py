@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -76,7 +76,7 @@ def record_event(
     state = transition(AccountState(old), event)
     a.state = state.value
     if error is not None:
-        a.last_error = error.message + (f" — {error.hint}" if error.hint else "")
+        a.last_error = _reason(error)
         a.last_error_code = error.code
     elif event in (AccountEvent.CONNECTED_IMPORTING, AccountEvent.CONNECTED_LIVE):
         a.last_error = None
@@ -435,6 +435,23 @@ class AccountStatus:
             return None
         oldest = min(c for c in checked if c is not None)
         return max(0.0, (utcnow() - oldest).total_seconds())
+
+
+def with_problem(st: AccountStatus, problem: CrmailError | None) -> AccountStatus:
+    """The status as the running worker sees it: a failure it is retrying after shows even
+    when the database could not record it (a lock held elsewhere, a full disk)."""
+    if problem is None or AccountState(st.state) not in ACTIVE:
+        return st
+    return replace(
+        st,
+        state=AccountState.RETRYING.value,
+        last_error=_reason(problem),
+        last_error_code=problem.code,
+    )
+
+
+def _reason(error: CrmailError) -> str:
+    return error.message + (f" — {error.hint}" if error.hint else "")
 
 
 def status(s: Session, account_id: int) -> AccountStatus:

@@ -10,22 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from crmail.errors import InvalidInput, StorageError
 from crmail.storage.files import protect_sqlite_files
 
 T = TypeVar("T")
 
+#: seconds a statement waits for a lock another connection holds before it fails
+LOCK_TIMEOUT = 30.0
 
-def make_engine(url: str) -> Engine:
+
+def make_engine(url: str, *, lock_timeout: float = LOCK_TIMEOUT) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": lock_timeout}
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -35,20 +43,66 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+        # Bounded like SQLite's busy timeout: a lock held elsewhere is an error to report
+        # and retry, not a writer thread blocked for good.
+        connect_args={"options": f"-c lock_timeout={int(lock_timeout * 1000)}"},
+    )
+
+
+def storage_error(exc: Exception) -> StorageError:
+    """The database's refusal as a :class:`StorageError` an operator can act on."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    text = str(orig).strip() or type(orig).__name__
+    first = text.splitlines()[0]
+    low = text.lower()
+    if isinstance(exc, IntegrityError):
+        return StorageError(
+            f"database constraint conflict ({first}) — most likely a concurrent change; try again"
+        )
+    if "disk is full" in low or "no space left" in low or "disk full" in low:
+        return StorageError(
+            "database disk is full — free space where the database lives, then try again"
+        )
+    if any(
+        w in low for w in ("database is locked", "database is busy", "lock timeout", "deadlock")
+    ):
+        return StorageError(
+            "database is locked — another process holds a lock on it; try again once it is released"
+        )
+    return StorageError(f"database error: {first}")
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """Database refusals become :class:`StorageError` (the CLI prints one line, the API
+    answers 503, sync workers record the reason and retry); bugs stay what they are."""
+    try:
+        yield
+    except (OperationalError, IntegrityError, sqlite3.OperationalError) as exc:
+        raise storage_error(exc) from exc
+    except DataError as exc:
+        # A value the database cannot hold (NUL in text on PostgreSQL, a number past its
+        # column): bad input, said as such (422), not a crash.
+        first = (str(exc.orig).strip() or "invalid value").splitlines()[0]
+        raise InvalidInput(f"a value cannot be stored: {first}") from exc
 
 
 class Database:
     """Owns the engine; hands out read sessions and runs writes on the writer thread."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, lock_timeout: float = LOCK_TIMEOUT) -> None:
         self.url = url
         protect_sqlite_files(url)
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, lock_timeout=lock_timeout)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="db-writer")
 
@@ -64,7 +118,7 @@ class Database:
 
     def run(self, fn: Callable[[Session], T]) -> T:
         """Run ``fn`` in one transaction, synchronously (API handlers, CLI, tests)."""
-        with self.session() as s:
+        with translated_errors(), self.session() as s:
             return fn(s)
 
     async def write(self, fn: Callable[[Session], T]) -> T:

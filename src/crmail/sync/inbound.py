@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 
 from crmail.domain import autocreate as auto_rule
 from crmail.domain.attachments import AttachmentPolicy, account_policy, inbound_placeholder
+from crmail.domain.batching import BatchSize
 from crmail.domain.scope import AddressBook, Link, Scope, decide_in_scope
 from crmail.errors import FolderMissing
 from crmail.mime import ENVELOPE_FIELDS, Envelope, Head, ParsedMessage, parse_head, parse_message
@@ -80,6 +81,8 @@ class FolderSync:
         #: (IDLE is the probe there, and the folder must stay selected for it)
         self.status_probe = status_probe
         self.scope = Scope.of(account.settings.get("scope"))
+        #: messages per import slice: halved after a slice fails, grown back as slices commit
+        self.batch = BatchSize(options.batch_size)
         self.auto = auto_rule.Options.of(account.settings)
 
     async def round(self, folder: mail.FolderInfo, *, import_batches: int = 1) -> mail.FolderInfo:
@@ -137,6 +140,7 @@ class FolderSync:
             step = await fetching.popleft()
             if writing is not None:
                 await writing
+                self.batch = self.batch.committed()
             writing = asyncio.ensure_future(self._apply(step))
 
         try:
@@ -151,7 +155,17 @@ class FolderSync:
                 await write_oldest()
             if writing is not None:
                 await writing
+                self.batch = self.batch.committed()
                 writing = None
+        except Exception:
+            # The next slices are smaller, down to one message: a slice that cannot
+            # arrive or commit whole (a connection dropping before a large slice is in,
+            # a write refused) must not hold the import back for good. What is left is
+            # looked up again below the committed floor: slices taken but not written
+            # must not be skipped.
+            self.batch = self.batch.failed()
+            self._pending_import.pop(folder.id, None)
+            raise
         finally:
             for task in fetching:
                 task.cancel()
@@ -290,7 +304,7 @@ class FolderSync:
                 )
             pending = sorted((u for u in found if u < folder.import_floor), reverse=True)
         pending = [u for u in pending if u < folder.import_floor]
-        batch = pending[: self.options.batch_size]
+        batch = pending[: self.batch.current]
         if len(batch) > 1:
             batch = _within(batch, await self.client.fetch_sizes(batch), self.options.slice_bytes)
         rest = pending[len(batch) :]

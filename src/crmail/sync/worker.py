@@ -1,9 +1,14 @@
 """One account's sync worker: connect, import, then follow the mailbox in real time.
 
-Two IMAP connections per account: one sits in IDLE on INBOX (push: new mail shows in
-well under a second), the other walks the other synced folders (Sent, Archive, chosen
-folders) with a short poll. Both use :class:`FolderSync` rounds, whose every commit
-carries the folder cursor, so stopping the worker anywhere loses nothing.
+Three IMAP connections per account, opened together: one sits in IDLE on INBOX (push:
+new mail shows in well under a second), one walks the other synced folders (Sent,
+Archive, chosen folders) with a short poll, one drains the outbox. The folder loops use
+:class:`FolderSync` rounds, whose every commit carries the folder cursor, so stopping
+the worker anywhere loses nothing.
+
+Each connection recovers alone: a dropped connection (or a database write that failed)
+is retried with its own backoff while the other loops keep working, and a successful
+round resets that backoff (:class:`crmail.domain.account.Backoff`).
 """
 
 from __future__ import annotations
@@ -11,16 +16,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from crmail.crypto import SecretBox
-from crmail.domain.account import AccountEvent
+from crmail.domain.account import AccountEvent, Backoff
 from crmail.domain.folders import Role
 from crmail.domain.netpolicy import AddressPolicy
-from crmail.errors import AuthFailed, ConnectFailed, CrmailError, InvalidInput, ProviderError
+from crmail.errors import (
+    AuthFailed,
+    ConnectFailed,
+    CrmailError,
+    InvalidInput,
+    ProviderError,
+    StorageError,
+)
 from crmail.providers.imap import ImapClient, ImapSettings
+from crmail.providers.oauth import GrantRevoked, TokenKeeper
 from crmail.storage import accounts, actions, mail, outbox
 from crmail.storage.db import Database
 from crmail.sync.drain import drain_outbox
@@ -41,11 +54,27 @@ class WorkerOptions:
     sync: SyncOptions = field(default_factory=SyncOptions)
     poll_interval: float = 30.0
     idle_timeout: float = 60.0
+    #: the first retry waits about this long; each failure in a row doubles it
+    min_backoff: float = 1.0
     max_backoff: float = 300.0
     #: where the account's servers may be (Settings.mail_policy; the runtime always sets
     #: it): checked at every connection, so an account saved another way cannot reach
     #: the host's network either. None: unchecked (tests, benchmarks on loopback)
     address_policy: AddressPolicy | None = None
+    #: fresh access tokens for accounts connected with Google / Microsoft (XOAUTH2);
+    #: None: the stored access token is used as it is
+    tokens: TokenKeeper | None = None
+
+    def backoff(self) -> Backoff:
+        return Backoff(first=self.min_backoff, cap=self.max_backoff)
+
+
+#: what a loop retries after: the network, the server, or the database refused
+RETRYABLE = (ProviderError, OSError, StorageError)
+
+
+def as_error(exc: BaseException) -> CrmailError:
+    return exc if isinstance(exc, CrmailError) else ProviderError(str(exc) or type(exc).__name__)
 
 
 def imap_settings(
@@ -80,6 +109,7 @@ class AccountWorker:
         options: WorkerOptions = WorkerOptions(),
         *,
         on_change: Callable[[int], None] | None = None,
+        problems: dict[int, CrmailError] | None = None,
     ) -> None:
         self.db = db
         self.box = box
@@ -92,29 +122,33 @@ class AccountWorker:
         self._importing: set[int] = set()
         #: the sealed credentials this session logged in with
         self._secret: bytes | None = None
+        #: connected with Google / Microsoft: logins use a fresh access token
+        self._oauth = False
+        #: retry state of the session ("session") and of each of its loops
+        self.backoff: dict[str, Backoff] = {}
+        #: loops whose connection is down, waiting to reconnect
+        self._down: set[str] = set()
+        #: rounds (and drained actions) that succeeded over the worker's life
+        self.healthy_rounds = 0
+        #: per account, the failure being retried until a round succeeds again: the
+        #: status shows it even while the database cannot record it (a lock, a full disk)
+        self.problems = {} if problems is None else problems
 
     # --- entry points --------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Sync until cancelled; network trouble is retried with backoff, auth errors pause."""
-        attempt = 0
+        """Sync until cancelled; network and database trouble is retried with backoff,
+        auth errors pause."""
         while True:
             try:
                 await self._session(follow=True)
-                attempt = 0
             except AuthFailed as exc:
                 await self._auth_failed(exc)
                 log.warning("account %s: %s; paused until reconnect", self.account_id, exc.message)
                 return
-            except (ProviderError, OSError) as exc:
-                err = exc if isinstance(exc, CrmailError) else ProviderError(str(exc))
-                await self._event(AccountEvent.NETWORK_FAILED, err)
-                attempt += 1
-                delay = min(self.options.max_backoff, 2 ** min(attempt, 10)) * random.uniform(
-                    0.5, 1.0
-                )
-                log.info("account %s: %s; retrying in %.1fs", self.account_id, err.message, delay)
-                await asyncio.sleep(delay)
+            except RETRYABLE as exc:
+                await self._close_clients()
+                await self._retry_after("session", as_error(exc))
             finally:
                 await self._close_clients()
 
@@ -125,8 +159,8 @@ class AccountWorker:
         except AuthFailed as exc:
             await self._auth_failed(exc)
             raise
-        except ProviderError as exc:
-            await self._event(AccountEvent.NETWORK_FAILED, exc)
+        except (ProviderError, StorageError) as exc:
+            await self._record_failure(exc)
             raise
         finally:
             await self._close_clients()
@@ -137,11 +171,17 @@ class AccountWorker:
         await self._event(AccountEvent.START)
         account = await self.db.read(lambda s: mail.account_info(s, self.account_id))
         self._secret = account.secret
+        self._oauth = bool(account.settings.get("oauth_provider"))
         settings = imap_settings(account, self.box, self.options.address_policy)
         if account.settings.get("mode") == "one_way":
             await self._outbox_only(account, settings, follow=follow)
             return
-        main = await self._connect(settings)
+        if not follow:
+            main = await self._connect(settings)
+            actions_client = second = None
+        else:
+            # Together: slow connects add up otherwise, and hold the whole session back.
+            main, actions_client, second = await self._connect_all(settings, 3)
         folders = await discover(self.db, self.account_id, main)
         importing = not all(f.import_complete for f in folders) or any(
             f.uidnext is None for f in folders
@@ -152,6 +192,7 @@ class AccountWorker:
         inbox = [f for f in folders if f.role is Role.INBOX]
         others = [f for f in folders if f.role is not Role.INBOX]
         opts = self.options.sync
+        self._healthy("session")
         if not follow:
             sync = FolderSync(self.db, account, main, opts)
             todo, finished, looks = list(folders), set(), 0
@@ -171,16 +212,39 @@ class AccountWorker:
             await self._event(AccountEvent.IMPORT_FINISHED)
             await self._drain_outbox(SyncBack(self.db, account, main), follow=False)
             return
-        # Connect everything first: a failure then leaves no loop half-started.
-        actions_client = await self._connect(settings)
-        second = await self._connect(settings) if others else None
+        assert actions_client is not None and second is not None
         self._importing = {f.id for f in folders if not f.import_complete or f.uidnext is None}
-        tasks = [self._drain_outbox(SyncBack(self.db, account, actions_client))]
+        self._down.clear()
+
+        async def drain(client: ImapClient) -> None:
+            self._healthy("outbox")  # connected and logged in: its round is waiting
+            await self._drain_outbox(SyncBack(self.db, account, client))
+
+        tasks = [self._keep_connected("outbox", settings, actions_client, drain)]
         if inbox:
+            # One FolderSync per loop for the worker's life: a reconnect swaps its client
+            # and keeps what it learnt (pending import UIDs, a shrunk batch size).
             idling = FolderSync(self.db, account, main, opts, status_probe=False)
-            tasks.append(self._follow_inbox(idling, inbox[0]))
-        if second is not None:
-            tasks.append(self._poll_folders(FolderSync(self.db, account, second, opts), others))
+            inbox_id = inbox[0].id
+
+            async def follow_inbox(client: ImapClient) -> None:
+                idling.client = client
+                await self._follow_inbox(idling, inbox_id)
+
+            tasks.append(self._keep_connected("inbox", settings, main, follow_inbox))
+        else:
+            await self._drop(main)
+        if others:
+            polling = FolderSync(self.db, account, second, opts)
+            other_ids = [f.id for f in others]
+
+            async def poll(client: ImapClient) -> None:
+                polling.client = client
+                await self._poll_folders(polling, other_ids)
+
+            tasks.append(self._keep_connected("folders", settings, second, poll))
+        else:
+            await self._drop(second)
         await _gather_or_fail(tasks)
 
     async def _outbox_only(
@@ -191,19 +255,35 @@ class AccountWorker:
         their copy in Sent; mail reaches the CRM through the BCC drop address instead."""
         client = await self._connect(settings)
         await self._event(AccountEvent.CONNECTED_LIVE)
-        await self._drain_outbox(SyncBack(self.db, account, client), follow=follow)
+        self._healthy("session")
+        if not follow:
+            await self._drain_outbox(SyncBack(self.db, account, client), follow=False)
+            return
+        self._down.clear()
 
-    async def _follow_inbox(self, sync: FolderSync, folder: mail.FolderInfo) -> None:
+        async def drain(c: ImapClient) -> None:
+            self._healthy("outbox")  # connected and logged in: its round is waiting
+            await self._drain_outbox(SyncBack(self.db, account, c))
+
+        await self._keep_connected("outbox", settings, client, drain)
+
+    async def _follow_inbox(self, sync: FolderSync, folder_id: int) -> None:
+        # From the database, not from memory: a round cut short by a dropped connection
+        # may have committed batches past what the last completed round returned.
+        (folder,) = await self._folders([folder_id])
         while True:
             folder = await sync.round(folder, import_batches=IMPORT_SLICES_PER_ROUND)
+            self._healthy("inbox")
             self._changed()
             if not folder.import_complete:
                 continue  # new mail is still checked first in every round
             await self._import_finished(folder.id)
             await sync.client.idle(timeout=self.options.idle_timeout)
 
-    async def _poll_folders(self, sync: FolderSync, folders: list[mail.FolderInfo]) -> None:
-        current = list(folders)
+    async def _poll_folders(self, sync: FolderSync, folder_ids: list[int]) -> None:
+        """``folder_ids`` is updated in place when the folders change, so a reconnected
+        loop polls what this one found."""
+        current = await self._folders(folder_ids)
         while True:
             try:
                 for i, f in enumerate(current):
@@ -214,37 +294,84 @@ class AccountWorker:
                 log.info("account %s: %s; looking again", self.account_id, gone.message)
                 found = await discover(self.db, self.account_id, sync.client)
                 current = [f for f in found if f.role is not Role.INBOX]
+                folder_ids[:] = [f.id for f in current]
                 self._importing = {f.id for f in found if f.id in self._importing} | {
                     f.id for f in current if not f.import_complete or f.uidnext is None
                 }
                 self._changed()
                 continue
+            self._healthy("folders")
             self._changed()
             if all(f.import_complete for f in current):
                 await asyncio.sleep(self.options.poll_interval)
+
+    async def _folders(self, ids: list[int]) -> list[mail.FolderInfo]:
+        by_id = {f.id: f for f in await self.db.read(lambda s: mail.folders(s, self.account_id))}
+        return [by_id[i] for i in ids if i in by_id]
+
+    async def _keep_connected(
+        self,
+        loop: str,
+        settings: ImapSettings,
+        client: ImapClient | None,
+        body: Callable[[ImapClient], Awaitable[None]],
+    ) -> None:
+        """Run ``body`` on its own connection; when that connection drops (or a database
+        write fails), reconnect it alone, after this loop's backoff. The other loops go
+        on: their connections and the work they have in hand are not thrown away."""
+        while True:
+            try:
+                if client is None:
+                    client = await self._connect(settings)
+                    await self._reconnected(loop)
+                await body(client)
+                return
+            except RETRYABLE as exc:
+                if isinstance(exc, AuthFailed):
+                    raise
+                if client is not None:
+                    await self._drop(client)
+                    client = None
+                self._down.add(loop)
+                await self._retry_after(loop, as_error(exc))
 
     def wake(self) -> None:
         """An action was queued for this account: drain now (call from the worker's loop)."""
         self._outbox_wake.set()
 
     async def _drain_outbox(self, syncback: SyncBack, *, follow: bool = True) -> None:
+        def done() -> None:
+            self._healthy("outbox")
+            self._changed()
+
         await drain_outbox(
             self.db,
             self.account_id,
             lambda action: self._run_action(syncback, action),
             self._outbox_wake,
             follow=follow,
-            on_done=self._changed,
+            on_done=done,
         )
 
     async def _run_action(self, syncback: SyncBack, action: outbox.Action) -> None:
+        if syncback.client.dropped:
+            # Dropped while it waited for work: reconnect first. The action is not held
+            # against (no failed attempt, no delay); it is requeued when the drain restarts.
+            raise ConnectFailed(f"the connection to {syncback.client.settings.host} was closed")
         try:
             if action.kind == "sync":
                 await syncback.run(action)
             elif action.kind == "send":
-                await self._sending(syncback).run(action)
+                sender = self._sending(syncback)
+                if (token := await self._fresh_token()) is not None:
+                    sender.settings = replace(sender.settings, oauth2_token=token)
+                await sender.run(action)
             else:
                 raise InvalidInput(f"unknown action kind {action.kind!r}")
+        except StorageError:
+            # Not the action's fault: it stays claimed, is requeued when the drain starts
+            # again, and runs once the database takes writes again.
+            raise
         except CrmailError as exc:
             retryable = isinstance(exc, ProviderError) and exc.retryable
             message = exc.message
@@ -271,6 +398,19 @@ class AccountWorker:
             )
         return self._sender
 
+    async def _fresh_token(self, refused: str | None = None) -> str | None:
+        """An OAuth account's access token for the next login (refreshed when near its
+        expiry, or because the server just refused ``refused``); None otherwise."""
+        if not self._oauth or self.options.tokens is None:
+            return None
+        try:
+            token = await self.options.tokens.access_token(self.account_id, refused=refused)
+        except GrantRevoked as exc:
+            self._secret = exc.version  # the refusal is about these tokens
+            raise
+        self._secret = token.version
+        return token.token
+
     async def _import_finished(self, folder_id: int) -> None:
         if folder_id in self._importing:
             self._importing.discard(folder_id)
@@ -280,14 +420,89 @@ class AccountWorker:
     # --- helpers -----------------------------------------------------------------------------
 
     async def _connect(self, settings: ImapSettings) -> ImapClient:
-        client = await ImapClient.connect(settings)
+        token = await self._fresh_token()
+        if token is not None:
+            settings = replace(settings, oauth2_token=token)
+        try:
+            client = await ImapClient.connect(settings)
+        except AuthFailed:
+            if token is None:
+                raise
+            # Refused before its expiry (revoked, or the clock is off): refresh, once.
+            settings = replace(settings, oauth2_token=await self._fresh_token(refused=token))
+            client = await ImapClient.connect(settings)
         self._clients.append(client)
         return client
+
+    async def _connect_all(self, settings: ImapSettings, n: int) -> list[ImapClient]:
+        """``n`` connections opened at once; one failure cancels the rest (those already
+        open are closed with the session)."""
+        tasks = [asyncio.ensure_future(self._connect(settings)) for _ in range(n)]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.wait(tasks)
+
+    async def _drop(self, client: ImapClient) -> None:
+        if client in self._clients:
+            self._clients.remove(client)
+        await client.close()
 
     async def _close_clients(self) -> None:
         clients, self._clients = self._clients, []
         for c in clients:
             await c.close()
+
+    # --- health and retrying ---------------------------------------------------------------
+
+    def _healthy(self, loop: str) -> None:
+        """A round went through: this loop's next failure waits the shortest time again."""
+        self.healthy_rounds += 1
+        if not self._down:
+            self.problems.pop(self.account_id, None)
+        current = self.backoff.get(loop)
+        if current is not None and current.attempt:
+            self.backoff[loop] = current.succeeded()
+
+    async def _retry_after(self, loop: str, error: CrmailError) -> None:
+        """Record why (the account's status shows it), then wait this loop's backoff."""
+        backoff = self.backoff.get(loop, self.options.backoff()).failed()
+        self.backoff[loop] = backoff
+        self.problems[self.account_id] = error
+        await self._record_failure(error)
+        delay = backoff.delay(random.uniform(0.5, 1.0))
+        log.warning(
+            "account %s: %s (%s, failure %d in a row); retrying in %.1fs",
+            self.account_id,
+            error.message,
+            loop,
+            backoff.attempt,
+            delay,
+        )
+        await asyncio.sleep(delay)
+
+    async def _record_failure(self, error: BaseException) -> None:
+        err = as_error(error)
+        event = (
+            AccountEvent.STORAGE_FAILED
+            if isinstance(err, StorageError)
+            else AccountEvent.NETWORK_FAILED
+        )
+        try:
+            await self._event(event, err)
+        except StorageError as exc:
+            # The database that failed may refuse this write too: the log has it, and the
+            # status gets it with the next failure that reaches the database.
+            log.info("account %s: %s (not recorded: %s)", self.account_id, err.message, exc)
+
+    async def _reconnected(self, loop: str) -> None:
+        self._down.discard(loop)
+        if not self._down:
+            await self._event(
+                AccountEvent.CONNECTED_IMPORTING if self._importing else AccountEvent.CONNECTED_LIVE
+            )
 
     async def _auth_failed(self, error: AuthFailed) -> None:
         used = self._secret
@@ -313,3 +528,8 @@ async def _gather_or_fail(coros: Sequence[Coroutine[Any, Any, None]]) -> None:
             t.cancel()
         # Bounded: one loop stuck in a server call must not keep the others' session open.
         await asyncio.wait(tasks, timeout=10.0)
+        for t in tasks:
+            # Read every ending: a loop that failed while others were failing is logged,
+            # not left to a "never retrieved" warning at garbage collection.
+            if t.done() and not t.cancelled() and (exc := t.exception()) is not None:
+                log.debug("a sync loop ended with %r", exc)

@@ -217,6 +217,7 @@ async def account_status(
     account_id: int, user: CurrentUser, services: ServicesDep
 ) -> AccountStatusOut:
     view, st = await services.db.read(lambda s: crm.account_status(s, user, account_id))
+    st = accounts.with_problem(st, services.problems.get(account_id))
     hint = None
     if st.last_error_code in (AuthFailed.code, "app_password_required"):
         hint = preset(str(view.settings.get("preset", "other"))).app_password_hint

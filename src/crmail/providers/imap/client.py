@@ -1133,6 +1133,11 @@ class ImapClient:
                 return int(parts[1])
         return None
 
+    @property
+    def dropped(self) -> bool:
+        """The connection is known to be gone (see :attr:`ImapConnection.dropped`)."""
+        return self._conn.dropped
+
     async def create_folder(self, name: str | bytes, special_use: str | None = None) -> None:
         args: list[Arg] = [_mailbox_arg(name)]
         if special_use is not None and self.has("CREATE-SPECIAL-USE"):

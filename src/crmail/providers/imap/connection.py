@@ -590,6 +590,12 @@ class ImapConnection:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def dropped(self) -> bool:
+        """Closed, or the peer closed it while nobody was reading (a quiet connection
+        learns of it from its transport without a round trip)."""
+        return self._closed or self._reader.at_eof() or self._reader.exception() is not None
+
     async def close(self) -> None:
         """Close the socket. Never raises."""
         self._closed = True
