@@ -56,3 +56,59 @@ def test_demo_starts_syncs_and_serves(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def _processes() -> list[tuple[int, str, int, int]]:
+    """(pid, command name, parent pid, process group) of every process."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        found.append((int(entry.name), comm, int(fields[1]), int(fields[2])))
+    return found
+
+
+def test_demo_stops_its_dovecot_on_sigterm(tmp_path: Path) -> None:
+    """Container and service managers stop with SIGTERM: nothing the demo started stays."""
+    port = free_port()
+    env = {**os.environ, "CRMAIL_DATA_DIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crmail.cli", "demo", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out = ""
+        deadline = time.monotonic() + 60
+        assert proc.stdout is not None
+        while "Ctrl-C stops" not in out:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, out
+            out += line
+            assert time.monotonic() < deadline, out
+        dovecots = [
+            pid for pid, comm, ppid, _ in _processes() if ppid == proc.pid and comm == "dovecot"
+        ]
+        assert len(dovecots) == 1, _processes()
+        # Dovecot runs in its own process group (its master and every service it forks).
+        group = dovecots[0]
+        assert any(pgrp == group for *_, pgrp in _processes())
+
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out + rest
+        assert "Traceback" not in rest, rest
+        assert [p for p in _processes() if p[3] == group] == []
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

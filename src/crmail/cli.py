@@ -76,10 +76,10 @@ def keygen() -> None:
 @_fail_cleanly
 def run(host: str | None, port: int | None) -> None:
     """Run the service: REST API and sync workers for every connected account."""
-    from crmail.runtime import serve
+    from crmail.runtime import run_until_stopped, serve
 
     services = _services(host=host, port=port)
-    asyncio.run(serve(services))
+    sys.exit(run_until_stopped(serve(services)))
 
 
 @main.command()
@@ -88,8 +88,9 @@ def run(host: str | None, port: int | None) -> None:
 def demo(port: int | None) -> None:
     """Start crmail on SQLite against a local demo mailbox (Dovecot) with seeded mail."""
     from crmail.demo import run_demo
+    from crmail.runtime import run_until_stopped
 
-    asyncio.run(run_demo(port=port))
+    sys.exit(run_until_stopped(run_demo(port=port)))
 
 
 @main.command()

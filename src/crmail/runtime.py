@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
+from types import FrameType
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -14,10 +17,45 @@ from crmail.services import Services
 from crmail.storage import accounts
 from crmail.sync.dropbox import DropServer
 from crmail.sync.inbound import SyncOptions
+from crmail.sync.oauth import token_keeper
 from crmail.sync.sending import smtp_settings_from_url
 from crmail.sync.service import SyncService
 from crmail.sync.webhooks import WebhookSender
 from crmail.sync.worker import AccountWorker, WorkerOptions
+
+
+def run_until_stopped(main: Coroutine[Any, Any, None]) -> int:
+    """Run ``main`` in a new event loop until it ends or the process is told to stop.
+
+    SIGTERM (what container and service managers send) stops it the way Ctrl-C does:
+    the main task is cancelled, so every ``finally`` runs — the servers it started
+    (a demo's Dovecot), the sync workers, the database. Python's default for SIGTERM
+    is to die on the spot and leave them behind. Returns the exit code: 0 after a
+    SIGTERM, 130 after Ctrl-C.
+    """
+    terminated = False
+
+    async def stoppable() -> None:
+        nonlocal terminated
+        # asyncio.run's own SIGINT handler cancels the main task (a second one raises).
+        interrupt = signal.getsignal(signal.SIGINT)
+
+        def on_sigterm(signum: int, frame: FrameType | None) -> None:
+            nonlocal terminated
+            terminated = True
+            if callable(interrupt):
+                interrupt(signal.SIGINT, frame)
+            else:
+                raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+        await main
+
+    try:
+        asyncio.run(stoppable())
+    except KeyboardInterrupt:
+        return 0 if terminated else 130
+    return 0
 
 
 def worker_options(services: Services) -> WorkerOptions:
@@ -27,6 +65,7 @@ def worker_options(services: Services) -> WorkerOptions:
         poll_interval=s.poll_interval,
         idle_timeout=s.idle_timeout,
         address_policy=s.mail_policy,
+        tokens=token_keeper(s, services.db, services.box),
     )
 
 
