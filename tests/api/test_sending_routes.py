@@ -4,6 +4,7 @@ tests/sync/test_send_safety.py follows messages through real SMTP and IMAP."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 
 import pytest
@@ -115,6 +116,14 @@ def test_message_over_the_account_size_limit_is_413_with_the_limit(world: World)
     assert "0.2 MB message size limit" in message and "your SMTP server" in message
     assert _queued(world) == 0
     assert _send(world, {"to": ["a@client.test"], "text": "words " * 1_000})[0] == 202
+    # Under the limit as typed, over it once encoded (base64 grows by a third): still 413.
+    file = {"filename": "a.pdf", "data_base64": base64.b64encode(b"%" * 90_000).decode()}
+    status, body = _send(
+        world, {"to": ["a@client.test"], "text": "ü" * 30_000, "attachments": [file]}
+    )
+    assert status == 413, body
+    assert "as sent" in body["error"]["message"]
+    assert _queued(world) == 1
 
 
 def test_sends_per_hour_is_429_with_retry_after(world: World) -> None:

@@ -221,6 +221,9 @@ def queue_send(
         s, user, kind, draft.from_address, default_from=default_from, prefer_account=parent_account
     )
     check_attachments(sender.policy, [(a.filename, len(a.data)) for a in draft.attachments])
+    # The content is a lower bound of the message as sent: a 30 MB body is refused
+    # before it is composed, not after.
+    check_message_size(sender.policy, _content_size(draft))
     to, cc, bcc = (
         _addresses(draft.to, "To"),
         _addresses(draft.cc, "Cc"),
@@ -303,6 +306,11 @@ def queue_send(
     )
     accounts = frozenset({sender.account_id}) if sender.account_id else frozenset()
     return SendQueued(accounts, 0, sender.account_id is None, mid)
+
+
+def _content_size(draft: OutgoingDraft) -> int:
+    text = len(draft.text or "") + len(draft.html or "")
+    return text + sum(len(a.data) for a in draft.attachments)
 
 
 def _reply_recipients(s: Session, parent: Message, workspace_id: int) -> tuple[Address, ...]:
