@@ -75,7 +75,7 @@ _RESERVED_HEADERS = frozenset(
         "received",
     }
 )
-_HEADER_NAME = re.compile(r"[!-9;-~]+\Z")  # RFC 5322 ftext
+_HEADER_NAME = re.compile(r"[!-9;-~]{1,76}\Z")  # RFC 5322 ftext, short enough for one line
 # A msg-id we are willing to write: printable ASCII, no whitespace or <>, with "@".
 # The length bound keeps "References: <id>" within one 998-octet line.
 _MSG_ID = re.compile(r"[!-;=?-~]{1,900}\Z")
