@@ -357,5 +357,67 @@ def tokens_revoke(
     click.echo(f"{count} token(s) revoked" if revoke_every else f"token #{token_id} revoked")
 
 
+@main.group()
+def blocklist() -> None:
+    """The auto-create blocklist of a workspace: addresses and @domains never made contacts."""
+
+
+def _change_blocklist(workspace_id: int, change: Callable[[list[str]], list[str]]) -> list[str]:
+    from crmail.storage import autocreate
+
+    services = _services()
+    try:
+        return services.db.run(
+            lambda s: autocreate.set_blocklist(
+                s, workspace_id, change(autocreate.blocklist_entries(s, workspace_id))
+            )
+        )
+    finally:
+        services.close()
+
+
+def _echo_blocklist(entries: list[str]) -> None:
+    for entry in entries:
+        click.echo(entry)
+    if not entries:
+        click.echo("the blocklist is empty", err=True)
+
+
+@blocklist.command("list")
+@click.option("--workspace-id", type=int, required=True)
+@_fail_cleanly
+def blocklist_list(workspace_id: int) -> None:
+    """Print the blocklist, one entry a line."""
+    from crmail.storage import autocreate
+
+    services = _services()
+    try:
+        entries = services.db.run(lambda s: autocreate.blocklist_entries(s, workspace_id))
+    finally:
+        services.close()
+    _echo_blocklist(entries)
+
+
+@blocklist.command("add")
+@click.option("--workspace-id", type=int, required=True)
+@click.argument("entries", nargs=-1, required=True)
+@_fail_cleanly
+def blocklist_add(workspace_id: int, entries: tuple[str, ...]) -> None:
+    """Block addresses (boss@partner.test) or whole domains (@competitor.test)."""
+    _echo_blocklist(_change_blocklist(workspace_id, lambda current: [*current, *entries]))
+
+
+@blocklist.command("remove")
+@click.option("--workspace-id", type=int, required=True)
+@click.argument("entries", nargs=-1, required=True)
+@_fail_cleanly
+def blocklist_remove(workspace_id: int, entries: tuple[str, ...]) -> None:
+    """Unblock entries (mail synced from now on may create them as contacts)."""
+    from crmail.domain.autocreate import blocklist_entry
+
+    gone = {blocklist_entry(e) or e.strip().lower() for e in entries}
+    _echo_blocklist(_change_blocklist(workspace_id, lambda cur: [e for e in cur if e not in gone]))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -8,15 +8,31 @@ rules that need the database (uniqueness, ids of the workspace) are checked in s
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 # The connection forms belong to the use-case shared with the web app; re-exported here.
-from crmail.sync.connect import AccountIn, AccountPatch, AccountTestIn
+from crmail.sync.connect import (
+    AccountConnectionPatch,
+    AccountIn,
+    AccountPatch,
+    AccountTestIn,
+    Mode,
+    SyncScope,
+)
 
-__all__ = ["AccountIn", "AccountPatch", "AccountTestIn"]
+__all__ = ["AccountConnectionPatch", "AccountIn", "AccountPatch", "AccountTestIn"]
 
+#: the largest id the database stores (64-bit): a bigger one is invalid input, not a crash
+MAX_ID = 2**63 - 1
+#: an id in a body
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+#: an id in the URL: out of range is a 422, like any malformed input
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 Name = Annotated[str, Field(max_length=300)]
 EmailText = Annotated[str, Field(min_length=3, max_length=320)]
 DealStatus = Literal["open", "won", "lost"]
@@ -61,13 +77,13 @@ class UserOut(Out):
 class ContactIn(In):
     name: Name = ""
     emails: Annotated[list[EmailText], Field(max_length=50)] = []
-    lead_id: int | None = None
+    lead_id: Id | None = None
 
 
 class ContactPatch(In):
     name: Name | None = None
     emails: Annotated[list[EmailText], Field(max_length=50)] | None = None
-    lead_id: int | None = None
+    lead_id: Id | None = None
 
 
 class ContactOut(Out):
@@ -96,17 +112,17 @@ class LeadOut(Out):
 class DealIn(In):
     title: Annotated[str, Field(min_length=1, max_length=300)]
     status: DealStatus = "open"
-    lead_id: int | None = None
-    contact_ids: Annotated[list[int], Field(max_length=500)] = []
-    value_cents: Annotated[int, Field(ge=0)] | None = None
+    lead_id: Id | None = None
+    contact_ids: Annotated[list[Id], Field(max_length=500)] = []
+    value_cents: Annotated[int, Field(ge=0, le=MAX_ID)] | None = None
 
 
 class DealPatch(In):
     title: Annotated[str, Field(min_length=1, max_length=300)] | None = None
     status: DealStatus | None = None
-    lead_id: int | None = None
-    contact_ids: Annotated[list[int], Field(max_length=500)] | None = None
-    value_cents: Annotated[int, Field(ge=0)] | None = None
+    lead_id: Id | None = None
+    contact_ids: Annotated[list[Id], Field(max_length=500)] | None = None
+    value_cents: Annotated[int, Field(ge=0, le=MAX_ID)] | None = None
 
 
 class DealOut(Out):
@@ -244,11 +260,39 @@ class AccountTestOut(BaseModel):
 
 
 class AccountOut(Out):
+    """A connected mailbox with every setting the web app shows (never its password)."""
+
+    #: settings copied from MailAccount.settings as they are
+    CONNECTION_FIELDS: ClassVar[tuple[str, ...]] = (
+        "imap_host",
+        "imap_port",
+        "imap_security",
+        "smtp_host",
+        "smtp_port",
+        "smtp_security",
+        "ca_file",
+    )
+
     id: int
     user_id: int
-    email: str
-    provider: str
-    settings: dict[str, object]
+    email: str = Field(description="the connected address: CRM email goes out from it")
+    provider: str = Field(description="the protocol: imap")
+    preset: str = Field("other", description="the provider preset: a key of GET /api/providers")
+    username: str = Field("", description="the login name")
+    imap_host: str | None = None
+    imap_port: int | None = None
+    imap_security: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int | None = None
+    smtp_security: str | None = None
+    ca_file: str | None = None
+    mode: Mode = "two_way"
+    scope: SyncScope = "contacts"
+    folders: list[str] = Field(default_factory=list)
+    archive_on_done: bool = True
+    auto_create_contacts: bool = False
+    auto_create_incoming: bool = False
+    settings: dict[str, object] = Field(description="everything stored, as stored")
     state: str
     last_error: str | None
     last_error_code: str | None
@@ -260,6 +304,18 @@ class AccountOut(Out):
             "read-only: Bcc or forward mail to this address to put it in the CRM (shown "
             "to the account's owner when the server has a drop domain)"
         ),
+    )
+
+
+class BlocklistIn(In):
+    entries: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=320)]], Field(max_length=1000)
+    ] = Field(description="addresses (boss@partner.test) and whole domains (@competitor.test)")
+
+
+class BlocklistOut(BaseModel):
+    entries: list[str] = Field(
+        description="addresses and @domains never auto-created as contacts, in any account"
     )
 
 

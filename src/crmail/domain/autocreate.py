@@ -52,6 +52,15 @@ class Options:
         return self.outgoing or self.incoming
 
 
+def blocklist_entry(raw: str) -> str | None:
+    """``raw`` as the blocklist stores it (an address, or ``@domain``); None if it is neither."""
+    entry = raw.strip().lower()
+    if entry.startswith("@") and len(entry) > 1:
+        # The domain is checked as an address at it would be.
+        return entry if normalize_email(f"x{entry}") is not None else None
+    return normalize_email(entry)
+
+
 @dataclass(frozen=True, slots=True)
 class Blocklist:
     addresses: frozenset[str] = frozenset()
@@ -63,11 +72,13 @@ class Blocklist:
         addresses: set[str] = set()
         domains: set[str] = set()
         for raw in entries if isinstance(entries, list | tuple) else ():
-            entry = str(raw).strip().lower()
-            if entry.startswith("@") and len(entry) > 1:
+            entry = blocklist_entry(str(raw))
+            if entry is None:
+                continue
+            if entry.startswith("@"):
                 domains.add(entry[1:])
-            elif (email := normalize_email(entry)) is not None:
-                addresses.add(email)
+            else:
+                addresses.add(entry)
         return cls(frozenset(addresses), frozenset(domains))
 
     def blocks(self, email: str) -> bool:

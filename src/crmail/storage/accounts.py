@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from crmail.domain.account import ACTIVE, AccountEvent, AccountState, IllegalTransition, transition
 from crmail.domain.folders import Role
 from crmail.domain.inbox import ItemState
-from crmail.errors import Conflict, CrmailError, Forbidden, NotFound
+from crmail.errors import Conflict, CrmailError, Forbidden, InvalidInput, NotFound
 from crmail.storage import mail, notify
 from crmail.storage.models import (
     Folder,
@@ -175,6 +175,60 @@ def active_connections(s: Session) -> dict[int, str]:
         .order_by(MailAccount.id)
     )
     return {a.id: _fingerprint(a) for a in rows}
+
+
+# --- options: how the account syncs (Settings → Email "Options", PATCH /api/accounts/{id}) --
+
+#: options a user sets on the connect form, stored in MailAccount.settings
+OPTION_DEFAULTS: dict[str, object] = {
+    "mode": "two_way",
+    "scope": "contacts",
+    "auto_create_contacts": False,
+    "auto_create_incoming": False,
+    "archive_on_done": True,
+    "folders": [],
+}
+MODES = ("two_way", "one_way")
+SCOPES = ("contacts", "crm_threads", "folders")
+MAX_FOLDERS = 100
+
+
+def clean_options(raw: Mapping[str, object]) -> dict[str, object]:
+    """Every option, checked; a switch left out is off (as an unticked checkbox)."""
+    mode = str(raw.get("mode", "two_way"))
+    scope = str(raw.get("scope", "contacts"))
+    if mode not in MODES:
+        raise InvalidInput(f"mode must be one of {', '.join(MODES)}")
+    if scope not in SCOPES:
+        raise InvalidInput(f"scope must be one of {', '.join(SCOPES)}")
+    folders_raw = raw.get("folders", [])
+    folders = [str(f).strip() for f in folders_raw] if isinstance(folders_raw, list) else []
+    return {
+        "mode": mode,
+        "scope": scope,
+        "auto_create_contacts": bool(raw.get("auto_create_contacts", False)),
+        "auto_create_incoming": bool(raw.get("auto_create_incoming", False)),
+        "archive_on_done": bool(raw.get("archive_on_done", False)),
+        "folders": list(dict.fromkeys(f for f in folders if f))[:MAX_FOLDERS],
+    }
+
+
+def options_of(settings: Mapping[str, object] | None) -> dict[str, object]:
+    """The account's options as they apply: stored ones over the defaults."""
+    stored = settings or {}
+    return clean_options({k: stored.get(k, v) for k, v in OPTION_DEFAULTS.items()})
+
+
+def update_options(
+    s: Session, user: UserInfo, account_id: int, changes: Mapping[str, object]
+) -> dict[str, object]:
+    """Change some options (owner only); the others keep their value. Returns them all."""
+    a = owned(s, user, account_id)
+    options = clean_options({**options_of(a.settings), **changes})
+    # A new dict: SQLAlchemy's JSON column notices reassignment, not in-place changes.
+    a.settings = {**(a.settings or {}), **options}
+    s.flush()
+    return options
 
 
 # --- the owner changes the account ---------------------------------------------------------

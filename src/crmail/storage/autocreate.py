@@ -8,19 +8,82 @@ passes the "contacts" scope).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from crmail.domain.autocreate import BLOCKLIST_SETTING, Blocklist, Mail, Options, new_contacts
+from crmail.domain.autocreate import (
+    BLOCKLIST_SETTING,
+    Blocklist,
+    Mail,
+    Options,
+    blocklist_entry,
+    new_contacts,
+)
 from crmail.domain.scope import AddressBook, ContactRef
+from crmail.errors import Forbidden, InvalidInput, NotFound
 from crmail.mime import Address, Envelope
 from crmail.storage.models import Contact, ContactEmail, MailAccount, Workspace
 
+if TYPE_CHECKING:
+    from crmail.storage.crm import UserInfo
+
+
+#: entries a workspace's blocklist holds at most
+MAX_BLOCKLIST = 1000
+
 
 def blocklist(s: Session, workspace_id: int) -> Blocklist:
-    ws = s.get_one(Workspace, workspace_id)
-    return Blocklist.parse((ws.settings or {}).get(BLOCKLIST_SETTING))
+    return Blocklist.parse(blocklist_entries(s, workspace_id))
+
+
+def blocklist_entries(s: Session, workspace_id: int) -> list[str]:
+    """The workspace's blocklist as stored: addresses and ``@domains``, in order."""
+    ws = s.get(Workspace, workspace_id)
+    if ws is None:
+        raise NotFound(f"workspace {workspace_id} not found")
+    stored = (ws.settings or {}).get(BLOCKLIST_SETTING)
+    return [str(e) for e in stored] if isinstance(stored, list) else []
+
+
+def set_blocklist(s: Session, workspace_id: int, entries: Iterable[str]) -> list[str]:
+    """Replace the blocklist (operators, via the CLI); every entry must be valid.
+
+    Applies to mail synced from now on: contacts created before stay.
+    """
+    ws = s.get(Workspace, workspace_id)
+    if ws is None:
+        raise NotFound(f"workspace {workspace_id} not found")
+    clean: list[str] = []
+    bad: list[str] = []
+    for raw in entries:
+        entry = blocklist_entry(raw)
+        if entry is None:
+            bad.append(raw)
+        elif entry not in clean:
+            clean.append(entry)
+    if bad:
+        raise InvalidInput(
+            f"not an address or @domain: {', '.join(repr(b[:100]) for b in bad[:5])}",
+            hint="give addresses (boss@partner.test) or whole domains (@competitor.test)",
+        )
+    if len(clean) > MAX_BLOCKLIST:
+        raise InvalidInput(f"the blocklist holds at most {MAX_BLOCKLIST} entries")
+    # A new dict: SQLAlchemy's JSON column notices reassignment, not in-place changes.
+    ws.settings = {**(ws.settings or {}), BLOCKLIST_SETTING: clean}
+    s.flush()
+    return clean
+
+
+def replace_blocklist(s: Session, user: UserInfo, entries: Iterable[str]) -> list[str]:
+    """Replace the user's workspace blocklist: an admin's decision (API and web app)."""
+    if not user.is_admin:
+        raise Forbidden(
+            "only a workspace admin can change the auto-create blocklist",
+            hint="ask an admin of your workspace",
+        )
+    return set_blocklist(s, user.workspace_id, entries)
 
 
 def mail_of(env: Envelope, extra_bcc: Iterable[Address] = ()) -> Mail:

@@ -12,7 +12,6 @@ import base64
 import hashlib
 import hmac
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,7 +21,7 @@ from sqlalchemy.orm import Session
 from crmail.domain.inbox import ItemState
 from crmail.errors import Forbidden, InvalidInput, NotFound
 from crmail.mime.parse import extract_part
-from crmail.storage import accounts, crm, visibility
+from crmail.storage import crm, visibility
 from crmail.storage.models import (
     Attachment,
     InboxItem,
@@ -308,50 +307,6 @@ def cid_part(s: Session, user: crm.UserInfo, message_id: int, content_id: str) -
 
 def has_raw(s: Session, message_id: int) -> bool:
     return s.get(MessageRaw, message_id) is not None
-
-
-# --- mail accounts, as the owner manages them from Settings → Email ------------------------
-
-#: options a user sets on the connect form, stored in MailAccount.settings
-OPTION_DEFAULTS: dict[str, object] = {
-    "mode": "two_way",
-    "scope": "contacts",
-    "auto_create_contacts": False,
-    "auto_create_incoming": False,
-    "archive_on_done": True,
-    "folders": [],
-}
-MODES = ("two_way", "one_way")
-SCOPES = ("contacts", "crm_threads", "folders")
-
-
-def clean_options(raw: Mapping[str, object]) -> dict[str, object]:
-    mode = str(raw.get("mode", "two_way"))
-    scope = str(raw.get("scope", "contacts"))
-    if mode not in MODES:
-        raise InvalidInput(f"mode must be one of {', '.join(MODES)}")
-    if scope not in SCOPES:
-        raise InvalidInput(f"scope must be one of {', '.join(SCOPES)}")
-    folders_raw = raw.get("folders", [])
-    folders = [str(f).strip() for f in folders_raw] if isinstance(folders_raw, list) else []
-    return {
-        "mode": mode,
-        "scope": scope,
-        "auto_create_contacts": bool(raw.get("auto_create_contacts", False)),
-        "auto_create_incoming": bool(raw.get("auto_create_incoming", False)),
-        "archive_on_done": bool(raw.get("archive_on_done", False)),
-        "folders": list(dict.fromkeys(f for f in folders if f))[:100],
-    }
-
-
-def update_options(
-    s: Session, user: crm.UserInfo, account_id: int, options: Mapping[str, object]
-) -> None:
-    # Reconnect, disconnect and delete live in storage.accounts, shared with the API.
-    a = accounts.owned(s, user, account_id)
-    # A new dict: SQLAlchemy's JSON column notices reassignment, not in-place changes.
-    a.settings = {**(a.settings or {}), **clean_options(options)}
-    s.flush()
 
 
 def user_by_id(s: Session, user_id: int) -> crm.UserInfo:

@@ -66,6 +66,20 @@ class AccountTestIn(_In):
     )
 
 
+Mode = Literal["two_way", "one_way"]
+SyncScope = Literal["contacts", "crm_threads", "folders"]
+Folders = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=500)]], Field(max_length=100)
+]
+
+_MODE = "two_way: mail syncs both ways; one_way: only mail sent from the CRM reaches the mailbox"
+_SCOPE = "contacts: mail with CRM contacts; crm_threads: only threads started in the CRM; folders: all mail in the synced folders"
+_FOLDERS = "extra folders to sync besides Inbox/Sent/Archive"
+_ARCHIVE = "Done archives the email in the mailbox"
+_OUTGOING = "create contacts for new addresses the user writes to"
+_INCOMING = "also create contacts from incoming mail (with auto_create_contacts)"
+
+
 class AccountIn(AccountTestIn):
     smtp_host: Annotated[str, Field(max_length=255)] | None = None
     smtp_port: Annotated[int, Field(ge=1, le=65535)] | None = None
@@ -73,15 +87,42 @@ class AccountIn(AccountTestIn):
     history_days: Annotated[int, Field(ge=1, le=36500)] | None = Field(
         None, description="how far back the initial import goes; server default when absent"
     )
-    folders: Annotated[list[Annotated[str, Field(max_length=500)]], Field(max_length=100)] = Field(
-        default_factory=list, description="extra folders to sync besides Inbox/Sent/Archive"
-    )
+    folders: Folders = Field(default_factory=list, description=_FOLDERS)
+    mode: Mode = Field("two_way", description=_MODE)
+    scope: SyncScope = Field("contacts", description=_SCOPE)
+    archive_on_done: bool = Field(True, description=_ARCHIVE)
+    auto_create_contacts: bool = Field(False, description=_OUTGOING)
+    auto_create_incoming: bool = Field(False, description=_INCOMING)
+
+    def options(self) -> dict[str, object]:
+        """The sync options chosen on the form (MailAccount.settings keys)."""
+        return self.model_dump(include=set(OPTION_NAMES))
 
 
-class AccountPatch(_In):
-    """Change a connected mailbox: only the fields given change; the rest is kept.
+class AccountOptionsPatch(_In):
+    """How a connected mailbox syncs: only the options given change."""
 
-    Also the body of ``POST /api/accounts/{id}/reconnect``, where every field may be left
+    mode: Mode | None = Field(None, description=_MODE)
+    scope: SyncScope | None = Field(None, description=_SCOPE)
+    folders: Folders | None = Field(None, description=_FOLDERS)
+    archive_on_done: bool | None = Field(None, description=_ARCHIVE)
+    auto_create_contacts: bool | None = Field(None, description=_OUTGOING)
+    auto_create_incoming: bool | None = Field(None, description=_INCOMING)
+
+    def option_changes(self) -> dict[str, object]:
+        return {
+            k: v for k, v in self.model_dump(include=set(OPTION_NAMES)).items() if v is not None
+        }
+
+
+OPTION_NAMES = tuple(AccountOptionsPatch.model_fields)
+
+
+class AccountConnectionPatch(_In):
+    """Change a connected mailbox's address, login or servers: only the fields given
+    change; the rest is kept.
+
+    The body of ``POST /api/accounts/{id}/reconnect``, where every field may be left
     out to resume with the stored credentials.
     """
 
@@ -98,6 +139,14 @@ class AccountPatch(_In):
     smtp_host: Annotated[str, Field(max_length=255)] | None = None
     smtp_port: Annotated[int, Field(ge=1, le=65535)] | None = None
     smtp_security: Security | None = None
+
+
+class AccountPatch(AccountConnectionPatch, AccountOptionsPatch):
+    """Change a connected mailbox: its connection (tested first) and its options; only the
+    fields given change, the rest is kept."""
+
+    def connection_changes(self) -> bool:
+        return any(getattr(self, name) is not None for name in AccountConnectionPatch.model_fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +213,7 @@ def resolve_patch(
     email: str,
     settings: Mapping[str, object],
     password: str,
-    body: AccountPatch,
+    body: AccountConnectionPatch,
     *,
     default_history_days: int,
     allow_ca_file: bool = False,

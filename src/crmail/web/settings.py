@@ -1,4 +1,5 @@
-"""Settings → Email: connect a mailbox, its options, reconnect, disconnect, delete, sync health."""
+"""Settings → Email: connect a mailbox, its options, reconnect, disconnect, delete, sync
+health; the workspace's auto-create blocklist."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from starlette.datastructures import FormData
 from crmail.domain.addresses import normalize_email
 from crmail.errors import Conflict, CrmailError, InvalidInput, ProviderError
 from crmail.providers.presets import PRESETS, preset
-from crmail.storage import accounts, crm
+from crmail.storage import accounts, autocreate, crm
 from crmail.storage import web as store
 from crmail.sync import connect
 from crmail.sync.connect import AccountIn
@@ -74,7 +75,7 @@ def _folders(form: FormData) -> list[str]:
 
 
 def _options(form: FormData) -> dict[str, object]:
-    return store.clean_options(
+    return accounts.clean_options(
         {
             "mode": form.get("mode") or "two_way",
             "scope": form.get("scope") or "contacts",
@@ -107,13 +108,15 @@ async def _settings_page(
 ) -> Response:
     me = web.user
 
-    def load(s: Session) -> tuple[list[crm.AccountView], list[crm.AccountView], dict[int, str]]:
+    def load(
+        s: Session,
+    ) -> tuple[list[crm.AccountView], list[crm.AccountView], dict[int, str], list[str]]:
         mine = crm.list_accounts(s, me)
         others = [a for a in crm.list_accounts(s, me, all_users=True) if a.user_id != me.id]
         names = {u.id: u.name or u.email for u in store.list_users(s, me.workspace_id)}
-        return mine, others, names
+        return mine, others, names, autocreate.blocklist_entries(s, me.workspace_id)
 
-    mine, others, names = await web.services.db.read(load)
+    mine, others, names, blocklist = await web.services.db.read(load)
     return web.render(
         "settings_email.html",
         status,
@@ -123,6 +126,8 @@ async def _settings_page(
         presets=list(PRESETS.values()),
         values=_form_values(form),
         result=result or {},
+        blocklist=blocklist,
+        is_admin=me.is_admin,
     )
 
 
@@ -186,6 +191,17 @@ async def _health(web: Web, account_id: int) -> tuple[crm.AccountView, accounts.
     return view, st, todo
 
 
+@router.post("/blocklist")
+async def save_blocklist(
+    web: WebAction, entries: Annotated[str, Form(max_length=400_000)] = ""
+) -> Response:
+    """The workspace's auto-create blocklist, one address or @domain a line (admins)."""
+    me = web.user
+    lines = [line.strip() for line in entries.splitlines() if line.strip()]
+    await web.services.db.write(lambda s: autocreate.replace_blocklist(s, me, lines))
+    return see_other("/settings/email#blocklist")
+
+
 @router.get("/accounts/{account_id}")
 async def account(account_id: int, web: WebUser) -> Response:
     view, st, todo = await _health(web, account_id)
@@ -196,7 +212,7 @@ async def account(account_id: int, web: WebUser) -> Response:
         todo=todo,
         owner=view.user_id == web.user.id,
         presets=list(PRESETS.values()),
-        opts={**store.OPTION_DEFAULTS, **view.settings},
+        opts={**accounts.OPTION_DEFAULTS, **view.settings},
     )
 
 
@@ -213,7 +229,7 @@ async def health(account_id: int, web: WebUser, fragment: int = 0) -> Response:
 async def options(account_id: int, request: Request, web: WebAction) -> Response:
     me = web.user
     opts = _options(await request.form())
-    await web.services.db.write(lambda s: store.update_options(s, me, account_id, opts))
+    await web.services.db.write(lambda s: accounts.update_options(s, me, account_id, opts))
     web.services.sync.accounts_changed()
     return see_other(f"/settings/email/accounts/{account_id}")
 
@@ -241,7 +257,7 @@ async def reconnect(account_id: int, request: Request, web: WebAction) -> Respon
             todo="",
             owner=view.user_id == me.id,
             presets=list(PRESETS.values()),
-            opts={**store.OPTION_DEFAULTS, **view.settings},
+            opts={**accounts.OPTION_DEFAULTS, **view.settings},
             reconnect_error=failure,
         )
     secret = web.services.box.seal({"password": body.password.get_secret_value()})

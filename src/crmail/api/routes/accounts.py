@@ -1,6 +1,9 @@
-"""Mail accounts: provider presets, connection test, connect, list, remove, sync status."""
+"""Mail accounts: provider presets, connection test, connect, options, list, remove, sync
+status; the workspace's auto-create blocklist."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
@@ -8,21 +11,25 @@ from sqlalchemy.orm import Session
 
 from crmail.api.deps import CurrentUser, ServicesDep
 from crmail.api.schemas import (
+    AccountConnectionPatch,
     AccountIn,
     AccountOut,
     AccountPatch,
     AccountStatusOut,
     AccountTestIn,
     AccountTestOut,
+    BlocklistIn,
+    BlocklistOut,
     ErrorOut,
     FolderStatusOut,
+    IdPath,
     ProviderOut,
 )
 from crmail.domain.addresses import normalize_email
 from crmail.errors import AuthFailed, Conflict, InvalidInput, ProviderError
 from crmail.providers.presets import PRESETS, preset
 from crmail.services import Services
-from crmail.storage import accounts, crm, drop
+from crmail.storage import accounts, autocreate, crm, drop
 from crmail.storage.crm import UserInfo
 from crmail.sync import connect
 
@@ -39,7 +46,7 @@ async def list_providers(user: CurrentUser) -> list[ProviderOut]:
     return [ProviderOut.model_validate(p) for p in PRESETS.values()]
 
 
-@router.post("/accounts/test", responses=_PROVIDER_ERRORS)
+@router.post("/accounts/test", response_model=AccountTestOut, responses=_PROVIDER_ERRORS)
 async def test_account(body: AccountTestIn, user: CurrentUser, services: ServicesDep) -> Response:
     """Log in and list folders with these settings; nothing is stored."""
     r = connect.resolve(
@@ -54,7 +61,7 @@ async def test_account(body: AccountTestIn, user: CurrentUser, services: Service
     return JSONResponse(AccountTestOut(ok=True, folders=folders).model_dump())
 
 
-@router.post("/accounts", status_code=201, responses=_PROVIDER_ERRORS)
+@router.post("/accounts", status_code=201, response_model=AccountOut, responses=_PROVIDER_ERRORS)
 async def create_account(body: AccountIn, user: CurrentUser, services: ServicesDep) -> Response:
     """Test the connection, then store the account (password encrypted) and start syncing it."""
     email = normalize_email(body.email)
@@ -72,7 +79,7 @@ async def create_account(body: AccountIn, user: CurrentUser, services: ServicesD
     except ProviderError as err:
         return _provider_error(err, r)
     secret = services.box.seal({"password": body.password.get_secret_value()})
-    stored = {**r.stored, "preset": r.preset.key}
+    stored = {**r.stored, "preset": r.preset.key, **accounts.clean_options(body.options())}
 
     view = await services.db.write(
         lambda s: crm.add_account(s, user, email=email, settings=stored, secret=secret)
@@ -94,10 +101,22 @@ async def _outs(
         found = await services.db.write(
             lambda s: {i: drop.drop_address(s, i, domain) for i in mine}
         )
-    return [
-        AccountOut.model_validate(v).model_copy(update={"drop_address": found.get(v.id)})
-        for v in views
-    ]
+    return [_out(v, found.get(v.id)) for v in views]
+
+
+def _out(view: crm.AccountView, drop_address: str | None) -> AccountOut:
+    """Every setting the web app's forms show, typed; the password never leaves."""
+    settings = view.settings
+    connection = {name: settings.get(name) for name in AccountOut.CONNECTION_FIELDS}
+    return AccountOut.model_validate(view).model_copy(
+        update={
+            "drop_address": drop_address,
+            "preset": str(settings.get("preset") or "other"),
+            "username": str(settings.get("username") or view.email),
+            **connection,
+            **accounts.options_of(settings),
+        }
+    )
 
 
 def _provider_error(err: ProviderError, r: connect.Resolved) -> JSONResponse:
@@ -115,27 +134,44 @@ async def list_accounts(
 
 
 @router.get("/accounts/{account_id}")
-async def get_account(account_id: int, user: CurrentUser, services: ServicesDep) -> AccountOut:
+async def get_account(account_id: IdPath, user: CurrentUser, services: ServicesDep) -> AccountOut:
     view = await services.db.read(lambda s: crm.get_account(s, user, account_id))
     return (await _outs([view], user, services))[0]
 
 
-@router.patch("/accounts/{account_id}", responses=_PROVIDER_ERRORS)
+@router.patch("/accounts/{account_id}", response_model=AccountOut, responses=_PROVIDER_ERRORS)
 async def update_account(
-    account_id: int, body: AccountPatch, user: CurrentUser, services: ServicesDep
+    account_id: IdPath, body: AccountPatch, user: CurrentUser, services: ServicesDep
 ) -> Response:
-    """Change the address, login, password or servers (owner only); tested first.
+    """Change the options, address, login, password or servers (owner only).
 
-    New CRM email goes from the new address. Another server or login restarts the
-    import (nothing is stored twice; nothing synced is lost); a new password alone
-    keeps the sync position. A disconnected account stays disconnected.
+    Options (mode, scope, folders, archive on Done, auto-create) change at once. A new
+    connection is tested first: new CRM email goes from the new address; another server
+    or login restarts the import (nothing is stored twice; nothing synced is lost); a
+    new password alone keeps the sync position. A disconnected account stays
+    disconnected.
     """
-    return await _change_connection(account_id, body, user, services, resume=False)
+    options = body.option_changes()
+    if body.connection_changes():
+        return await _change_connection(
+            account_id, body, user, services, resume=False, options=options
+        )
+
+    def write(s: Session) -> crm.AccountView:
+        accounts.update_options(s, user, account_id, options)
+        return crm.get_account(s, user, account_id)
+
+    view = await services.db.write(write)
+    services.sync.accounts_changed()  # the worker restarts with the new options
+    out = (await _outs([view], user, services))[0]
+    return JSONResponse(out.model_dump(mode="json"))
 
 
-@router.post("/accounts/{account_id}/reconnect", responses=_PROVIDER_ERRORS)
+@router.post(
+    "/accounts/{account_id}/reconnect", response_model=AccountOut, responses=_PROVIDER_ERRORS
+)
 async def reconnect_account(
-    account_id: int, body: AccountPatch, user: CurrentUser, services: ServicesDep
+    account_id: IdPath, body: AccountConnectionPatch, user: CurrentUser, services: ServicesDep
 ) -> Response:
     """Resume sync after a refused password or a disconnect (owner only).
 
@@ -146,7 +182,13 @@ async def reconnect_account(
 
 
 async def _change_connection(
-    account_id: int, body: AccountPatch, user: UserInfo, services: Services, *, resume: bool
+    account_id: int,
+    body: AccountConnectionPatch,
+    user: UserInfo,
+    services: Services,
+    *,
+    resume: bool,
+    options: Mapping[str, object] | None = None,
 ) -> Response:
     current = await services.db.read(lambda s: accounts.connection(s, user, account_id))
     secrets = services.box.open(current.secret)
@@ -176,6 +218,8 @@ async def _change_connection(
         accounts.update_connection(
             s, user, account_id, settings=stored, secret=secret, email=email, resume=resume
         )
+        if options:
+            accounts.update_options(s, user, account_id, options)
         return crm.get_account(s, user, account_id)
 
     view = await services.db.write(write)
@@ -186,7 +230,7 @@ async def _change_connection(
 
 @router.post("/accounts/{account_id}/disconnect")
 async def disconnect_account(
-    account_id: int, user: CurrentUser, services: ServicesDep
+    account_id: IdPath, user: CurrentUser, services: ServicesDep
 ) -> AccountOut:
     """Stop syncing (owner only). Everything synced stays; queued changes wait for a
     reconnect, which resumes where sync stopped."""
@@ -201,7 +245,7 @@ async def disconnect_account(
 
 
 @router.delete("/accounts/{account_id}", status_code=204)
-async def delete_account(account_id: int, user: CurrentUser, services: ServicesDep) -> Response:
+async def delete_account(account_id: IdPath, user: CurrentUser, services: ServicesDep) -> Response:
     """Forget the account (owner only); the mail server is never touched.
 
     Messages stay, with their timeline links; messages only this mailbox held leave
@@ -214,7 +258,7 @@ async def delete_account(account_id: int, user: CurrentUser, services: ServicesD
 
 @router.get("/accounts/{account_id}/status")
 async def account_status(
-    account_id: int, user: CurrentUser, services: ServicesDep
+    account_id: IdPath, user: CurrentUser, services: ServicesDep
 ) -> AccountStatusOut:
     view, st = await services.db.read(lambda s: crm.account_status(s, user, account_id))
     st = accounts.with_problem(st, services.problems.get(account_id))
@@ -247,3 +291,21 @@ async def account_status(
             for f in st.folders
         ],
     )
+
+
+@router.get("/workspace/auto-create-blocklist")
+async def get_blocklist(user: CurrentUser, services: ServicesDep) -> BlocklistOut:
+    """Addresses and ``@domains`` never created as contacts by any account's auto-create."""
+    ws = user.workspace_id
+    return BlocklistOut(
+        entries=await services.db.read(lambda s: autocreate.blocklist_entries(s, ws))
+    )
+
+
+@router.put("/workspace/auto-create-blocklist")
+async def put_blocklist(
+    body: BlocklistIn, user: CurrentUser, services: ServicesDep
+) -> BlocklistOut:
+    """Replace the blocklist (admins only); it applies to mail synced from now on."""
+    entries = await services.db.write(lambda s: autocreate.replace_blocklist(s, user, body.entries))
+    return BlocklistOut(entries=entries)

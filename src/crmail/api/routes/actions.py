@@ -13,6 +13,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from crmail.api.deps import CurrentUser, ServicesDep
+from crmail.api.schemas import IdPath
 from crmail.storage import actions
 
 router = APIRouter(prefix="/api", tags=["inbox actions"])
@@ -44,14 +45,14 @@ def _out(q: actions.Queued) -> ActionOut:
 
 
 @router.post("/threads/{thread_id}/done", status_code=202)
-async def done(thread_id: int, user: CurrentUser, services: ServicesDep) -> ActionOut:
+async def done(thread_id: IdPath, user: CurrentUser, services: ServicesDep) -> ActionOut:
     """Mark your copy handled: read and archived in your mailbox, out of your CRM Inbox."""
     return _out(await services.act(lambda s: actions.done(s, user, thread_id)))
 
 
 @router.post("/threads/{thread_id}/snooze", status_code=202)
 async def snooze(
-    thread_id: int, body: SnoozeIn, user: CurrentUser, services: ServicesDep
+    thread_id: IdPath, body: SnoozeIn, user: CurrentUser, services: ServicesDep
 ) -> ActionOut:
     """Out of your CRM Inbox until the given time; the mailbox is not changed."""
     until = body.until
@@ -60,7 +61,7 @@ async def snooze(
 
 @router.post("/threads/{thread_id}/read", status_code=202)
 async def set_read(
-    thread_id: int, body: ReadIn, user: CurrentUser, services: ServicesDep
+    thread_id: IdPath, body: ReadIn, user: CurrentUser, services: ServicesDep
 ) -> ActionOut:
     """Mark read (or unread with ``{"read": false}``), in the CRM and in your mailbox."""
     read = body.read
@@ -68,7 +69,7 @@ async def set_read(
 
 
 @router.delete("/messages/{message_id}", status_code=202)
-async def delete(message_id: int, user: CurrentUser, services: ServicesDep) -> ActionOut:
+async def delete(message_id: IdPath, user: CurrentUser, services: ServicesDep) -> ActionOut:
     """Move your copy to Trash (deleted for good if already in Trash or Junk).
 
     The CRM keeps the message on its timelines."""
@@ -77,7 +78,7 @@ async def delete(message_id: int, user: CurrentUser, services: ServicesDep) -> A
 
 @router.post("/messages/{message_id}/move", status_code=202)
 async def move(
-    message_id: int, body: MoveIn, user: CurrentUser, services: ServicesDep
+    message_id: IdPath, body: MoveIn, user: CurrentUser, services: ServicesDep
 ) -> ActionOut:
     """Move your copy to another folder of your mailbox."""
     folder = body.folder

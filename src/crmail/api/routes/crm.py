@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from crmail.api.deps import CurrentUser, ServicesDep
 from crmail.api.schemas import (
+    MAX_ID,
     ContactIn,
     ContactOut,
     ContactPatch,
@@ -16,6 +17,7 @@ from crmail.api.schemas import (
     DealOut,
     DealPatch,
     DealStatus,
+    IdPath,
     LeadIn,
     LeadOut,
     LeadPatch,
@@ -29,7 +31,7 @@ from crmail.storage.crm import UNSET, UserInfo
 router = APIRouter(prefix="/api")
 
 Limit = Annotated[int, Query(ge=1, le=crm.MAX_PAGE)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
 Before = Annotated[
     str | None, Query(max_length=100, description="next_before of the previous page")
 ]
@@ -69,7 +71,7 @@ async def create_contact(body: ContactIn, user: CurrentUser, services: ServicesD
 async def list_contacts(
     user: CurrentUser,
     services: ServicesDep,
-    lead_id: int | None = None,
+    lead_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     email: Annotated[str | None, Query(max_length=320)] = None,
     limit: Limit = 100,
     offset: Offset = 0,
@@ -83,14 +85,14 @@ async def list_contacts(
 
 
 @router.get("/contacts/{contact_id}", tags=["contacts"])
-async def get_contact(contact_id: int, user: CurrentUser, services: ServicesDep) -> ContactOut:
+async def get_contact(contact_id: IdPath, user: CurrentUser, services: ServicesDep) -> ContactOut:
     info = await services.db.read(lambda s: crm.get_contact(s, user.workspace_id, contact_id))
     return ContactOut.model_validate(info)
 
 
 @router.patch("/contacts/{contact_id}", tags=["contacts"])
 async def update_contact(
-    contact_id: int, body: ContactPatch, user: CurrentUser, services: ServicesDep
+    contact_id: IdPath, body: ContactPatch, user: CurrentUser, services: ServicesDep
 ) -> ContactOut:
     name, emails = _patched(body, "name"), _patched(body, "emails")
     lead_id = _patched(body, "lead_id", nullable=True)
@@ -104,7 +106,7 @@ async def update_contact(
 
 @router.get("/contacts/{contact_id}/timeline", tags=["contacts"])
 async def contact_timeline(
-    contact_id: int,
+    contact_id: IdPath,
     user: CurrentUser,
     services: ServicesDep,
     limit: Limit = 50,
@@ -133,14 +135,14 @@ async def list_leads(
 
 
 @router.get("/leads/{lead_id}", tags=["leads"])
-async def get_lead(lead_id: int, user: CurrentUser, services: ServicesDep) -> LeadOut:
+async def get_lead(lead_id: IdPath, user: CurrentUser, services: ServicesDep) -> LeadOut:
     info = await services.db.read(lambda s: crm.get_lead(s, user.workspace_id, lead_id))
     return LeadOut.model_validate(info)
 
 
 @router.patch("/leads/{lead_id}", tags=["leads"])
 async def update_lead(
-    lead_id: int, body: LeadPatch, user: CurrentUser, services: ServicesDep
+    lead_id: IdPath, body: LeadPatch, user: CurrentUser, services: ServicesDep
 ) -> LeadOut:
     name = _patched(body, "name")
     info = await services.db.write(
@@ -151,7 +153,7 @@ async def update_lead(
 
 @router.get("/leads/{lead_id}/timeline", tags=["leads"])
 async def lead_timeline(
-    lead_id: int,
+    lead_id: IdPath,
     user: CurrentUser,
     services: ServicesDep,
     limit: Limit = 50,
@@ -194,14 +196,14 @@ async def list_deals(
 
 
 @router.get("/deals/{deal_id}", tags=["deals"])
-async def get_deal(deal_id: int, user: CurrentUser, services: ServicesDep) -> DealOut:
+async def get_deal(deal_id: IdPath, user: CurrentUser, services: ServicesDep) -> DealOut:
     info = await services.db.read(lambda s: crm.get_deal(s, user.workspace_id, deal_id))
     return DealOut.model_validate(info)
 
 
 @router.patch("/deals/{deal_id}", tags=["deals"])
 async def update_deal(
-    deal_id: int, body: DealPatch, user: CurrentUser, services: ServicesDep
+    deal_id: IdPath, body: DealPatch, user: CurrentUser, services: ServicesDep
 ) -> DealOut:
     changes = {
         "title": _patched(body, "title"),
@@ -218,7 +220,7 @@ async def update_deal(
 
 @router.get("/deals/{deal_id}/timeline", tags=["deals"])
 async def deal_timeline(
-    deal_id: int,
+    deal_id: IdPath,
     user: CurrentUser,
     services: ServicesDep,
     limit: Limit = 50,

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from crmail.api.deps import CurrentUser, ServicesDep
+from crmail.api.schemas import Id, IdPath
 from crmail.storage import links
 
 router = APIRouter(prefix="/api", tags=["inbox & messages"])
@@ -17,7 +18,7 @@ SubjectType = Literal["contact", "lead", "deal"]
 
 class LinkIn(BaseModel):
     subject_type: SubjectType
-    subject_id: int
+    subject_id: Id
     whole_thread: bool = False
 
 
@@ -32,7 +33,7 @@ def _out(r: links.LinkResult) -> LinkResultOut:
 
 @router.post("/messages/{message_id}/links", status_code=201)
 async def link(
-    message_id: int, body: LinkIn, user: CurrentUser, services: ServicesDep
+    message_id: IdPath, body: LinkIn, user: CurrentUser, services: ServicesDep
 ) -> LinkResultOut:
     """Put the message (or every message of its thread you can see) on a record's timeline."""
     r = await services.db.write(
@@ -45,9 +46,9 @@ async def link(
 
 @router.delete("/messages/{message_id}/links/{subject_type}/{subject_id}")
 async def unlink(
-    message_id: int,
+    message_id: IdPath,
     subject_type: SubjectType,
-    subject_id: int,
+    subject_id: IdPath,
     user: CurrentUser,
     services: ServicesDep,
     whole_thread: bool = False,

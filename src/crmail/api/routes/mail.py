@@ -8,8 +8,10 @@ from fastapi import APIRouter, Query, Response
 
 from crmail.api.deps import CurrentUser, ServicesDep
 from crmail.api.schemas import (
+    MAX_ID,
     AddressOut,
     AttachmentOut,
+    IdPath,
     InboxEntryOut,
     InboxOut,
     LinkOut,
@@ -26,7 +28,9 @@ router = APIRouter(prefix="/api", tags=["inbox & messages"])
 async def get_inbox(
     user: CurrentUser,
     services: ServicesDep,
-    user_id: Annotated[int | None, Query(description="a teammate's id: read-only view")] = None,
+    user_id: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="a teammate's id: read-only view")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=crm.MAX_PAGE)] = 50,
     before: Annotated[str | None, Query(max_length=100)] = None,
     include_read: bool = True,
@@ -46,7 +50,7 @@ async def get_inbox(
 
 
 @router.get("/messages/{message_id}")
-async def get_message(message_id: int, user: CurrentUser, services: ServicesDep) -> MessageOut:
+async def get_message(message_id: IdPath, user: CurrentUser, services: ServicesDep) -> MessageOut:
     d = await services.db.read(lambda s: crm.message_detail(s, user, message_id))
     m = d.summary
     return MessageOut(
@@ -79,7 +83,7 @@ async def get_message(message_id: int, user: CurrentUser, services: ServicesDep)
     response_class=Response,
     responses={200: {"content": {"message/rfc822": {}}, "description": "the original message"}},
 )
-async def get_message_raw(message_id: int, user: CurrentUser, services: ServicesDep) -> Response:
+async def get_message_raw(message_id: IdPath, user: CurrentUser, services: ServicesDep) -> Response:
     raw = await services.db.read(lambda s: crm.message_raw(s, user, message_id))
     return Response(
         raw,

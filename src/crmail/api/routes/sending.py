@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from crmail.api.deps import CurrentUser, ServicesDep
+from crmail.api.schemas import IdPath
 from crmail.errors import InvalidInput
 from crmail.services import Services
 from crmail.storage import outbound
@@ -128,7 +129,7 @@ async def send(body: SendIn, user: CurrentUser, services: ServicesDep) -> Queued
 
 @router.post("/messages/{message_id}/reply", status_code=202)
 async def reply(
-    message_id: int, body: ComposeIn, user: CurrentUser, services: ServicesDep
+    message_id: IdPath, body: ComposeIn, user: CurrentUser, services: ServicesDep
 ) -> QueuedOut:
     """Reply in the thread: In-Reply-To/References set, "Re:" subject, the original marked answered."""
     draft, d, limits = _draft(body), default_from(services), send_limits(services)
@@ -142,7 +143,7 @@ async def reply(
 
 
 @router.post("/messages/{message_id}/retry-send", status_code=202)
-async def retry(message_id: int, user: CurrentUser, services: ServicesDep) -> QueuedOut:
+async def retry(message_id: IdPath, user: CurrentUser, services: ServicesDep) -> QueuedOut:
     """Send again a message whose sending failed or was interrupted."""
     await services.act(lambda s: outbound.retry_send(s, user, message_id))
     return QueuedOut(message_id=message_id)

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Response
 from pydantic import Field
 
 from crmail.api.deps import CurrentUser, ServicesDep
-from crmail.api.schemas import In, Out
+from crmail.api.schemas import IdPath, In, Out
 from crmail.storage import tokens, users
 
 router = APIRouter(prefix="/api", tags=["users"])
@@ -92,14 +92,16 @@ async def create_token(body: TokenIn, user: CurrentUser, services: ServicesDep) 
 
 
 @router.delete("/me/tokens/{token_id}", status_code=204)
-async def revoke_token(token_id: int, user: CurrentUser, services: ServicesDep) -> Response:
+async def revoke_token(token_id: IdPath, user: CurrentUser, services: ServicesDep) -> Response:
     """Revoke the token at once: requests with it answer 401 ``token revoked``."""
     await services.db.write(lambda s: tokens.revoke(s, user.id, token_id))
     return Response(status_code=204)
 
 
 @router.post("/me/tokens/{token_id}/rotate", status_code=201)
-async def rotate_token(token_id: int, user: CurrentUser, services: ServicesDep) -> TokenCreatedOut:
+async def rotate_token(
+    token_id: IdPath, user: CurrentUser, services: ServicesDep
+) -> TokenCreatedOut:
     """A new token with the same name and lifetime; the old one is revoked now."""
     return _created(await services.db.write(lambda s: tokens.rotate(s, user.id, token_id)))
 
@@ -140,12 +142,12 @@ async def list_users(user: CurrentUser, services: ServicesDep) -> list[MemberOut
 
 
 @router.post("/users/{user_id}/disable")
-async def disable_user(user_id: int, user: CurrentUser, services: ServicesDep) -> MemberOut:
+async def disable_user(user_id: IdPath, user: CurrentUser, services: ServicesDep) -> MemberOut:
     """Disable a user (admins only): their sessions end and their API tokens are revoked."""
     return _member_out(await services.db.write(lambda s: users.disable(s, user, user_id)))
 
 
 @router.post("/users/{user_id}/enable")
-async def enable_user(user_id: int, user: CurrentUser, services: ServicesDep) -> MemberOut:
+async def enable_user(user_id: IdPath, user: CurrentUser, services: ServicesDep) -> MemberOut:
     """Let a disabled user sign in again; they need new API tokens."""
     return _member_out(await services.db.write(lambda s: users.enable(s, user, user_id)))

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from crmail.api.deps import CurrentUser, ServicesDep
-from crmail.api.schemas import In, Out
+from crmail.api.schemas import IdPath, In, Out
 from crmail.errors import InvalidInput
 from crmail.storage import events
 from crmail.storage.crm import UNSET
@@ -114,13 +114,13 @@ async def list_webhooks(user: CurrentUser, services: ServicesDep) -> list[Webhoo
 
 
 @router.get("/webhooks/{webhook_id}")
-async def get_webhook(webhook_id: int, user: CurrentUser, services: ServicesDep) -> WebhookOut:
+async def get_webhook(webhook_id: IdPath, user: CurrentUser, services: ServicesDep) -> WebhookOut:
     return _out(await services.db.read(lambda s: events.get_endpoint(s, user, webhook_id)))
 
 
 @router.patch("/webhooks/{webhook_id}")
 async def update_webhook(
-    webhook_id: int, body: WebhookPatch, user: CurrentUser, services: ServicesDep
+    webhook_id: IdPath, body: WebhookPatch, user: CurrentUser, services: ServicesDep
 ) -> WebhookOut:
     events.require_admin(user)
     url = _patched(body, "url")
@@ -132,7 +132,7 @@ async def update_webhook(
 
 
 @router.delete("/webhooks/{webhook_id}", status_code=204)
-async def delete_webhook(webhook_id: int, user: CurrentUser, services: ServicesDep) -> Response:
+async def delete_webhook(webhook_id: IdPath, user: CurrentUser, services: ServicesDep) -> Response:
     """Remove the endpoint; deliveries not yet made to it are dropped."""
     await services.db.write(lambda s: events.delete_endpoint(s, user, webhook_id))
     return Response(status_code=204)
@@ -140,7 +140,7 @@ async def delete_webhook(webhook_id: int, user: CurrentUser, services: ServicesD
 
 @router.get("/webhooks/{webhook_id}/deliveries")
 async def list_deliveries(
-    webhook_id: int,
+    webhook_id: IdPath,
     user: CurrentUser,
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=events.MAX_LOG)] = 50,
@@ -155,7 +155,7 @@ async def list_deliveries(
 
 @router.post("/webhooks/{webhook_id}/test", status_code=202)
 async def test_webhook(
-    webhook_id: int, user: CurrentUser, services: ServicesDep, request: Request
+    webhook_id: IdPath, user: CurrentUser, services: ServicesDep, request: Request
 ) -> TestOut:
     """Queue a signed ``webhook.test`` event to this endpoint only; see the delivery log."""
     event_id = await services.db.write(lambda s: events.emit_test(s, user, webhook_id))
