@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from crmail.domain.folders import Role
 from crmail.domain.inbox import ItemState
 from crmail.errors import Forbidden, InvalidInput, NotFound
-from crmail.storage import crm, notify, outbox
+from crmail.storage import crm, notify, outbox, visibility
 from crmail.storage.mail import in_user_inbox
 from crmail.storage.models import (
     Folder,
@@ -51,7 +51,8 @@ def _thread_messages(s: Session, user: crm.UserInfo, thread_id: int) -> list[int
             )
         )
     )
-    if not any(crm.can_see_message(s, user, mid) for mid in ids):
+    # The actor acts on their own copies only, but a thread they cannot see is not found.
+    if not visibility.thread_messages(s, user, thread_id):
         raise NotFound(f"thread {thread_id} not found")
     return ids
 
