@@ -60,6 +60,21 @@ class Settings:
     drop_smtp_host: str = "127.0.0.1"
     drop_smtp_port: int | None = None
     drop_domain: str = ""
+    #: where users reach crmail (https://crm.example.com): OAuth redirect URIs are
+    #: {public_url}/oauth/google/callback and /oauth/microsoft/callback
+    public_url: str = ""
+    #: "Connect with Google" (docs/providers/google.md): the OAuth client of the operator
+    google_client_id: str = ""
+    google_client_secret: str = ""
+    #: where Google's OAuth endpoints are (a test's fake); empty: Google's own
+    google_auth_base: str = ""
+    #: "Connect with Microsoft" (docs/providers/microsoft.md): the app registration
+    microsoft_client_id: str = ""
+    microsoft_client_secret: str = ""
+    #: common | organizations | consumers | a tenant id
+    microsoft_tenant: str = "common"
+    #: where Microsoft's identity platform is (a test's fake); empty: Microsoft's own
+    microsoft_auth_base: str = ""
 
     @property
     def mail_policy(self) -> AddressPolicy:
@@ -92,6 +107,14 @@ class Settings:
                 int(e["CRMAIL_DROP_SMTP_PORT"]) if e.get("CRMAIL_DROP_SMTP_PORT") else None
             ),
             "drop_domain": e.get("CRMAIL_DROP_DOMAIN", "").strip().lower(),
+            "public_url": e.get("CRMAIL_PUBLIC_URL", "").strip().rstrip("/"),
+            "google_client_id": e.get("CRMAIL_GOOGLE_CLIENT_ID", "").strip(),
+            "google_client_secret": e.get("CRMAIL_GOOGLE_CLIENT_SECRET", "").strip(),
+            "google_auth_base": e.get("CRMAIL_GOOGLE_AUTH_BASE", "").strip().rstrip("/"),
+            "microsoft_client_id": e.get("CRMAIL_MICROSOFT_CLIENT_ID", "").strip(),
+            "microsoft_client_secret": e.get("CRMAIL_MICROSOFT_CLIENT_SECRET", "").strip(),
+            "microsoft_tenant": e.get("CRMAIL_MICROSOFT_TENANT", "").strip() or "common",
+            "microsoft_auth_base": e.get("CRMAIL_MICROSOFT_AUTH_BASE", "").strip().rstrip("/"),
             "webhook_allow_http_loopback": e.get("CRMAIL_WEBHOOK_ALLOW_HTTP_LOOPBACK", "").lower()
             in ("1", "true", "yes", "on"),
             "webhook_retention_days": int(e.get("CRMAIL_WEBHOOK_RETENTION_DAYS", "30")),

@@ -24,6 +24,7 @@ from crmail.api.routes import (
     links,
     mail,
     me,
+    oauth,
     sending,
     users,
     webhooks,
@@ -55,7 +56,19 @@ def create_app(services: Services) -> FastAPI:
         responses={"default": {"model": ErrorOut, "description": "any error"}},
     )
     app.state.services = services
-    for module in (health, me, users, crm, accounts, mail, actions, sending, links, webhooks):
+    for module in (
+        health,
+        me,
+        users,
+        crm,
+        accounts,
+        oauth,
+        mail,
+        actions,
+        sending,
+        links,
+        webhooks,
+    ):
         app.include_router(module.router)
     web.install(app)  # the server-rendered web app and its static files
     if services.settings.trusted_proxies:

@@ -35,8 +35,8 @@ PRESETS: dict[str, Preset] = {
             465,
             "tls",
             "Google refuses your normal password when 2-Step Verification is on: create an "
-            "app password at myaccount.google.com → Security → App passwords, or connect with "
-            "Google sign-in.",
+            "app password at myaccount.google.com → Security → App passwords, or use "
+            "Connect with Google (Settings → Email) where your administrator has set it up.",
             oauth="gmail",
         ),
         Preset(
@@ -48,8 +48,9 @@ PRESETS: dict[str, Preset] = {
             "smtp.office365.com",
             587,
             "starttls",
-            "Microsoft 365 often disables password logins (basic auth): connect with Microsoft "
-            "sign-in, or ask your admin to allow IMAP/SMTP AUTH and create an app password.",
+            "Microsoft 365 often disables password logins (basic auth): use Connect with "
+            "Microsoft (Settings → Email) where your administrator has set it up, or ask your "
+            "admin to allow IMAP/SMTP AUTH and create an app password.",
             attachment_limit=3 * 1024 * 1024,
             oauth="graph",
         ),

@@ -160,7 +160,11 @@ def _fingerprint(a: MailAccount) -> str:
     data = json.dumps(
         [a.email, {k: cfg.get(k) for k in CONNECTION_KEYS}], sort_keys=True, default=str
     )
-    return hashlib.sha256(data.encode() + b"\0" + a.secret).hexdigest()
+    # An OAuth account's secret changes with every access-token refresh: its grant id
+    # (new on each connect) stands for it, so a refresh does not restart the worker.
+    grant = cfg.get("oauth_grant")
+    secret = str(grant).encode() if grant else a.secret
+    return hashlib.sha256(data.encode() + b"\0" + secret).hexdigest()
 
 
 def active_connections(s: Session) -> dict[int, str]:

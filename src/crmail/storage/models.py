@@ -415,6 +415,24 @@ class WebSession(Base):
     expires_at: Mapped[datetime]
 
 
+class OAuthState(Base):
+    """An OAuth sign-in under way (Connect with Google / Microsoft): single use, short-lived."""
+
+    __tablename__ = "oauth_states"
+    id: Mapped[int] = pk()
+    #: sha256 of the ``state`` sent to the provider
+    state_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = fk("users.id")
+    #: sha256 of the web session cookie that started it; None: started through the API
+    #: (the callback then needs a web session of the same user)
+    session_hash: Mapped[str | None] = mapped_column(String(64))
+    provider: Mapped[str] = mapped_column(String(20))
+    #: the PKCE verifier: worthless without the code, which only our redirect URI gets
+    code_verifier: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+
+
 class WebhookEndpoint(Base):
     __tablename__ = "webhook_endpoints"
     id: Mapped[int] = pk()

@@ -17,6 +17,7 @@ from crmail.storage import accounts, autocreate, crm
 from crmail.storage import web as store
 from crmail.sync import connect
 from crmail.sync.connect import AccountIn
+from crmail.web import oauth
 from crmail.web.common import Web, WebAction, WebRoute, WebUser, see_other
 
 router = APIRouter(prefix="/settings/email", route_class=WebRoute, include_in_schema=False)
@@ -117,9 +118,10 @@ async def _settings_page(
         return mine, others, names, autocreate.blocklist_entries(s, me.workspace_id)
 
     mine, others, names, blocklist = await web.services.db.read(load)
-    return web.render(
+    resp = web.render(
         "settings_email.html",
         status,
+        **oauth.buttons(web.services.settings),
         accounts=mine,
         others=others,
         owners=names,
@@ -129,6 +131,7 @@ async def _settings_page(
         blocklist=blocklist,
         is_admin=me.is_admin,
     )
+    return oauth.allow_consent_redirects(resp, web.services.settings)
 
 
 @router.get("")
@@ -186,7 +189,10 @@ async def _health(web: Web, account_id: int) -> tuple[crm.AccountView, accounts.
     todo = ""
     if st.last_error_code:
         todo = WHAT_TO_DO.get(st.last_error_code, "")
-        if st.last_error_code in ("auth_failed", "app_password_required"):
+        if view.settings.get("oauth_provider") and st.last_error_code == "auth_failed":
+            label = str(view.settings["oauth_provider"]).capitalize()
+            todo = f"Reconnect: Settings → Email → Connect with {label}, as {view.email}."
+        elif st.last_error_code in ("auth_failed", "app_password_required"):
             todo = f"{todo} {preset(str(view.settings.get('preset', 'other'))).app_password_hint}"
     return view, st, todo
 
