@@ -171,6 +171,45 @@ class MessageNotInMailbox(ProviderError):
     retryable = False
 
 
+# Mail APIs (Gmail, Graph) answer in HTTP; these carry what their answers mean.
+
+
+class ProviderRateLimited(ProviderError):
+    """The provider throttled crmail (HTTP 429, Gmail's rateLimitExceeded) and went on
+    doing so after the client's backoff; ``retry_after`` is its own advice in seconds."""
+
+    code = "provider_rate_limited"
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
+
+
+class ProviderUnavailable(ProviderError):
+    """The provider kept answering with server errors (5xx) after the client's retries."""
+
+    code = "provider_unavailable"
+
+
+class ProviderRejected(ProviderError):
+    """The provider refused a request as invalid (HTTP 400): a label that cannot be set,
+    a malformed message. The same request will fail the same way."""
+
+    code = "provider_rejected"
+    http_status = 422
+    retryable = False
+
+
+class HistoryExpired(ProviderError):
+    """The stored sync cursor (Gmail historyId, Graph delta token) is older than the
+    provider keeps or unknown to it: only a full resync can continue from here."""
+
+    code = "history_expired"
+    retryable = False
+
+
 class MessageTooLarge(CrmailError):
     code = "message_too_large"
     http_status = 413

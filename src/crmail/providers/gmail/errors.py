@@ -1,0 +1,165 @@
+"""Gmail's HTTP error answers translated into :mod:`crmail.errors`, in a user's words.
+
+Gmail answers errors as ``{"error": {"code", "message", "errors": [{"reason"}],
+"status"}}``. What the client does with each (retry, refresh the token, give up) is
+decided by :func:`classify`; the exception raised when it gives up by :func:`to_error`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from crmail.errors import (
+    AuthFailed,
+    HistoryExpired,
+    MessageNotInMailbox,
+    ProtocolError,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderUnavailable,
+)
+from crmail.providers import OAUTH2_REFUSED_HINT
+
+__all__ = [
+    "GmailFailure",
+    "Retry",
+    "classify",
+    "history_expired",
+    "message_missing",
+    "parse_retry_after",
+    "to_error",
+]
+
+_RATE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+_SCOPE_REASONS = frozenset({"insufficientPermissions", "ACCESS_TOKEN_SCOPE_INSUFFICIENT"})
+
+#: What a 404 means depends on the request: a message gone, a cursor expired...
+NotFoundFactory = Callable[[str], ProviderError]
+
+
+class Retry(enum.Enum):
+    NO = "no"
+    THROTTLED = "throttled"  # back off (honouring Retry-After), then again
+    SERVER = "server"  # a bounded number of times
+    REFRESH_TOKEN = "refresh_token"  # once, with a fresh access token
+
+
+@dataclass(frozen=True, slots=True)
+class GmailFailure:
+    """One non-2xx answer, read."""
+
+    status: int
+    message: str
+    reasons: tuple[str, ...]
+    retry_after: float | None
+
+    @classmethod
+    def read(
+        cls, status: int, body: bytes, headers: Mapping[str, str], *, now: float | None = None
+    ) -> GmailFailure:
+        message, reasons = "", tuple[str, ...]()
+        try:
+            data = json.loads(body or b"{}")
+            error = data.get("error") if isinstance(data, dict) else None
+            if isinstance(error, dict):
+                message = str(error.get("message") or "")
+                reasons = tuple(
+                    str(e.get("reason", ""))
+                    for e in error.get("errors") or ()
+                    if isinstance(e, dict)
+                )
+                if error.get("status"):
+                    reasons += (str(error["status"]),)
+        except (ValueError, UnicodeDecodeError):
+            pass
+        return cls(status, message, reasons, parse_retry_after(headers.get("retry-after"), now))
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP date (RFC 9110)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def classify(failure: GmailFailure) -> Retry:
+    if failure.status == 401:
+        return Retry.REFRESH_TOKEN
+    if failure.status == 429 or (
+        failure.status == 403 and _RATE_REASONS.intersection(failure.reasons)
+    ):
+        return Retry.THROTTLED
+    if failure.status >= 500:
+        return Retry.SERVER
+    return Retry.NO
+
+
+def _said(failure: GmailFailure) -> str:
+    return f" Gmail said: {failure.message}" if failure.message else ""
+
+
+def to_error(failure: GmailFailure, not_found: NotFoundFactory | None = None) -> ProviderError:
+    """The exception for ``failure`` once the client has stopped retrying."""
+    status, said = failure.status, _said(failure)
+    if status == 401:
+        return AuthFailed(
+            "Google no longer accepts crmail's access to this mailbox.", hint=OAUTH2_REFUSED_HINT
+        )
+    if classify(failure) is Retry.THROTTLED:
+        return ProviderRateLimited(
+            "Gmail is limiting how fast crmail may work on this mailbox; sync goes on "
+            "by itself a little later.",
+            retry_after=failure.retry_after,
+        )
+    if status == 403 and _SCOPE_REASONS.intersection(failure.reasons):
+        return AuthFailed(
+            "crmail was not given the Gmail permissions it needs for this mailbox.",
+            hint="Reconnect the account with Google and allow every permission asked for.",
+        )
+    if status == 403:
+        return ProviderRejected(f"Google refused crmail access to this mailbox.{said}")
+    if status == 404 and not_found is not None:
+        return not_found(failure.message)
+    if status == 404:
+        return ProviderRejected(f"Gmail does not know what crmail asked for.{said}")
+    if status >= 500:
+        return ProviderUnavailable(
+            f"Gmail is having trouble (HTTP {status}) and did not recover after several "
+            "tries; sync goes on by itself later."
+        )
+    if 400 <= status < 500:
+        return ProviderRejected(f"Gmail refused the request.{said}")
+    return ProtocolError(f"Gmail answered something unexpected (HTTP {status}).")
+
+
+def message_missing(message_id: str) -> NotFoundFactory:
+    def make(_: str) -> ProviderError:
+        return MessageNotInMailbox(
+            f"The Gmail message {message_id} no longer exists in the mailbox "
+            "(deleted for good in Gmail)."
+        )
+
+    return make
+
+
+def history_expired(start_history_id: int) -> NotFoundFactory:
+    def make(_: str) -> ProviderError:
+        return HistoryExpired(
+            f"Gmail no longer keeps the changes since history {start_history_id}: "
+            "the mailbox is read again in full (nothing is duplicated)."
+        )
+
+    return make
