@@ -26,6 +26,7 @@ def _sync_cmd(settings: Settings, account: int) -> tuple[list[str], dict[str, st
         CRMAIL_SECRET_KEY=",".join(settings.secret_keys),
         CRMAIL_DATA_DIR=str(settings.data_dir),
         CRMAIL_BATCH_SIZE="40",
+        CRMAIL_MAIL_ALLOWED_NETWORKS="127.0.0.1",  # the test's Dovecot is on loopback
     )
     return [sys.executable, "-m", "crmail.cli", "sync", str(account)], env
 
