@@ -278,6 +278,8 @@ CASES: dict[str, tuple[Case, ...]] = {
     "/api/me/tokens": (Case("/api/me/tokens", status=200),),
     "/api/users": (Case("/api/users"),),
     "/api/providers": (Case("/api/providers", status=200),),
+    "/api/oauth/providers": (Case("/api/oauth/providers", status=200),),
+    "/api/workspace/auto-create-blocklist": (Case("/api/workspace/auto-create-blocklist"),),
     "/api/contacts": (Case("/api/contacts", status=200),),
     "/api/contacts/{contact_id}": (
         Case("/api/contacts/{ann}"),
@@ -374,6 +376,7 @@ CASES: dict[str, tuple[Case, ...]] = {
     "/deals/new": (Case("/deals/new", status=200),),
     "/deals/{deal_id}": (Case("/deals/{deal}", shows=LINKED_SUBJECT),),
     "/settings/email": (Case("/settings/email", status=200),),
+    "/oauth/{provider}/callback": (Case("/oauth/google/callback?state=forged&code=x"),),
     "/settings/security": (Case("/settings/security", status=200),),
     "/settings/users": (Case("/settings/users"),),
     "/settings/email/accounts/{account_id}": (Case("/settings/email/accounts/{account}"),),
