@@ -119,6 +119,15 @@ TABLE = [
     row("GET", "/api/accounts/{account_id}/status", (200, 404, 200, 404)),
     # Changing a mailbox's connection is its owner's alone; an admin may look, not change.
     row("PATCH", "/api/accounts/{account_id}", (200, 404, 403, 404), {"password": "new-pw"}),
+    row("PATCH", "/api/accounts/{account_id}", (200, 404, 403, 404), {"mode": "one_way"}),
+    # The auto-create blocklist is the workspace's: everyone reads it, admins set it.
+    row("GET", "/api/workspace/auto-create-blocklist", ALL_OK),
+    row(
+        "PUT",
+        "/api/workspace/auto-create-blocklist",
+        (403, 403, 200, 200),
+        {"entries": ["@rival.test"]},
+    ),
     row("POST", "/api/accounts/{account_id}/disconnect", (200, 404, 403, 404)),
     row("POST", "/api/accounts/{account_id}/reconnect", (200, 404, 403, 404), {}),
     row("GET", "/api/inbox", ALL_OK),
