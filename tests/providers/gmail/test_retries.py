@@ -3,10 +3,12 @@ in words. Requests are counted on the fake; backoff sleeps are recorded, not wai
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
-from crmail.errors import AuthFailed, ProviderRateLimited, ProviderUnavailable
-from crmail.providers.gmail import Message
+from crmail.errors import AuthFailed, ConnectFailed, ProviderRateLimited, ProviderUnavailable
+from crmail.providers.gmail import GmailClient, Message
 from tests.providers.gmail.conftest import Gmail
 from tests.providers.gmail.mail import raw_message
 
@@ -95,3 +97,42 @@ async def test_an_expired_token_in_a_batch_refreshes_once(gmail: Gmail) -> None:
     results = await gmail.client.batch_get_metadata(ids)
     assert all(isinstance(results[i], Message) for i in ids)
     assert gmail.tokens.refreshes == 1
+
+
+async def test_a_long_retry_after_on_a_batch_part_fails_that_part_without_waiting(
+    gmail: Gmail,
+) -> None:
+    ids = [gmail.box.deliver(raw_message(f"W{n}")).id for n in range(2)]
+    gmail.fake.fail(429, path_contains=f"/messages/{ids[0]}", retry_after=900)
+    results = await gmail.client.batch_get_metadata(ids)
+    assert isinstance(results[ids[0]], ProviderRateLimited)
+    assert isinstance(results[ids[1]], Message)
+    assert gmail.sleeps == []
+
+
+async def test_a_failing_batch_request_is_retried_as_a_whole(gmail: Gmail) -> None:
+    ids = [gmail.box.deliver(raw_message(f"B{n}")).id for n in range(2)]
+    gmail.fake.fail(503, path_contains="/batch/gmail/v1")
+    before = gmail.fake.count("POST", "/batch/gmail/v1")
+    results = await gmail.client.batch_get_metadata(ids)
+    assert all(isinstance(results[i], Message) for i in ids)
+    assert gmail.fake.count("POST", "/batch/gmail/v1") - before == 2
+
+
+async def test_an_unreachable_gmail_is_connect_failed_after_bounded_retries() -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    sleeps: list[float] = []
+
+    async def token() -> str:
+        return "t"
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    async with GmailClient(token, base_url=f"http://127.0.0.1:{port}", sleep=sleep) as client:
+        with pytest.raises(ConnectFailed) as caught:
+            await client.get_profile()
+    assert len(sleeps) == client.retry.server_attempts
+    assert "could not reach Gmail" in caught.value.message

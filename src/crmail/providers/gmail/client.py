@@ -2,7 +2,8 @@
 
 Authentication is somebody else's job: the client asks an *access token source* for a
 bearer token before each request and, after a 401, asks ``refresh_access_token`` once
-for a fresh one (the OAuth layer decides how). Throttling (429, 403
+for a fresh one (the OAuth layer decides how; afterwards the source must hand out the
+fresh token too). Throttling (429, 403
 rateLimitExceeded/userRateLimitExceeded) is retried with jittered backoff that honours
 Retry-After; server errors (5xx, dropped connections) a bounded number of times. Every
 other failure is raised at once as a :mod:`crmail.errors` exception (see
@@ -115,6 +116,12 @@ class GmailClient:
         ceiling = min(self.retry.max_delay, self.retry.base_delay * 2 ** (attempt - 1))
         return float(ceiling / 2 + self._rng.uniform(0, ceiling / 2))
 
+    def _may_wait(self, throttled: int, failure: GmailFailure) -> bool:
+        wait = failure.retry_after
+        return throttled < self.retry.throttled_attempts and (
+            wait is None or wait <= self.retry.max_wait
+        )
+
     async def _send(
         self,
         method: str,
@@ -156,12 +163,10 @@ class GmailClient:
                 refreshed = True
                 token = await self._refresh_access_token()
                 continue
-            if kind is Retry.THROTTLED and throttled < self.retry.throttled_attempts:
-                wait = failure.retry_after
-                if wait is None or wait <= self.retry.max_wait:
-                    throttled += 1
-                    await self._sleep(self._backoff(throttled, wait))
-                    continue
+            if kind is Retry.THROTTLED and self._may_wait(throttled, failure):
+                throttled += 1
+                await self._sleep(self._backoff(throttled, failure.retry_after))
+                continue
             if kind is Retry.SERVER and server < self.retry.server_attempts:
                 server += 1
                 await self._sleep(self._backoff(server, failure.retry_after))
@@ -320,7 +325,7 @@ class GmailClient:
                 kind = classify(failure)
                 if (
                     (kind is Retry.REFRESH_TOKEN and not refreshed and self._refresh_access_token)
-                    or (kind is Retry.THROTTLED and throttled < self.retry.throttled_attempts)
+                    or (kind is Retry.THROTTLED and self._may_wait(throttled, failure))
                     or (kind is Retry.SERVER and server < self.retry.server_attempts)
                 ):
                     again[part.content_id] = failure
