@@ -5,6 +5,7 @@ tokens (Dovecot checks them by RFC 7662 introspection at the fake)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -137,8 +138,13 @@ def add_contact(w: World) -> None:
 
 
 async def test_connect_with_google_imports_refreshes_pauses_on_revoke_and_reconnects(
-    oauth_web: World, browser: Any, fake: RunningFakeOAuth, oauth_dovecot: Dovecot
+    oauth_web: World,
+    browser: Any,
+    fake: RunningFakeOAuth,
+    oauth_dovecot: Dovecot,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     w = oauth_web
     fake.user_email = MAILBOX
     oauth_dovecot.add_user(MAILBOX, "a-password-nobody-uses")
@@ -193,6 +199,8 @@ async def test_connect_with_google_imports_refreshes_pauses_on_revoke_and_reconn
         f.id for f in folders_before
     ]
     assert stored_messages(w, account_id) == 2
+    issued = [*fake.access, *fake.refresh]
+    assert issued and not [t for t in issued if t in caplog.text]  # no token ever logged
 
 
 async def test_an_access_token_is_refreshed_before_it_expires(
