@@ -8,8 +8,8 @@ a refresh token, and the mail preset an account created through it gets.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from crmail.config import Settings
 from crmail.errors import InvalidInput, NotFound
 
 GOOGLE = "google"
@@ -27,6 +27,27 @@ MICROSOFT_SCOPES = (
     "https://outlook.office.com/IMAP.AccessAsUser.All",
     "https://outlook.office.com/SMTP.Send",
 )
+
+
+class OAuthConfig(Protocol):
+    """The operator's OAuth settings (:class:`crmail.config.Settings` has them)."""
+
+    @property
+    def public_url(self) -> str: ...
+    @property
+    def google_client_id(self) -> str: ...
+    @property
+    def google_client_secret(self) -> str: ...
+    @property
+    def google_auth_base(self) -> str: ...
+    @property
+    def microsoft_client_id(self) -> str: ...
+    @property
+    def microsoft_client_secret(self) -> str: ...
+    @property
+    def microsoft_tenant(self) -> str: ...
+    @property
+    def microsoft_auth_base(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +72,7 @@ class OAuthProvider:
         return " ".join(self.scopes)
 
 
-def _google(s: Settings) -> OAuthProvider | None:
+def _google(s: OAuthConfig) -> OAuthProvider | None:
     if not (s.google_client_id and s.google_client_secret and s.public_url):
         return None
     base = s.google_auth_base
@@ -73,7 +94,7 @@ def _google(s: Settings) -> OAuthProvider | None:
     )
 
 
-def _microsoft(s: Settings) -> OAuthProvider | None:
+def _microsoft(s: OAuthConfig) -> OAuthProvider | None:
     if not (s.microsoft_client_id and s.microsoft_client_secret and s.public_url):
         return None
     base = (s.microsoft_auth_base or "https://login.microsoftonline.com") + "/" + s.microsoft_tenant
@@ -98,11 +119,11 @@ _BUILDERS = {GOOGLE: _google, MICROSOFT: _microsoft}
 _LABELS = {GOOGLE: "Google", MICROSOFT: "Microsoft"}
 
 
-def configured_providers(s: Settings) -> list[OAuthProvider]:
+def configured_providers(s: OAuthConfig) -> list[OAuthProvider]:
     return [p for build in _BUILDERS.values() if (p := build(s)) is not None]
 
 
-def provider_for(s: Settings, key: str) -> OAuthProvider:
+def provider_for(s: OAuthConfig, key: str) -> OAuthProvider:
     """The configured provider ``key``, or a clear error naming what is missing."""
     build = _BUILDERS.get(key)
     if build is None:
@@ -116,7 +137,7 @@ def provider_for(s: Settings, key: str) -> OAuthProvider:
     return provider
 
 
-def missing_setup(s: Settings, key: str) -> str:
+def missing_setup(s: OAuthConfig, key: str) -> str:
     """What the operator still has to configure for ``key`` (empty when nothing)."""
     prefix = f"CRMAIL_{key.upper()}"
     names = []
