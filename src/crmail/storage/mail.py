@@ -444,6 +444,8 @@ def _store(s: Session, ws: int, news: list[NewMessage]) -> dict[str, _Stored]:
     threader = _Threader(s, ws, items)
     thread_ids = threader.assign(items)
     values = []
+    # Set here rather than by the column default: timeline entries copy the date.
+    now = utcnow()
     for n, tid in zip(items, thread_ids, strict=True):
         env = n.parsed.envelope
         sender = env.from_[0] if env.from_ else None
@@ -457,6 +459,7 @@ def _store(s: Session, ws: int, news: list[NewMessage]) -> dict[str, _Stored]:
                 "from_email": sender.email if sender else None,
                 "from_name": sender.name[:300] if sender else "",
                 "sent_at": env.date,
+                "received_at": now,
                 "snippet": n.parsed.snippet(),
                 "size": n.parsed.size,
                 "is_bulk": env.is_bulk,
@@ -516,6 +519,7 @@ def _store(s: Session, ws: int, news: list[NewMessage]) -> dict[str, _Stored]:
                     "subject_type": link.subject_type,
                     "subject_id": link.subject_id,
                     "reason": link.reason[:200],
+                    "message_date": n.parsed.envelope.date or now,
                 }
             )
     tables: tuple[tuple[type[Base], list[dict[str, object]]], ...] = (

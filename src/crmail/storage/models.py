@@ -24,7 +24,12 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
+    func,
+    select,
+    text,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -131,6 +136,7 @@ class Lead(Base):
     workspace_id: Mapped[int] = fk("workspaces.id")
     name: Mapped[str] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    __table_args__ = (Index("ix_leads_ws_id", "workspace_id", "id"),)
 
 
 class Contact(Base):
@@ -140,6 +146,11 @@ class Contact(Base):
     lead_id: Mapped[int | None] = fk("leads.id", nullable=True, ondelete="SET NULL")
     name: Mapped[str] = mapped_column(String(300), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Lists are read in id order, paged by the last id: these serve both.
+    __table_args__ = (
+        Index("ix_contacts_ws_id", "workspace_id", "id"),
+        Index("ix_contacts_lead_order", "lead_id", "id"),
+    )
 
 
 class ContactEmail(Base):
@@ -160,6 +171,10 @@ class Deal(Base):
     status: Mapped[str] = mapped_column(String(10), default="open")
     value_cents: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    __table_args__ = (
+        Index("ix_deals_ws_id", "workspace_id", "id"),
+        Index("ix_deals_ws_status_id", "workspace_id", "status", "id"),
+    )
 
 
 class DealContact(Base):
@@ -266,6 +281,13 @@ class Message(Base):
     __table_args__ = (
         UniqueConstraint("workspace_id", "dedup_key"),
         Index("ix_messages_ws_msgid", "workspace_id", "message_id"),
+        # A thread's messages in date order (the date as timelines and summaries show it).
+        Index(
+            "ix_messages_thread_date",
+            "thread_id",
+            text("coalesce(sent_at, received_at)"),
+            "id",
+        ),
     )
 
 
@@ -336,14 +358,35 @@ class TimelineEntry(Base):
     subject_type: Mapped[str] = mapped_column(String(10))
     subject_id: Mapped[int] = mapped_column(Id)
     reason: Mapped[str] = mapped_column(String(200))
+    #: the message's date (coalesce(sent_at, received_at)), copied so a timeline is read
+    #: in index order without joining messages; filled on insert (see below)
+    message_date: Mapped[datetime]
     #: "auto" (at arrival) or "manual" (a user linked it)
     source: Mapped[str] = mapped_column(String(10), default="auto")
     created_by: Mapped[int | None] = fk("users.id", nullable=True, ondelete="SET NULL")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     __table_args__ = (
         UniqueConstraint("message_id", "subject_type", "subject_id"),
-        Index("ix_timeline_subject", "workspace_id", "subject_type", "subject_id"),
+        Index(
+            "ix_timeline_subject_date",
+            "workspace_id",
+            "subject_type",
+            "subject_id",
+            "message_date",
+            "message_id",
+        ),
     )
+
+
+@event.listens_for(TimelineEntry, "before_insert")
+def _fill_message_date(_mapper: object, conn: Connection, entry: TimelineEntry) -> None:
+    # ORM inserts (manual links) may leave the date out; the bulk import path sets it.
+    if entry.message_date is None:
+        entry.message_date = conn.scalar(
+            select(func.coalesce(Message.sent_at, Message.received_at, type_=UTCDateTime())).where(
+                Message.id == entry.message_id
+            )
+        )
 
 
 class InboxItem(Base):
@@ -364,7 +407,7 @@ class InboxItem(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     __table_args__ = (
         UniqueConstraint("user_id", "message_id"),
-        Index("ix_inbox_user_state", "user_id", "state", "received_at"),
+        Index("ix_inbox_user_state_received", "user_id", "state", "received_at", "id"),
     )
 
 
