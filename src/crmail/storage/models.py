@@ -516,3 +516,28 @@ class WebhookDelivery(Base):
         UniqueConstraint("endpoint_id", "event_id"),
         Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
     )
+
+
+# --- several processes -----------------------------------------------------------------
+
+
+class AccountLease(Base):
+    """Which process syncs an account until ``expires_at``; ``epoch`` grows on every
+    takeover and fences the writes of an owner that lost it (account 0: the default
+    sending provider's queue)."""
+
+    __tablename__ = "account_leases"
+    account_id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=False)
+    #: host:pid:random of the holder; None: released
+    owner: Mapped[str | None] = mapped_column(String(120), index=True)
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0)
+    expires_at: Mapped[datetime]
+
+
+class SyncProcess(Base):
+    """A live sync process (heartbeat): the count gives each its fair share of accounts."""
+
+    __tablename__ = "sync_processes"
+    owner: Mapped[str] = mapped_column(String(120), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
