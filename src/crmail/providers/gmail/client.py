@@ -1,11 +1,9 @@
 """An asyncio Gmail API client over httpx: the calls crmail's sync needs, with retries.
 
-Authentication is somebody else's job: the client asks an *access token source* for a
-bearer token before each request and, after a 401, asks ``refresh_access_token`` once
-for a fresh one (the OAuth layer decides how; afterwards the source must hand out the
-fresh token too). Throttling (429, 403
-rateLimitExceeded/userRateLimitExceeded) is retried with jittered backoff that honours
-Retry-After; server errors (5xx, dropped connections) a bounded number of times. Every
+Tokens, retries and backoff are the shared :mod:`crmail.providers.http` rules: a bearer
+token per request, one refresh after a 401, throttling (429, 403
+rateLimitExceeded/userRateLimitExceeded) retried with jittered backoff that honours
+Retry-After, server errors (5xx, dropped connections) a bounded number of times. Every
 other failure is raised at once as a :mod:`crmail.errors` exception (see
 :mod:`.errors`).
 """
@@ -13,22 +11,19 @@ other failure is raised at once as a :mod:`crmail.errors` exception (see
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
 import httpx
 
 from crmail.domain.attachments import check_message_size, policy_for
-from crmail.errors import ConnectFailed, ProtocolError, ProviderError
+from crmail.errors import ProtocolError, ProviderError
 from crmail.providers.gmail import batch as wire
 from crmail.providers.gmail.errors import (
+    RULES,
     GmailFailure,
-    NotFoundFactory,
-    Retry,
     classify,
     history_expired,
     message_missing,
@@ -45,31 +40,17 @@ from crmail.providers.gmail.resources import (
     Watch,
     b64url_encode,
 )
+from crmail.providers.http import AccessTokenSource, AuthorizedHttp, Retry, RetryPolicy
 
 __all__ = ["DEFAULT_BASE_URL", "AccessTokenSource", "GmailClient", "RetryPolicy"]
 
-log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://gmail.googleapis.com"
 
-#: Returns a bearer token valid now (the OAuth layer caches and renews it).
-AccessTokenSource = Callable[[], Awaitable[str]]
 Format = Literal["minimal", "metadata", "raw"]
 
 #: Gmail's batchModify takes at most 1000 ids per call.
 MAX_MODIFY_IDS = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    throttled_attempts: int = 5  # retries after 429 / rate-limit 403
-    server_attempts: int = 3  # retries after 5xx or a dropped connection
-    base_delay: float = 1.0  # seconds; doubles per retry
-    max_delay: float = 32.0
-    jitter: float = 1.0  # up to this many seconds added to a Retry-After
-    #: A Retry-After longer than this is not waited out inside one call: the error is
-    #: raised with ``retry_after`` so the worker reschedules instead of holding a slot.
-    max_wait: float = 60.0
 
 
 class GmailClient:
@@ -88,19 +69,25 @@ class GmailClient:
         rng: random.Random | None = None,
         timeout: float = 60.0,
     ) -> None:
-        self._access_token = access_token
-        self._refresh_access_token = refresh_access_token
-        self._base = base_url.rstrip("/")
         self._users = f"/gmail/v1/users/{quote(user_id, safe='@')}"
-        self._own_http = http is None
-        self._http = http or httpx.AsyncClient(timeout=timeout)
-        self.retry = retry or RetryPolicy()
-        self._sleep = sleep
-        self._rng = rng or random.Random()
+        self._http = AuthorizedHttp(
+            RULES,
+            access_token,
+            refresh_access_token=refresh_access_token,
+            base_url=base_url,
+            http=http,
+            retry=retry,
+            sleep=sleep,
+            rng=rng,
+            timeout=timeout,
+        )
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self._http.retry
 
     async def aclose(self) -> None:
-        if self._own_http:
-            await self._http.aclose()
+        await self._http.aclose()
 
     async def __aenter__(self) -> GmailClient:
         return self
@@ -110,83 +97,8 @@ class GmailClient:
 
     # --- transport -------------------------------------------------------------------
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return retry_after + self._rng.uniform(0, self.retry.jitter)
-        ceiling = min(self.retry.max_delay, self.retry.base_delay * 2 ** (attempt - 1))
-        return float(ceiling / 2 + self._rng.uniform(0, ceiling / 2))
-
-    def _may_wait(self, throttled: int, failure: GmailFailure) -> bool:
-        wait = failure.retry_after
-        return throttled < self.retry.throttled_attempts and (
-            wait is None or wait <= self.retry.max_wait
-        )
-
-    async def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Sequence[tuple[str, str]] = (),
-        json: Mapping[str, Any] | None = None,
-        content: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-        not_found: NotFoundFactory | None = None,
-    ) -> httpx.Response:
-        throttled = server = 0
-        refreshed = False
-        token = await self._access_token()
-        while True:
-            try:
-                response = await self._http.request(
-                    method,
-                    self._base + path,
-                    params=list(params),
-                    json=json,
-                    content=content,
-                    headers={**(headers or {}), "Authorization": f"Bearer {token}"},
-                )
-            except httpx.TransportError as exc:
-                if server < self.retry.server_attempts:
-                    server += 1
-                    await self._sleep(self._backoff(server, None))
-                    continue
-                raise ConnectFailed(
-                    "crmail could not reach Gmail (the network or Google is down); sync "
-                    "goes on by itself later."
-                ) from exc
-            if response.is_success:
-                return response
-            failure = GmailFailure.read(response.status_code, response.content, response.headers)
-            kind = classify(failure)
-            if kind is Retry.REFRESH_TOKEN and not refreshed and self._refresh_access_token:
-                refreshed = True
-                token = await self._refresh_access_token()
-                continue
-            if kind is Retry.THROTTLED and self._may_wait(throttled, failure):
-                throttled += 1
-                await self._sleep(self._backoff(throttled, failure.retry_after))
-                continue
-            if kind is Retry.SERVER and server < self.retry.server_attempts:
-                server += 1
-                await self._sleep(self._backoff(server, failure.retry_after))
-                continue
-            log.info(
-                "gmail %s %s failed: HTTP %s %s", method, path, failure.status, failure.reasons
-            )
-            raise to_error(failure, not_found)
-
     async def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        response = await self._send(method, self._users + path, **kwargs)
-        if not response.content:
-            return {}
-        try:
-            data = response.json()
-        except ValueError as exc:
-            raise ProtocolError("Gmail answered with something that is not JSON.") from exc
-        if not isinstance(data, dict):
-            raise ProtocolError("Gmail answered with JSON that is not an object.")
-        return data
+        return await self._http.json(method, self._users + path, **kwargs)
 
     # --- reading ---------------------------------------------------------------------
 
@@ -305,9 +217,10 @@ class GmailClient:
         pending = dict(requests)
         throttled = server = 0
         refreshed = False
+        refresh = self._http.refresh_access_token
         while pending:
             content_type, body = wire.encode_requests(list(pending.values()))
-            response = await self._send(
+            response = await self._http.send(
                 "POST", "/batch/gmail/v1", content=body, headers={"Content-Type": content_type}
             )
             parts = wire.parse_responses(response.headers.get("content-type", ""), response.content)
@@ -324,8 +237,11 @@ class GmailClient:
                 failure = GmailFailure.read(part.status, part.body, part.headers)
                 kind = classify(failure)
                 if (
-                    (kind is Retry.REFRESH_TOKEN and not refreshed and self._refresh_access_token)
-                    or (kind is Retry.THROTTLED and self._may_wait(throttled, failure))
+                    (kind is Retry.REFRESH_TOKEN and not refreshed and refresh is not None)
+                    or (
+                        kind is Retry.THROTTLED
+                        and self._http.may_wait(throttled, failure.retry_after)
+                    )
                     or (kind is Retry.SERVER and server < self.retry.server_attempts)
                 ):
                     again[part.content_id] = failure
@@ -338,16 +254,16 @@ class GmailClient:
             if not pending:
                 break
             kinds = {classify(f) for f in again.values()}
-            if Retry.REFRESH_TOKEN in kinds:
+            if Retry.REFRESH_TOKEN in kinds and refresh is not None:
                 refreshed = True
-                await self._refresh_access_token()  # type: ignore[misc]
+                await refresh()
             if Retry.THROTTLED in kinds:
                 throttled += 1
                 waits = [f.retry_after for f in again.values() if f.retry_after is not None]
-                await self._sleep(self._backoff(throttled, max(waits) if waits else None))
+                await self._http.sleep(self._http.backoff(throttled, max(waits) if waits else None))
             elif Retry.SERVER in kinds:
                 server += 1
-                await self._sleep(self._backoff(server, None))
+                await self._http.sleep(self._http.backoff(server, None))
         return results
 
     async def list_history(

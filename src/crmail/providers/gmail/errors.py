@@ -7,11 +7,8 @@ decided by :func:`classify`; the exception raised when it gives up by :func:`to_
 
 from __future__ import annotations
 
-import email.utils
-import enum
 import json
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from crmail.errors import (
@@ -25,8 +22,10 @@ from crmail.errors import (
     ProviderUnavailable,
 )
 from crmail.providers import OAUTH2_REFUSED_HINT
+from crmail.providers.http import ErrorRules, NotFoundFactory, Retry, parse_retry_after
 
 __all__ = [
+    "RULES",
     "GmailFailure",
     "Retry",
     "classify",
@@ -38,16 +37,6 @@ __all__ = [
 
 _RATE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 _SCOPE_REASONS = frozenset({"insufficientPermissions", "ACCESS_TOKEN_SCOPE_INSUFFICIENT"})
-
-#: What a 404 means depends on the request: a message gone, a cursor expired...
-NotFoundFactory = Callable[[str], ProviderError]
-
-
-class Retry(enum.Enum):
-    NO = "no"
-    THROTTLED = "throttled"  # back off (honouring Retry-After), then again
-    SERVER = "server"  # a bounded number of times
-    REFRESH_TOKEN = "refresh_token"  # once, with a fresh access token
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,20 +68,6 @@ class GmailFailure:
         except (ValueError, UnicodeDecodeError):
             pass
         return cls(status, message, reasons, parse_retry_after(headers.get("retry-after"), now))
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Retry-After as seconds from now: delta-seconds or an HTTP date (RFC 9110)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def classify(failure: GmailFailure) -> Retry:
@@ -163,3 +138,13 @@ def history_expired(start_history_id: int) -> NotFoundFactory:
         )
 
     return make
+
+
+RULES: ErrorRules[GmailFailure] = ErrorRules(
+    service="Gmail",
+    read=GmailFailure.read,
+    classify=classify,
+    to_error=to_error,
+    unreachable="crmail could not reach Gmail (the network or Google is down); sync goes "
+    "on by itself later.",
+)
