@@ -16,13 +16,13 @@ import pytest
 from sqlalchemy import func, select, update
 
 from crmail.errors import AuthFailed
-from crmail.storage import accounts, crm, mail
-from crmail.storage.models import MailAccount, OAuthState, Placement
+from crmail.storage import accounts, crm, mail, outbound
+from crmail.storage.models import MailAccount, Message, OAuthState, Placement
 from crmail.sync.oauth import REFRESH, token_keeper
 from crmail.sync.worker import AccountWorker, WorkerOptions
 from tests.api.conftest import World
 from tests.fakes.oauth import RunningFakeOAuth
-from tests.servers import Dovecot
+from tests.servers import Dovecot, SmtpRelay
 
 pytestmark = pytest.mark.db
 
@@ -40,12 +40,17 @@ def fake() -> Iterator[RunningFakeOAuth]:
 
 @pytest.fixture(scope="module")
 def oauth_dovecot(fake: RunningFakeOAuth) -> Iterator[Dovecot]:
+    """Dovecot checking the fake's tokens for IMAP and SMTP submission (which relays
+    back into Dovecot's LMTP)."""
     server = Dovecot(oauth2_introspection_url=fake.introspection_url)
+    relay = SmtpRelay(server.host, server.lmtp_port).start()
+    server.submission_relay = (relay.host, relay.port)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+        relay.stop()
 
 
 @pytest.fixture
@@ -98,6 +103,9 @@ def point_at(w: World, account_id: int, server: Dovecot) -> None:
             "imap_port": server.imaps_port,
             "imap_security": "tls",
             "ca_file": server.ca_file,
+            "smtp_host": server.host,
+            "smtp_port": server.submission_port,
+            "smtp_security": "none",
         }
 
     w.services.db.run(change)
@@ -212,12 +220,28 @@ async def test_an_access_token_is_refreshed_before_it_expires(
     fake.expires_in = 120  # under the 5 minutes crmail keeps in hand
     account_id = connect(browser(w.owner))
     point_at(w, account_id, oauth_dovecot)
-    first = fake.live_access_tokens(fake.user_email)
+    (first,) = fake.live_access_tokens(fake.user_email)
+    fake.access[first].expires_at = 0  # the one the session starts with is dead by now
     before = fake.refresh_requests["google"]
     fake.introspected.clear()
+    me = w.services.db.run(lambda s: crm.get_user(s, w.owner.workspace_id, w.owner.id))
+    draft = outbound.OutgoingDraft(
+        to=(fake.user_email,), subject="via oauth", text="hi", from_address=fake.user_email
+    )
+    queued = await w.services.act(lambda s: outbound.queue_send(s, me, draft))
+    assert isinstance(queued, outbound.SendQueued)
     await worker(w, account_id).run_once()
-    assert fake.refresh_requests["google"] == before + 1
-    assert not set(first) & set(fake.introspected)  # the near-expiry token never presented
+    # One refresh for the IMAP login, one for the SMTP login (each token had < 5 min).
+    assert fake.refresh_requests["google"] == before + 2
+    assert first not in fake.introspected  # the near-expiry token never presented
+    sent = w.services.db.run(
+        lambda s: s.scalar(select(Message.send_state).where(Message.id == queued.message_id))
+    )
+    assert sent == "sent"
+    found = oauth_dovecot.doveadm(
+        "search", "-u", fake.user_email, "mailbox", "INBOX", "subject", "via oauth"
+    )
+    assert found.strip(), "the message did not arrive over SMTP XOAUTH2"
 
 
 def test_a_replayed_or_foreign_callback_is_refused(
