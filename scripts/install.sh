@@ -9,6 +9,8 @@ command -v dovecot >/dev/null 2>&1 || need+=(dovecot-core dovecot-imapd dovecot-
 # SMTP submission (the XOAUTH2 sending test logs in to Dovecot's own submission service)
 [ -x /usr/lib/dovecot/submission ] || need+=(dovecot-submissiond)
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
+# a throwaway CalDAV server for the calendar sync tests (runs under Debian's python3)
+[ -d /usr/lib/python3/dist-packages/radicale ] || need+=(radicale)
 # the browser tests drive Debian's Chromium (Playwright's own browser download is not used)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
