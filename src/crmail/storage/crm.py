@@ -12,42 +12,68 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Generic, Literal, TypeVar
+from typing import TypeVar
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, and_, delete, exists, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, delete, exists, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from crmail.domain.addresses import normalize_email
-from crmail.domain.inbox import ItemState
 from crmail.errors import Conflict, InvalidInput, NotFound
-from crmail.mime import parse_message
-from crmail.storage import accounts, outbox, tokens, visibility
+from crmail.storage import accounts, tokens, visibility
+from crmail.storage.inbox_queries import inbox_for
+from crmail.storage.message_reads import message_detail, message_raw, own_addresses
 from crmail.storage.models import (
-    Attachment,
     Contact,
     ContactEmail,
     Deal,
     DealContact,
-    Folder,
-    InboxItem,
     Lead,
     MailAccount,
-    Message,
-    MessageRaw,
-    Participant,
-    Placement,
-    TimelineEntry,
     User,
     Workspace,
-    utcnow,
 )
+from crmail.storage.paging import MAX_PAGE, clamp, decode_cursor, encode_cursor
+from crmail.storage.timeline import SUBJECT_TYPES, timeline
+from crmail.storage.views import (
+    Address,
+    AttachmentInfo,
+    InboxEntry,
+    LinkInfo,
+    MessageDetail,
+    MessageSummary,
+    Page,
+    PlacementInfo,
+    TimelineItem,
+    UserInfo,
+)
+
+# The read side lives in its own modules; callers keep reaching it as ``crm.<name>``.
+__all__ = [
+    "MAX_PAGE",
+    "SUBJECT_TYPES",
+    "Address",
+    "AttachmentInfo",
+    "InboxEntry",
+    "LinkInfo",
+    "MessageDetail",
+    "MessageSummary",
+    "Page",
+    "PlacementInfo",
+    "TimelineItem",
+    "UserInfo",
+    "decode_cursor",
+    "encode_cursor",
+    "inbox_for",
+    "message_detail",
+    "message_raw",
+    "own_addresses",
+    "timeline",
+]
+
+_Row = TypeVar("_Row", Contact, Lead, Deal)
 
 ROLES = ("admin", "member")
 DEAL_STATUSES = ("open", "won", "lost")
-SUBJECT_TYPES = ("contact", "lead", "deal")
-MAX_PAGE = 200
-
-T = TypeVar("T")
 
 
 class Unset(Enum):
@@ -66,19 +92,6 @@ UNSET = Unset.UNSET
 class WorkspaceInfo:
     id: int
     name: str
-
-
-@dataclass(frozen=True, slots=True)
-class UserInfo:
-    id: int
-    workspace_id: int
-    email: str
-    name: str
-    role: str
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,96 +127,6 @@ class DealInfo:
     contact_ids: tuple[int, ...]
     value_cents: int | None
     created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Address:
-    email: str
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class MessageSummary:
-    id: int
-    thread_id: int
-    subject: str
-    from_: Address | None
-    to: tuple[Address, ...]
-    date: datetime
-    snippet: str
-    direction: Literal["inbound", "outbound"]
-    attachment_count: int
-
-
-@dataclass(frozen=True, slots=True)
-class TimelineItem:
-    message: MessageSummary
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class InboxEntry:
-    id: int
-    message: MessageSummary
-    is_read: bool
-    state: str
-    received_at: datetime
-    #: why the user's last change to this message could not be made on the server
-    sync_error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    items: tuple[T, ...]
-    #: cursor for the next (older) page, None when this one is the last
-    next_before: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class AttachmentInfo:
-    id: int
-    filename: str | None
-    content_type: str
-    size: int
-    content_id: str | None
-    inline: bool
-    placeholder_reason: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class PlacementInfo:
-    account_id: int
-    folder: str
-    folder_role: str
-    uid: int
-    flags: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class LinkInfo:
-    subject_type: str
-    subject_id: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class MessageDetail:
-    summary: MessageSummary
-    message_id_header: str | None
-    participants: dict[str, tuple[Address, ...]]
-    text: str | None
-    #: unsanitized: the caller must sanitize before showing it to anyone
-    html: str | None
-    attachments: tuple[AttachmentInfo, ...]
-    parse_failed: bool
-    defects: tuple[str, ...]
-    placements: tuple[PlacementInfo, ...]
-    links: tuple[LinkInfo, ...]
-    #: mail written in the CRM: queued | sending | sent | failed | unknown, and why
-    send_state: str | None = None
-    send_error: str | None = None
-    #: why the viewer's last change to this message could not be made on the server
-    sync_error: str | None = None
 
 
 # --- workspaces, users, tokens ------------------------------------------------------------
@@ -246,13 +169,6 @@ def get_user(s: Session, workspace_id: int, user_id: int) -> UserInfo:
 
 def _user_info(u: User) -> UserInfo:
     return UserInfo(u.id, u.workspace_id, u.email, u.name, u.role)
-
-
-def own_addresses(s: Session, workspace_id: int) -> frozenset[str]:
-    """Every workspace user's and mail account's address: mail from these is outbound."""
-    users = s.scalars(select(User.email).where(User.workspace_id == workspace_id))
-    accounts = s.scalars(select(MailAccount.email).where(MailAccount.workspace_id == workspace_id))
-    return frozenset(e.lower() for e in (*users, *accounts))
 
 
 # --- contacts ------------------------------------------------------------------------------
@@ -373,7 +289,10 @@ def list_contacts(
     email: str | None = None,
     limit: int = 100,
     offset: int = 0,
+    after: int | None = None,
 ) -> list[ContactInfo]:
+    """Contacts in id order; ``after`` (the last id of the previous page) is the cheap way
+    to page: an ``offset`` still works but reads and skips every row before it."""
     q = select(Contact).where(Contact.workspace_id == workspace_id)
     if lead_id is not None:
         q = q.where(Contact.lead_id == lead_id)
@@ -384,7 +303,7 @@ def list_contacts(
                 ContactEmail.contact_id == Contact.id, ContactEmail.email == (addr or "")
             )
         )
-    rows = list(s.scalars(q.order_by(Contact.id).limit(_clamp(limit)).offset(max(0, offset))))
+    rows = list(s.scalars(_paged(q, Contact.id, limit, offset, after)))
     emails = _emails_of(s, [c.id for c in rows])
     return [ContactInfo(c.id, c.name, emails.get(c.id, ()), c.lead_id, c.created_at) for c in rows]
 
@@ -426,17 +345,15 @@ def update_lead(
 
 
 def list_leads(
-    s: Session, workspace_id: int, *, limit: int = 100, offset: int = 0
+    s: Session,
+    workspace_id: int,
+    *,
+    limit: int = 100,
+    offset: int = 0,
+    after: int | None = None,
 ) -> list[LeadInfo]:
-    rows = list(
-        s.scalars(
-            select(Lead)
-            .where(Lead.workspace_id == workspace_id)
-            .order_by(Lead.id)
-            .limit(_clamp(limit))
-            .offset(max(0, offset))
-        )
-    )
+    leads = select(Lead).where(Lead.workspace_id == workspace_id)
+    rows = list(s.scalars(_paged(leads, Lead.id, limit, offset, after)))
     members: dict[int, list[int]] = {}
     if rows:
         q = (
@@ -564,284 +481,27 @@ def list_deals(
     status: str | None = None,
     limit: int = 100,
     offset: int = 0,
+    after: int | None = None,
 ) -> list[DealInfo]:
     q = select(Deal).where(Deal.workspace_id == workspace_id)
     if status is not None:
         _check_status(status)
         q = q.where(Deal.status == status)
-    rows = list(s.scalars(q.order_by(Deal.id).limit(_clamp(limit)).offset(max(0, offset))))
+    rows = list(s.scalars(_paged(q, Deal.id, limit, offset, after)))
     contacts = _deal_contacts(s, [d.id for d in rows])
     return [_deal_info(d, contacts.get(d.id, ())) for d in rows]
 
 
-# --- paging ----------------------------------------------------------------------------------
-
-
-def _clamp(limit: int) -> int:
-    return max(1, min(MAX_PAGE, limit))
-
-
-def encode_cursor(when: datetime, ident: int) -> str:
-    return f"{when.isoformat()}~{ident}"
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, int]:
-    """Cursors are (time, id): times alone tie (many mails share a second)."""
-    try:
-        when_s, _, ident_s = cursor.rpartition("~")
-        when = datetime.fromisoformat(when_s)
-        ident = int(ident_s)
-    except ValueError:
-        raise InvalidInput("before: not a cursor returned by a previous page") from None
-    if when.tzinfo is None:
-        raise InvalidInput("before: not a cursor returned by a previous page")
-    return when, ident
-
-
-def _older_than(
-    when_col: SQLColumnExpression[datetime], id_col: SQLColumnExpression[int], before: str | None
-) -> ColumnElement[bool] | None:
-    if before is None:
-        return None
-    when, ident = decode_cursor(before)
-    return or_(when_col < when, (when_col == when) & (id_col < ident))
-
-
-# --- message summaries -----------------------------------------------------------------------
-
-
-def _message_date() -> ColumnElement[datetime]:
-    # The Date header when there is one (what the user sees in a mail client), else the
-    # time we stored it. type_ keeps the UTC-aware decoding on the coalesced value.
-    return func.coalesce(Message.sent_at, Message.received_at, type_=Message.received_at.type)
-
-
-def _summaries(s: Session, workspace_id: int, ids: Sequence[int]) -> dict[int, MessageSummary]:
-    if not ids:
-        return {}
-    rows = s.execute(select(Message, _message_date()).where(Message.id.in_(ids))).all()
-    to: dict[int, list[Address]] = {}
-    q = (
-        select(Participant.message_id, Participant.email, Participant.name)
-        .where(Participant.message_id.in_(ids), Participant.role == "to")
-        .order_by(Participant.message_id, Participant.position)
-    )
-    for mid, email, name in s.execute(q):
-        to.setdefault(mid, []).append(Address(email, name))
-    # A comprehension, not dict(result): a Result has .keys() (its column names), so
-    # dict() would take it for a mapping.
-    counts: dict[int, int] = {
-        mid: n
-        for mid, n in s.execute(
-            select(Attachment.message_id, func.count())
-            .where(Attachment.message_id.in_(ids))
-            .group_by(Attachment.message_id)
-        )
-    }
-    own = own_addresses(s, workspace_id)
-    out: dict[int, MessageSummary] = {}
-    for m, date in rows:
-        sender = Address(m.from_email, m.from_name) if m.from_email else None
-        outbound = m.from_email is not None and m.from_email.lower() in own
-        out[m.id] = MessageSummary(
-            id=m.id,
-            thread_id=m.thread_id,
-            subject=m.subject,
-            from_=sender,
-            to=tuple(to.get(m.id, ())),
-            date=date,
-            snippet=m.snippet,
-            direction="outbound" if outbound else "inbound",
-            attachment_count=counts.get(m.id, 0),
-        )
-    return out
-
-
-# --- timelines and inboxes -------------------------------------------------------------------
-
-
-def _check_subject(s: Session, workspace_id: int, subject_type: str, subject_id: int) -> None:
-    if subject_type == "contact":
-        _contact_row(s, workspace_id, subject_id)
-    elif subject_type == "lead":
-        _lead_row(s, workspace_id, subject_id)
-    elif subject_type == "deal":
-        _deal_row(s, workspace_id, subject_id)
-    else:
-        raise InvalidInput(f"subject_type must be one of {', '.join(SUBJECT_TYPES)}")
-
-
-def timeline(
-    s: Session,
-    viewer: UserInfo,
-    subject_type: str,
-    subject_id: int,
-    limit: int = 50,
-    before: str | None = None,
-) -> Page[TimelineItem]:
-    """Messages linked to a contact, lead or deal, newest first, with why they are linked."""
-    workspace_id = viewer.workspace_id
-    _check_subject(s, workspace_id, subject_type, subject_id)
-    date = _message_date()
-    q = (
-        select(TimelineEntry.message_id, TimelineEntry.reason, date)
-        .join(Message, Message.id == TimelineEntry.message_id)
-        .where(
-            TimelineEntry.workspace_id == workspace_id,
-            TimelineEntry.subject_type == subject_type,
-            TimelineEntry.subject_id == subject_id,
-            # Linked mail is visible by the rule; applied anyway, so a change of the
-            # rule reaches timelines too.
-            visibility.message_visible(viewer),
-        )
-    )
-    cond = _older_than(date, Message.id, before)
-    if cond is not None:
-        q = q.where(cond)
-    n = _clamp(limit)
-    rows = s.execute(q.order_by(date.desc(), Message.id.desc()).limit(n + 1)).all()
-    page = rows[:n]
-    summaries = _summaries(s, workspace_id, [r[0] for r in page])
-    items = tuple(TimelineItem(summaries[mid], reason) for mid, reason, _ in page)
-    nxt = encode_cursor(page[-1][2], page[-1][0]) if len(rows) > n else None
-    return Page(items, nxt)
-
-
-def inbox(
-    s: Session,
-    user_id: int,
-    limit: int = 50,
-    before: str | None = None,
-    include_read: bool = True,
-) -> Page[InboxEntry]:
-    """The user's own open CRM Inbox items, newest first."""
-    u = s.get_one(User, user_id)
-    return _inbox(s, _user_info(u), user_id, limit, before, include_read)
-
-
-def _inbox(
-    s: Session,
-    viewer: UserInfo,
-    user_id: int,
+def _paged(
+    q: Select[_Row],
+    id_col: InstrumentedAttribute[int],
     limit: int,
-    before: str | None,
-    include_read: bool,
-) -> Page[InboxEntry]:
-    """``user_id``'s open Inbox items that ``viewer`` may see, newest first."""
-    # A snoozed item whose time has come is back even before the waker has run.
-    back = and_(InboxItem.state == ItemState.SNOOZED.value, InboxItem.snooze_until <= utcnow())
-    q = select(InboxItem).where(
-        InboxItem.user_id == user_id,
-        or_(InboxItem.state == ItemState.OPEN.value, back),
-        # In the query, not after it: pages, cursors and counts see only visible items.
-        visibility.message_visible(viewer, InboxItem.message_id),
-    )
-    if not include_read:
-        q = q.where(InboxItem.is_read.is_(False))
-    cond = _older_than(InboxItem.received_at, InboxItem.id, before)
-    if cond is not None:
-        q = q.where(cond)
-    n = _clamp(limit)
-    rows = list(
-        s.scalars(q.order_by(InboxItem.received_at.desc(), InboxItem.id.desc()).limit(n + 1))
-    )
-    page = rows[:n]
-    summaries = _summaries(s, viewer.workspace_id, [i.message_id for i in page])
-    errors = outbox.sync_errors(s, user_id, [i.message_id for i in page])
-    items = tuple(
-        InboxEntry(
-            i.id,
-            summaries[i.message_id],
-            i.is_read,
-            i.state,
-            i.received_at,
-            errors.get(i.message_id),
-        )
-        for i in page
-    )
-    nxt = encode_cursor(page[-1].received_at, page[-1].id) if len(rows) > n else None
-    return Page(items, nxt)
-
-
-# --- message visibility and detail -----------------------------------------------------------
-
-
-def can_see_message(s: Session, user: UserInfo, message_id: int) -> bool:
-    """The visibility rule (:mod:`crmail.storage.visibility`) for one message."""
-    return visibility.can_see(s, user, message_id)
-
-
-def _visible_or_404(s: Session, user: UserInfo, message_id: int) -> None:
-    # Not visible and nonexistent answer the same, so ids of others' mail do not leak.
-    if not can_see_message(s, user, message_id):
-        raise NotFound(f"message {message_id} not found")
-
-
-def message_detail(s: Session, user: UserInfo, message_id: int) -> MessageDetail:
-    _visible_or_404(s, user, message_id)
-    m = s.get_one(Message, message_id)
-    summary = _summaries(s, user.workspace_id, [message_id])[message_id]
-    parts: dict[str, list[Address]] = {}
-    for role, email, name in s.execute(
-        select(Participant.role, Participant.email, Participant.name)
-        .where(Participant.message_id == message_id)
-        .order_by(Participant.role, Participant.position)
-    ):
-        parts.setdefault(role, []).append(Address(email, name))
-    atts = tuple(
-        AttachmentInfo(
-            a.id, a.filename, a.content_type, a.size, a.content_id, a.inline, a.placeholder_reason
-        )
-        for a in s.scalars(
-            select(Attachment).where(Attachment.message_id == message_id).order_by(Attachment.id)
-        )
-    )
-    # Only the requesting user's own copies: where a teammate filed the message is
-    # their business.
-    placements = tuple(
-        PlacementInfo(account_id, folder, role, uid, tuple(flags or ()))
-        for account_id, folder, role, uid, flags in s.execute(
-            select(Placement.account_id, Folder.name, Folder.role, Placement.uid, Placement.flags)
-            .join(Folder, Folder.id == Placement.folder_id)
-            .join(MailAccount, MailAccount.id == Placement.account_id)
-            .where(Placement.message_id == message_id, MailAccount.user_id == user.id)
-            .order_by(Placement.id)
-        )
-    )
-    links = tuple(
-        LinkInfo(t, i, r)
-        for t, i, r in s.execute(
-            select(TimelineEntry.subject_type, TimelineEntry.subject_id, TimelineEntry.reason)
-            .where(TimelineEntry.message_id == message_id)
-            .order_by(TimelineEntry.id)
-        )
-    )
-    # Bodies are not stored twice: the raw message is the truth, parsed when read.
-    raw = s.get(MessageRaw, message_id)
-    parsed = parse_message(raw.raw) if raw is not None else None
-    return MessageDetail(
-        summary=summary,
-        message_id_header=m.message_id,
-        participants={k: tuple(v) for k, v in parts.items()},
-        text=parsed.text if parsed else None,
-        html=parsed.html if parsed else None,
-        attachments=atts,
-        parse_failed=m.parse_failed,
-        defects=tuple(m.defects or ()),
-        placements=placements,
-        links=links,
-        send_state=m.send_state,
-        send_error=m.send_error,
-        sync_error=outbox.sync_errors(s, user.id, [message_id]).get(message_id),
-    )
-
-
-def message_raw(s: Session, user: UserInfo, message_id: int) -> bytes:
-    _visible_or_404(s, user, message_id)
-    raw = s.get(MessageRaw, message_id)
-    if raw is None:
-        raise NotFound(f"the original of message {message_id} is not stored")
-    return raw.raw
+    offset: int,
+    after: int | None,
+) -> Select[_Row]:
+    if after is not None:
+        q = q.where(id_col > after)
+    return q.order_by(id_col).limit(clamp(limit)).offset(max(0, offset))
 
 
 # --- mail accounts, as the API shows them ----------------------------------------------------
@@ -950,18 +610,18 @@ def account_status(
     return view, accounts.status(s, account_id)
 
 
-def inbox_for(
+def inbox(
     s: Session,
-    viewer: UserInfo,
     user_id: int,
     limit: int = 50,
     before: str | None = None,
     include_read: bool = True,
 ) -> Page[InboxEntry]:
-    """A user's Inbox as ``viewer`` may see it: their own, or a teammate's (same workspace).
+    """The user's own open CRM Inbox items, newest first."""
+    u = s.get_one(User, user_id)
+    return inbox_for(s, _user_info(u), user_id, limit, before, include_read)
 
-    A teammate's Inbox lists only what the viewer may read by id: mail on the
-    workspace's timelines, or that reached the viewer too; private mail stays out.
-    """
-    get_user(s, viewer.workspace_id, user_id)  # 404 for a user of another workspace
-    return _inbox(s, viewer, user_id, limit, before, include_read)
+
+def can_see_message(s: Session, user: UserInfo, message_id: int) -> bool:
+    """The visibility rule (:mod:`crmail.storage.visibility`) for one message."""
+    return visibility.can_see(s, user, message_id)

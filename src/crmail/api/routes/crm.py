@@ -31,7 +31,17 @@ from crmail.storage.crm import UNSET, UserInfo
 router = APIRouter(prefix="/api")
 
 Limit = Annotated[int, Query(ge=1, le=crm.MAX_PAGE)]
-Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
+Offset = Annotated[
+    int, Query(ge=0, le=MAX_ID, description="rows to skip; prefer `after`, which costs nothing")
+]
+After = Annotated[
+    int | None,
+    Query(
+        ge=0,
+        le=MAX_ID,
+        description="the last id of the previous page: the next page starts after it",
+    ),
+]
 Before = Annotated[
     str | None, Query(max_length=100, description="next_before of the previous page")
 ]
@@ -75,10 +85,17 @@ async def list_contacts(
     email: Annotated[str | None, Query(max_length=320)] = None,
     limit: Limit = 100,
     offset: Offset = 0,
+    after: After = None,
 ) -> list[ContactOut]:
     rows = await services.db.read(
         lambda s: crm.list_contacts(
-            s, user.workspace_id, lead_id=lead_id, email=email, limit=limit, offset=offset
+            s,
+            user.workspace_id,
+            lead_id=lead_id,
+            email=email,
+            limit=limit,
+            offset=offset,
+            after=after,
         )
     )
     return [ContactOut.model_validate(c) for c in rows]
@@ -126,10 +143,14 @@ async def create_lead(body: LeadIn, user: CurrentUser, services: ServicesDep) ->
 
 @router.get("/leads", tags=["leads"])
 async def list_leads(
-    user: CurrentUser, services: ServicesDep, limit: Limit = 100, offset: Offset = 0
+    user: CurrentUser,
+    services: ServicesDep,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    after: After = None,
 ) -> list[LeadOut]:
     rows = await services.db.read(
-        lambda s: crm.list_leads(s, user.workspace_id, limit=limit, offset=offset)
+        lambda s: crm.list_leads(s, user.workspace_id, limit=limit, offset=offset, after=after)
     )
     return [LeadOut.model_validate(r) for r in rows]
 
@@ -188,9 +209,12 @@ async def list_deals(
     status: DealStatus | None = None,
     limit: Limit = 100,
     offset: Offset = 0,
+    after: After = None,
 ) -> list[DealOut]:
     rows = await services.db.read(
-        lambda s: crm.list_deals(s, user.workspace_id, status=status, limit=limit, offset=offset)
+        lambda s: crm.list_deals(
+            s, user.workspace_id, status=status, limit=limit, offset=offset, after=after
+        )
     )
     return [DealOut.model_validate(d) for d in rows]
 
