@@ -50,6 +50,10 @@ class Forbidden(CrmailError):
     http_status = 403
 
 
+class WrongPassword(Forbidden):
+    """The current password given to change it is wrong (counted against guessing)."""
+
+
 class Conflict(CrmailError):
     code = "conflict"
     http_status = 409

@@ -13,8 +13,9 @@ from fastapi.testclient import TestClient
 
 from crmail.api import create_app
 from crmail.domain.netpolicy import parse_networks
+from crmail.ratelimit import FailureLimiter
 from crmail.runtime import server_config
-from crmail.web.ratelimit import FailureLimiter, SignInLimiter
+from crmail.web.ratelimit import SignInLimiter
 from tests.api.conftest import World
 from tests.web.conftest import PASSWORD, csrf_of, sign_in
 from tests.web.test_web import mail  # noqa: F401

@@ -28,6 +28,7 @@ from crmail.storage.models import (
     Message,
     OutboxAction,
     Placement,
+    User,
     utcnow,
 )
 
@@ -172,10 +173,16 @@ def active_connections(s: Session) -> dict[int, str]:
 
     The sync service restarts a worker whose fingerprint changed: new credentials, a
     new address or server must not wait for the old session to fail on its own.
+    A disabled user's accounts have none: their mail neither syncs nor goes out until
+    the user is enabled again (the accounts keep their state, cursors and queue).
     """
     rows = s.scalars(
         select(MailAccount)
-        .where(MailAccount.state.in_([st.value for st in ACTIVE]))
+        .join(User, User.id == MailAccount.user_id)
+        .where(
+            MailAccount.state.in_([st.value for st in ACTIVE]),
+            User.disabled_at.is_(None),
+        )
         .order_by(MailAccount.id)
     )
     return {a.id: _fingerprint(a) for a in rows}

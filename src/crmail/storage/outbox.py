@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
-from crmail.storage.models import Folder, Message, OutboxAction, Placement, utcnow
+from crmail.storage.models import Folder, Message, OutboxAction, Placement, User, utcnow
 
 PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
 #: attempts before an action is given up and shown as failed
@@ -96,6 +96,17 @@ def _queue_of(account_id: int | None) -> ColumnElement[bool]:
     return OutboxAction.account_id == account_id
 
 
+def _may_run() -> ColumnElement[bool]:
+    """Actions not queued by a disabled user: theirs wait (kept) until they are enabled.
+
+    The default sending provider's queue is shared, so its drainer skips them here; an
+    account's queue has no worker at all while its owner is disabled, and this keeps a
+    worker still winding down from starting one more.
+    """
+    disabled = select(User.id).where(User.disabled_at.is_not(None))
+    return OutboxAction.user_id.is_(None) | OutboxAction.user_id.not_in(disabled)
+
+
 def enqueue_sync(
     s: Session,
     *,
@@ -169,9 +180,13 @@ def claim_next(s: Session, account_id: int | None, now: datetime | None = None) 
             _queue_of(account_id),
             OutboxAction.state == PENDING,
             OutboxAction.next_attempt_at <= now,
+            _may_run(),
         )
         .order_by(OutboxAction.id)
         .limit(1)
+        # Atomic across processes (PostgreSQL): a row another drainer is claiming is
+        # skipped, not waited for and taken a second time.
+        .with_for_update(skip_locked=True)
     )
     if a is None:
         return None
@@ -219,6 +234,7 @@ def next_due(s: Session, account_id: int | None) -> datetime | None:
         .where(
             _queue_of(account_id),
             OutboxAction.state == PENDING,
+            _may_run(),
         )
         .order_by(OutboxAction.next_attempt_at)
         .limit(1)

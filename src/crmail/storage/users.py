@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from crmail.errors import Conflict, Forbidden, InvalidInput, NotFound
+from crmail.errors import Conflict, Forbidden, InvalidInput, NotFound, WrongPassword
 from crmail.storage import crm, tokens
 from crmail.storage import web as web_store
 from crmail.storage.models import User, WebSession, utcnow
@@ -117,7 +117,7 @@ def change_password(
             hint="an operator sets one with `crmail user set-password`",
         )
     if not web_store.verify_password(u.password_hash, current):
-        raise Forbidden("the current password is wrong")
+        raise WrongPassword("the current password is wrong")
     if len(new) < web_store.MIN_PASSWORD:
         raise InvalidInput(
             f"new_password: at least {web_store.MIN_PASSWORD} characters",

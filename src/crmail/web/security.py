@@ -10,9 +10,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Response
-from sqlalchemy.orm import Session
 
-from crmail.errors import CrmailError, InvalidInput
+from crmail.errors import CrmailError, InvalidInput, RateLimited
 from crmail.storage import tokens, users
 from crmail.web.common import SESSION_COOKIE, Web, WebAction, WebRoute, WebUser, see_other
 
@@ -81,22 +80,21 @@ async def change_password(
     me = web.user
     keep = web.request.cookies.get(SESSION_COOKIE, "")
 
-    def change(s: Session) -> None:
+    try:
         if new_password != confirm_password:
             raise InvalidInput("the new password and its confirmation differ")
-        users.change_password(
-            s,
+        await web.services.change_password(
             me,
             current_password,
             new_password,
             keep_session=keep,
             revoke_tokens=revoke_tokens == "on",
         )
-
-    try:
-        await web.services.db.write(change)
     except CrmailError as err:
-        return await _security_page(web, password_error=err, status=err.http_status)
+        page = await _security_page(web, password_error=err, status=err.http_status)
+        if isinstance(err, RateLimited):
+            page.headers["Retry-After"] = str(err.retry_after)
+        return page
     return await _security_page(web, password_changed=True)
 
 
@@ -114,6 +112,7 @@ async def list_users(web: WebUser) -> Response:
 async def disable_user(user_id: int, web: WebAction) -> Response:
     me = web.user
     await web.services.db.write(lambda s: users.disable(s, me, user_id))
+    web.services.user_enabled_changed()
     # Disabling oneself (one admin of several) ends this session too.
     return see_other("/signin" if user_id == me.id else "/settings/users")
 
@@ -122,4 +121,5 @@ async def disable_user(user_id: int, web: WebAction) -> Response:
 async def enable_user(user_id: int, web: WebAction) -> Response:
     me = web.user
     await web.services.db.write(lambda s: users.enable(s, me, user_id))
+    web.services.user_enabled_changed()
     return see_other("/settings/users")

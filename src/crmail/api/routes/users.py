@@ -109,15 +109,10 @@ async def rotate_token(
 @router.post("/me/password", status_code=204)
 async def change_password(body: PasswordIn, user: CurrentUser, services: ServicesDep) -> Response:
     """Change the caller's web password: every web session ends; with ``revoke_tokens``,
-    every API token too (this request's included)."""
-    await services.db.write(
-        lambda s: users.change_password(
-            s,
-            user,
-            body.current_password,
-            body.new_password,
-            revoke_tokens=body.revoke_tokens,
-        )
+    every API token too (this request's included). After 5 wrong current passwords in
+    5 minutes the user's attempts answer 429 with Retry-After."""
+    await services.change_password(
+        user, body.current_password, body.new_password, revoke_tokens=body.revoke_tokens
     )
     return Response(status_code=204)
 
@@ -143,11 +138,17 @@ async def list_users(user: CurrentUser, services: ServicesDep) -> list[MemberOut
 
 @router.post("/users/{user_id}/disable")
 async def disable_user(user_id: IdPath, user: CurrentUser, services: ServicesDep) -> MemberOut:
-    """Disable a user (admins only): their sessions end and their API tokens are revoked."""
-    return _member_out(await services.db.write(lambda s: users.disable(s, user, user_id)))
+    """Disable a user (admins only): their sessions end, their API tokens are revoked, and
+    their mailboxes stop syncing and sending until they are enabled again."""
+    member = await services.db.write(lambda s: users.disable(s, user, user_id))
+    services.user_enabled_changed()
+    return _member_out(member)
 
 
 @router.post("/users/{user_id}/enable")
 async def enable_user(user_id: IdPath, user: CurrentUser, services: ServicesDep) -> MemberOut:
-    """Let a disabled user sign in again; they need new API tokens."""
-    return _member_out(await services.db.write(lambda s: users.enable(s, user, user_id)))
+    """Let a disabled user sign in again (they need new API tokens); their mailboxes
+    resume syncing and their queued actions run."""
+    member = await services.db.write(lambda s: users.enable(s, user, user_id))
+    services.user_enabled_changed()
+    return _member_out(member)
