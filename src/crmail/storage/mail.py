@@ -71,6 +71,9 @@ class Copy:
     dedup_key: str
     internaldate: datetime | None = None
     new: NewMessage | None = None
+    #: the provider's ids of the copy where it has them (Gmail: message id, threadId)
+    remote_id: str | None = None
+    remote_thread: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +279,8 @@ def apply_step(s: Session, account_id: int, step: FolderStep) -> StepResult:
                 "uid": c.uid,
                 "flags": sorted(c.flags),
                 "modseq": c.modseq,
+                "remote_id": c.remote_id,
+                "remote_thread": c.remote_thread,
             }
         )
     already = (

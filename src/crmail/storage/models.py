@@ -347,7 +347,15 @@ class Placement(Base):
     uid: Mapped[int] = mapped_column(BigInteger)
     flags: Mapped[list[str]] = mapped_column(JSON, default=list)
     modseq: Mapped[int | None] = mapped_column(BigInteger)
-    __table_args__ = (UniqueConstraint("folder_id", "uid"),)
+    #: the provider's own id of this copy where it has one (Gmail: the message id, and
+    #: ``uid`` a stable number made from it, see crmail.sync.gmail.labels); None on IMAP
+    remote_id: Mapped[str | None] = mapped_column(String(64))
+    #: the provider's conversation id (Gmail's threadId): replies are sent into it
+    remote_thread: Mapped[str | None] = mapped_column(String(64))
+    __table_args__ = (
+        UniqueConstraint("folder_id", "uid"),
+        UniqueConstraint("folder_id", "remote_id"),
+    )
 
 
 class TimelineEntry(Base):
@@ -541,3 +549,7 @@ class SyncProcess(Base):
     owner: Mapped[str] = mapped_column(String(120), primary_key=True)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
+
+
+# The calendar tables live in their own module; imported here so Base.metadata has them.
+from crmail.storage import calendar_models as _calendar_models  # noqa: E402, F401
