@@ -35,8 +35,9 @@ from crmail.errors import FolderMissing
 from crmail.mime import ENVELOPE_FIELDS, Envelope, Head, ParsedMessage, parse_head, parse_message
 from crmail.mime.keys import envelope_key, envelope_roles, needs_body
 from crmail.providers.imap import HeaderFetch, ImapClient, SelectResult
-from crmail.storage import autocreate, crm_threads, mail
+from crmail.storage import autocreate, mail
 from crmail.storage.db import Database
+from crmail.sync import judging
 from crmail.sync.folders import FolderGone, holds_its_mail
 
 log = logging.getLogger(__name__)
@@ -389,7 +390,7 @@ class FolderSync:
         policy = account_policy(self.account.settings)
         parsed = await asyncio.to_thread(
             lambda: {
-                uid: _limit(parse_message(raw, head=head_of.get(uid)), policy)
+                uid: limit_attachments(parse_message(raw, head=head_of.get(uid)), policy)
                 for uid, raw in bodies.items()
             }
         )
@@ -442,49 +443,16 @@ class FolderSync:
         return {m.uid: m.raw for m in await self.client.fetch_messages(uids)}
 
     async def _in_crm_threads(self, fresh: dict[str, Envelope]) -> set[str]:
-        """Dedup keys of ``fresh`` messages in a thread the CRM started from this
-        account's current address: one query for the whole batch."""
-        refs = {r for e in fresh.values() for r in (*e.in_reply_to, *e.references)}
-        if not refs:
-            return set()
-        ws, address = self.account.workspace_id, self.account.email
-        ok_ids = await self.db.read(lambda s: crm_threads.refs_in_crm_threads(s, ws, refs, address))
-        # A batch may hold a chain (reply to a reply) whose middle is not stored yet:
-        # a message that answers one joining the thread joins it too.
-        keys: set[str] = set()
-        grew = True
-        while grew:
-            grew = False
-            for key, e in fresh.items():
-                if key in keys or not any(r in ok_ids for r in (*e.in_reply_to, *e.references)):
-                    continue
-                keys.add(key)
-                if e.message_id:
-                    ok_ids.add(e.message_id)
-                grew = True
-        return keys
+        return await judging.in_crm_threads(self.db, self.account, fresh)
 
     async def _auto_create(self, fresh: list[Envelope], book: AddressBook) -> AddressBook:
         """Create the contacts these messages call for, in one write; the book with them."""
         if self._blocklist is None:
             ws = self.account.workspace_id
             self._blocklist = await self.db.read(lambda s: autocreate.blocklist(s, ws))
-        wanted: dict[str, str] = {}
-        for env in fresh:
-            for email, name in auto_rule.new_contacts(
-                autocreate.mail_of(env),
-                account_email=self.account.email,
-                options=self.auto,
-                own=book.own,
-                known=book.contacts,
-                blocklist=self._blocklist,
-            ).items():
-                wanted.setdefault(email, name)
-        if not wanted:
-            return book
-        ws = self.account.workspace_id
-        created = await self.db.write(lambda s: autocreate.create_contacts(s, ws, wanted))
-        self._book = autocreate.with_contacts(book, created)
+        self._book = await judging.auto_create(
+            self.db, self.account, self.auto, fresh, book, self._blocklist
+        )
         return self._book
 
 
@@ -504,7 +472,7 @@ def _within(batch: list[int], sizes: dict[int, int], budget: int) -> list[int]:
     return batch
 
 
-def _limit(parsed: ParsedMessage, policy: AttachmentPolicy) -> ParsedMessage:
+def limit_attachments(parsed: ParsedMessage, policy: AttachmentPolicy) -> ParsedMessage:
     """Attachments over the account's limit stay listed, as placeholders with the reason:
     the message is kept whole, nothing disappears silently."""
     if not any(a.size > policy.max_total_bytes for a in parsed.attachments):
