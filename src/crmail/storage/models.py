@@ -553,7 +553,3 @@ class SyncProcess(Base):
 
 # The calendar tables live in their own module; imported here so Base.metadata has them.
 from crmail.storage import calendar_models as _calendar_models  # noqa: E402, F401
-
-
-# The calendar tables live in their own module; imported here so Base.metadata has them.
-from crmail.storage import calendar_models as _calendar_models  # noqa: E402, F401
