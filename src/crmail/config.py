@@ -75,6 +75,12 @@ class Settings:
     microsoft_tenant: str = "common"
     #: where Microsoft's identity platform is (a test's fake); empty: Microsoft's own
     microsoft_auth_base: str = ""
+    #: seconds an account's lease lasts without renewal (renewed every third of it): a
+    #: process that dies is replaced within about this long (several processes on one
+    #: PostgreSQL; docs/operations.md "Running several processes")
+    lease_ttl: float = 24.0
+    #: most accounts one process syncs; 0: a fair share of the live processes
+    max_accounts_per_process: int = 0
 
     @property
     def mail_policy(self) -> AddressPolicy:
@@ -118,6 +124,8 @@ class Settings:
             "webhook_allow_http_loopback": e.get("CRMAIL_WEBHOOK_ALLOW_HTTP_LOOPBACK", "").lower()
             in ("1", "true", "yes", "on"),
             "webhook_retention_days": int(e.get("CRMAIL_WEBHOOK_RETENTION_DAYS", "30")),
+            "lease_ttl": float(e.get("CRMAIL_LEASE_TTL", "24")),
+            "max_accounts_per_process": int(e.get("CRMAIL_MAX_ACCOUNTS_PER_PROCESS", "0")),
             "cookie_secure": e.get("CRMAIL_COOKIE_SECURE", "").lower()
             in ("1", "true", "yes", "on"),
             "trusted_proxies": _networks(e, "CRMAIL_TRUSTED_PROXIES"),

@@ -18,9 +18,9 @@ import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.orm import Session
 
 from crmail.crypto import SecretBox
@@ -268,12 +268,19 @@ def delete_endpoint(s: Session, user: UserInfo, endpoint_id: int) -> None:
 # --- the sender's side ---------------------------------------------------------------------------
 
 
-def due_deliveries(s: Session, now: datetime, limit: int = 50) -> list[DueDelivery]:
+def due_deliveries(
+    s: Session, now: datetime, limit: int = 50, *, hold: timedelta | None = None
+) -> list[DueDelivery]:
     """Pending deliveries whose time has come, of active endpoints, oldest first.
 
     Deliveries of a paused endpoint wait (they resume when it is re-activated).
+
+    With ``hold`` they are claimed: not due again for that long (the attempt records
+    its outcome before), skipping rows another process is claiming (SKIP LOCKED on
+    PostgreSQL), so of several processes sending webhooks, one attempts each delivery.
+    One that dies mid-attempt leaves it due again once the hold is over.
     """
-    rows = s.execute(
+    query = (
         select(WebhookDelivery, WebhookEndpoint, WebhookEvent)
         .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
         .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
@@ -284,7 +291,16 @@ def due_deliveries(s: Session, now: datetime, limit: int = 50) -> list[DueDelive
         )
         .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
         .limit(limit)
-    ).all()
+    )
+    if hold is not None:
+        query = query.with_for_update(skip_locked=True, of=WebhookDelivery)
+    rows = s.execute(query).all()
+    if hold is not None and rows:
+        s.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id.in_([d.id for d, _, _ in rows]))
+            .values(next_attempt_at=now + hold)
+        )
     return [
         DueDelivery(
             id=d.id,

@@ -113,8 +113,11 @@ class Sending:
     async def _hand_to_smtp(self, action: outbox.Action) -> None:
         mid = self._message_id(action)
         payload = {**action.payload, "stage": "sending"}
-        await self.db.write(lambda s: outbound.send_progress(s, action.id, mid, payload, "sending"))
         raw = await self.db.read(lambda s: outbound.raw_of(s, mid))
+        # Last step before the handoff: with several processes, this write is fenced by
+        # the account's lease (crmail.storage.leases), so an owner that lost the account
+        # stops here instead of sending what the new owner may send too.
+        await self.db.write(lambda s: outbound.send_progress(s, action.id, mid, payload, "sending"))
         try:
             result = await smtp.send(
                 self.settings,

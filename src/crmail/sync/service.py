@@ -1,4 +1,11 @@
-"""The sync service: one worker per active account, started and stopped as accounts change."""
+"""The sync service: one worker per account this process leases, started and stopped as
+accounts and leases change.
+
+Several processes may run it on one PostgreSQL: each account is synced by the process
+holding its lease (:mod:`crmail.sync.leases`), and the worker writes through a fenced
+database that refuses every write once the lease is gone. The default sending
+provider's queue is leased the same way (as account 0), so one process drains it.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +22,11 @@ from crmail.errors import CrmailError, ProviderError, StorageError
 from crmail.providers.smtp import SmtpSettings
 from crmail.storage import accounts, actions, outbox
 from crmail.storage.db import Database
+from crmail.storage.leases import DEFAULT_SENDER, LeaseLost
 from crmail.sync.drain import drain_outbox
+from crmail.sync.leases import LeaseKeeper
 from crmail.sync.sending import Sending
+from crmail.sync.wakeups import parse_wake_message, wake_message
 from crmail.sync.worker import AccountWorker, WorkerOptions
 
 log = logging.getLogger(__name__)
@@ -35,14 +45,21 @@ class SyncService:
         scan_interval: float = 2.0,
         default_smtp: SmtpSettings | None = None,
         problems: dict[int, CrmailError] | None = None,
+        keeper: LeaseKeeper | None = None,
+        publish: Callable[[str], None] | None = None,
     ) -> None:
         self.db = db
+        self.keeper = keeper or LeaseKeeper(db)
+        #: tells the other processes (PostgreSQL NOTIFY): see :mod:`crmail.sync.wakeups`
+        self.publish = publish
+        self._leasing: list[asyncio.Task[None]] = []
+        #: the accounts (and default provider) someone should sync, from the last scan
+        self._wanted: dict[int, str] = {}
         self.box = box
         self.options = options
         self.scan_interval = scan_interval
         self.default_smtp = default_smtp
         self._default_wake = asyncio.Event()
-        self._default_task: asyncio.Task[None] | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._workers: dict[int, AccountWorker] = {}
         #: the connection fingerprint each running worker was started with
@@ -58,18 +75,41 @@ class SyncService:
 
     def accounts_changed(self) -> None:
         """Safe to call from any thread (API handlers run in a thread pool)."""
+        if self.publish is not None:
+            self.publish("accounts")
+        self.wake_supervisor()
+
+    def wake_supervisor(self) -> None:
         loop = self._runner.get_loop() if self._runner else None
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._wake.set)
 
     def actions_queued(self, account_ids: Iterable[int], default_provider: bool = False) -> None:
-        """The CRM queued changes for these accounts: wake their outbox drains (any thread)."""
+        """The CRM queued changes for these accounts: wake their outbox drains (any thread),
+        here and, through ``publish``, in the process that owns each."""
+        account_ids = list(account_ids)
+        if self.publish is not None:
+            self.publish(wake_message(account_ids, default_provider))
+        self.wake_outboxes(account_ids, default_provider)
+
+    def on_notice(self, payload: str) -> None:
+        """Another process's wake-up (see :func:`wake_message`)."""
+        if payload == "accounts":
+            self.wake_supervisor()
+            return
+        ids, default = parse_wake_message(payload)
+        self.wake_outboxes(ids, default)
+
+    def wake_outboxes(
+        self, account_ids: Iterable[int] | None, default_provider: bool = False
+    ) -> None:
+        """Wake the drains of these accounts (None: all) that run in this process."""
         loop = self._runner.get_loop() if self._runner else None
         if loop is None or loop.is_closed():
             return
         if default_provider:
             loop.call_soon_threadsafe(self._default_wake.set)
-        for account_id in account_ids:
+        for account_id in list(self._workers) if account_ids is None else account_ids:
             worker = self._workers.get(account_id)
             if worker is not None:
                 loop.call_soon_threadsafe(worker.wake)
@@ -81,17 +121,18 @@ class SyncService:
             name="sync-supervisor",
         )
         self._runner.add_done_callback(_report_death)
-        if self.default_smtp is not None:
-            self._default_task = loop.create_task(
-                _keep_going("default sender", self._default_sender, self.options.backoff()),
-                name="default-sender",
-            )
-            self._default_task.add_done_callback(_report_death)
+        for name, body in (
+            ("lease-heartbeat", self._heartbeat),
+            ("lease-watchdog", self._watchdog),
+        ):
+            task = loop.create_task(body(), name=name)
+            task.add_done_callback(_report_death)
+            self._leasing.append(task)
 
-    async def _default_sender(self) -> None:
+    async def _default_sender(self, db: Database) -> None:
         """Bulk and workflow email that goes out through the default provider."""
         assert self.default_smtp is not None
-        sending = Sending(self.db, self.default_smtp)
+        sending = Sending(db, self.default_smtp)
 
         async def run(action: outbox.Action) -> None:
             try:
@@ -101,16 +142,14 @@ class SyncService:
             except CrmailError as exc:
                 retryable = isinstance(exc, ProviderError) and exc.retryable
                 message = exc.message
-                await self.db.write(
-                    lambda s: outbox.fail(s, action.id, message, retryable=retryable)
-                )
+                await db.write(lambda s: outbox.fail(s, action.id, message, retryable=retryable))
 
-        await drain_outbox(self.db, None, run, self._default_wake)
+        await drain_outbox(db, None, run, self._default_wake)
 
     async def stop(self) -> None:
-        tasks = [
-            t for t in (self._runner, self._default_task, *self._tasks.values()) if t is not None
-        ]
+        """Stop every worker, then give every lease back at once: the other processes
+        take the accounts over within a scan instead of waiting for the leases to expire."""
+        tasks = [t for t in (self._runner, *self._leasing, *self._tasks.values()) if t is not None]
         for t in tasks:
             t.cancel()
         if tasks:
@@ -120,6 +159,11 @@ class SyncService:
                 log.warning("%s did not stop within %ss", t.get_name(), STOP_TIMEOUT)
         self._tasks.clear()
         self._workers.clear()
+        self._leasing.clear()
+        try:
+            await self.keeper.leave()
+        except CrmailError as exc:
+            log.warning("could not release the account leases (they expire by themselves): %s", exc)
 
     @property
     def running(self) -> set[int]:
@@ -128,10 +172,63 @@ class SyncService:
     async def _supervise(self) -> None:
         while True:
             await self.reconcile()
+            # Atomic: of several processes running it together, each item wakes once.
             await self.db.write(actions.wake_snoozed)
+            wait = self.scan_interval
+            if len(self.keeper.held) < self.keeper.fair_share():
+                # Room for more: look again the moment another process's lease expires.
+                expiry = await self.keeper.next_expiry(sorted(self._wanted))
+                if expiry is not None:
+                    wait = min(wait, max(0.05, expiry + 0.05))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.scan_interval)
+                await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
+
+    async def _heartbeat(self) -> None:
+        """Renew the leases; stop the workers of those lost, hand over those beyond this
+        process's fair share (stopped first, then released)."""
+        while True:
+            await asyncio.sleep(self.keeper.heartbeat_interval)
+            try:
+                lost, surplus = await self.keeper.beat()
+            except CrmailError as exc:
+                log.warning("could not renew the account leases: %s", exc)
+                continue  # the watchdog stops the workers before the leases expire
+            if lost:
+                log.warning("lost the leases of accounts %s: their sync stops here", lost)
+                self._drop(lost)
+            if surplus:
+                await self._stop_and_wait(self._drop(surplus))
+                await self.keeper.release(surplus)
+            if lost or surplus:
+                self._wake.set()
+
+    async def _watchdog(self) -> None:
+        """A lease not renewed in time (the database unreachable, the process paused)
+        stops its worker before the lease can expire and another process start one."""
+        while True:
+            await asyncio.sleep(min(1.0, self.keeper.margin / 4))
+            gone = self.keeper.expired_locally()
+            if gone:
+                log.warning("the leases of accounts %s could not be renewed in time", gone)
+                self._drop(gone)
+
+    def _drop(self, account_ids: Iterable[int]) -> list[asyncio.Task[None]]:
+        """Cancel these accounts' workers; returns their tasks, still winding down."""
+        tasks = []
+        for account_id in account_ids:
+            task = self._tasks.pop(account_id, None)
+            self._workers.pop(account_id, None)
+            self._versions.pop(account_id, None)
+            if task is not None:
+                task.cancel()
+                tasks.append(task)
+        return tasks
+
+    @staticmethod
+    async def _stop_and_wait(tasks: list[asyncio.Task[None]]) -> None:
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
 
     async def reconcile(self) -> None:
         """Start workers for active accounts; stop those of accounts no longer active.
@@ -139,11 +236,15 @@ class SyncService:
         A worker whose account changed connection (reconnect with a new password, a
         new address or server) is replaced: it read its settings when it started.
         """
-        wanted = await self.db.read(accounts.active_connections)
+        wanted = dict(await self.db.read(accounts.active_connections))
+        if self.default_smtp is not None:
+            wanted[DEFAULT_SENDER] = "default provider"
+        self._wanted = wanted
         stopping = []
         for account_id, task in list(self._tasks.items()):
             if (
                 account_id not in wanted
+                or account_id not in self.keeper.held
                 or task.done()
                 or self._versions.get(account_id) != wanted[account_id]
             ):
@@ -158,22 +259,33 @@ class SyncService:
             # Let cancelled workers close their sessions first: an old session must not
             # record a late event (say, its password refused) over the new one's.
             await asyncio.wait(stopping, timeout=10)
+        unwanted = [a for a in self.keeper.held if a not in wanted]
+        if unwanted:
+            await self.keeper.release(unwanted)
+        await self.keeper.claim(sorted(wanted))
         now = asyncio.get_running_loop().time()
-        for account_id in sorted(set(wanted) - set(self._tasks)):
+        for account_id in sorted(set(wanted) & set(self.keeper.held) - set(self._tasks)):
             if self._restart_at.get(account_id, now) > now:
                 continue  # died recently: wait out its backoff
-            worker = AccountWorker(
-                self.db, self.box, account_id, self.options, problems=self.problems
-            )
-            self._workers[account_id] = worker
+            db = self.keeper.fenced(self.keeper.held[account_id])
+            worker: AccountWorker | None = None
+            if account_id == DEFAULT_SENDER:
+                body = functools.partial(self._default_sender, db)
+                coro = _keep_going("default sender", body, self.options.backoff())
+            else:
+                worker = AccountWorker(
+                    db, self.box, account_id, self.options, problems=self.problems
+                )
+                self._workers[account_id] = worker
+                coro = worker.run()
             self._versions[account_id] = wanted[account_id]
-            task = asyncio.create_task(worker.run(), name=f"account-{account_id}")
+            task = asyncio.create_task(coro, name=f"account-{account_id}")
             task.add_done_callback(functools.partial(self._worker_ended, account_id, worker))
             self._tasks[account_id] = task
             log.info("sync started for account %s", account_id)
 
     def _worker_ended(
-        self, account_id: int, worker: AccountWorker, task: asyncio.Task[None]
+        self, account_id: int, worker: AccountWorker | None, task: asyncio.Task[None]
     ) -> None:
         """A worker that died is never silent: its exception is read, logged, shown on the
         account's status, and the worker is started again after a backoff."""
@@ -181,8 +293,15 @@ class SyncService:
             return  # stopped, or paused on refused credentials (recorded by the worker)
         exc = task.exception()
         assert exc is not None
+        if isinstance(exc, LeaseLost):
+            # Another process holds the account now: nothing to record (its status is
+            # the new owner's to write) and nothing to restart here.
+            log.warning("account %s: %s", account_id, exc.message)
+            self.keeper.held.pop(account_id, None)
+            self._wake_soon(task)
+            return
         crashes = self._crashes.get(account_id, self.options.backoff())
-        if worker.healthy_rounds:
+        if worker is not None and worker.healthy_rounds:
             crashes = crashes.succeeded()  # it had been working: not a crash loop
         crashes = crashes.failed()
         self._crashes[account_id] = crashes
@@ -201,6 +320,11 @@ class SyncService:
             self._recording.add(recording)
             recording.add_done_callback(self._recording.discard)
             loop.call_later(delay, self._wake.set)
+
+    def _wake_soon(self, task: asyncio.Task[None]) -> None:
+        loop = task.get_loop()
+        if not loop.is_closed():
+            loop.call_soon(self._wake.set)
 
     async def _record_death(self, account_id: int, exc: BaseException) -> None:
         error = _death_reason(exc)
@@ -223,6 +347,8 @@ async def _keep_going(name: str, body: Callable[[], Awaitable[None]], backoff: B
         try:
             await body()
             return
+        except LeaseLost:
+            raise  # another process runs it now
         except Exception:
             if loop.time() - started > backoff.cap:
                 backoff = backoff.succeeded()  # it ran well for a while: not a loop

@@ -275,7 +275,11 @@ class WebhookSender:
     async def run_once(self) -> int:
         """Attempt every delivery due now (up to ``batch_size``); returns how many."""
         now = self._clock()
-        due = await self.db.read(lambda s: events.due_deliveries(s, now, self.batch_size))
+        # Claimed for longer than an attempt can take (resolving, connecting, the answer).
+        hold = timedelta(seconds=3 * self.timeout + 30)
+        due = await self.db.write(
+            lambda s: events.due_deliveries(s, now, self.batch_size, hold=hold)
+        )
         # Concurrent, bounded: one slow or hanging endpoint must not hold up the others.
         results = await asyncio.gather(*(self._deliver(d) for d in due), return_exceptions=True)
         for d, r in zip(due, results, strict=True):

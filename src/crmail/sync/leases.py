@@ -1,0 +1,134 @@
+"""This process's share of the accounts: claimed, renewed on a heartbeat, given back.
+
+The lease table (:mod:`crmail.storage.leases`) says which process syncs which account.
+The keeper claims up to a fair share (accounts over live processes, or the operator's
+cap), renews every third of the TTL, and gives up an account *before* its lease can
+expire anywhere: once ``ttl - margin`` has passed since the last renewal that committed,
+the account counts as lost on this process's own (monotonic) clock, whether or not the
+database could be reached to say so. Its worker is stopped, and every write still in
+flight is refused by the fence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+
+from sqlalchemy.orm import Session
+
+from crmail.storage import leases
+from crmail.storage.db import Database
+from crmail.storage.leases import FencedDatabase, Lease
+
+log = logging.getLogger(__name__)
+
+
+class LeaseKeeper:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        ttl: float = 24.0,
+        max_accounts: int = 0,
+        owner: str | None = None,
+    ) -> None:
+        self.db = db
+        self.ttl = ttl
+        #: a lease is given up this long before it could expire in the database
+        self.margin = ttl / 6
+        self.max_accounts = max_accounts
+        self.owner = owner or leases.new_owner()
+        self.held: dict[int, Lease] = {}
+        #: monotonic time each lease was last claimed or renewed (taken *before* the
+        #: statement ran: the database's expiry is at least ttl after it)
+        self._renewed: dict[int, float] = {}
+        #: live sync processes, from the last heartbeat
+        self.live = 1
+        self._total = 0
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self.ttl / 3
+
+    def valid(self, account_id: int) -> bool:
+        """Is the lease still ours by our own clock (with the safety margin)?"""
+        renewed = self._renewed.get(account_id)
+        return renewed is not None and time.monotonic() < renewed + self.ttl - self.margin
+
+    def fenced(self, lease: Lease) -> Database:
+        """The database for the worker of ``lease``: every write checks the lease."""
+        return FencedDatabase(self.db, lease, lambda: self.valid(lease.account_id))
+
+    def fair_share(self) -> int:
+        share = math.ceil(self._total / max(1, self.live))
+        return min(share, self.max_accounts) if self.max_accounts > 0 else share
+
+    async def claim(self, wanted: list[int]) -> list[Lease]:
+        """Claim free or expired leases among ``wanted`` up to the fair share."""
+        self._total = len(wanted)
+        room = self.fair_share() - len(self.held)
+        if room <= 0:
+            return []
+        mine = set(self.held)
+        others = [a for a in wanted if a not in mine]
+        started = time.monotonic()
+        got = await self.db.write(lambda s: leases.claim(s, self.owner, others, room, self.ttl))
+        for lease in got:
+            self.held[lease.account_id] = lease
+            self._renewed[lease.account_id] = started
+        if got:
+            log.info("claimed the leases of accounts %s", [g.account_id for g in got])
+        return got
+
+    async def beat(self) -> tuple[list[int], list[int]]:
+        """Heartbeat and renewal. Returns (lost, surplus): leases no longer held, and
+        leases over the fair share, which the caller stops and then :meth:`release`s."""
+        started = time.monotonic()
+
+        def beat(s: Session) -> tuple[int, list[Lease]]:
+            live = leases.heartbeat(s, self.owner, self.ttl)
+            return live, leases.renew(s, self.owner, self.ttl)
+
+        # Beside the single writer, not behind it: a long import commit must not hold
+        # up the renewal that keeps the account.
+        live, renewed = await asyncio.to_thread(self.db.run, beat)
+        self.live = live
+        still = {r.account_id for r in renewed}
+        for account_id in still & set(self.held):
+            self._renewed[account_id] = started
+        lost = [a for a in self.held if a not in still]
+        for account_id in lost:
+            self._forget(account_id)
+        excess = len(self.held) - self.fair_share()
+        surplus = sorted(self.held)[-excess:] if excess > 0 else []
+        return lost, surplus
+
+    def expired_locally(self) -> list[int]:
+        """Leases past their local deadline (the database could not be reached to renew
+        them): forgotten here, and their workers must stop."""
+        gone = [a for a in self.held if not self.valid(a)]
+        for account_id in gone:
+            self._forget(account_id)
+        return gone
+
+    async def release(self, account_ids: list[int]) -> None:
+        for account_id in account_ids:
+            self._forget(account_id)
+        await self.db.write(lambda s: leases.release(s, self.owner, account_ids))
+        log.info("released the leases of accounts %s", account_ids)
+
+    async def leave(self) -> None:
+        """Shutdown: every lease is free for the other processes at once."""
+        self.held.clear()
+        self._renewed.clear()
+        n = await asyncio.to_thread(self.db.run, lambda s: leases.leave(s, self.owner))
+        log.info("released %d account leases", n)
+
+    async def next_expiry(self, wanted: list[int]) -> float | None:
+        return await self.db.read(lambda s: leases.next_expiry(s, self.owner, wanted))
+
+    def _forget(self, account_id: int) -> None:
+        self.held.pop(account_id, None)
+        self._renewed.pop(account_id, None)
