@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from crmail.errors import Unauthenticated
+from crmail.errors import StorageError, Unauthenticated
 from crmail.services import Services
 from crmail.storage import crm, tokens
 from crmail.storage.crm import UserInfo
+
+log = logging.getLogger(__name__)
 
 # auto_error=False: a missing header must answer our own 401 shape, not FastAPI's 403.
 _bearer = HTTPBearer(
@@ -38,8 +41,18 @@ async def current_user(
     token = creds.credentials
     user, checked = await services.db.read(lambda s: crm.user_for_token(s, token))
     if checked.stale:
-        await services.db.write(lambda s: tokens.touch(s, checked.token_id))
+        await record_use(services, checked.token_id)
     return user
+
+
+async def record_use(services: Services, token_id: int) -> None:
+    """Note the token's last use, best effort: it is bookkeeping shown on the token list,
+    and a database busy elsewhere (a held lock, a full disk) must not fail the request
+    the token was checked for. The next request a minute later tries again."""
+    try:
+        await services.db.write(lambda s: tokens.touch(s, token_id))
+    except StorageError as exc:
+        log.debug("last use of API token %s not recorded: %s", token_id, exc.message)
 
 
 CurrentUser = Annotated[UserInfo, Depends(current_user)]
