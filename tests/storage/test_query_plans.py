@@ -1,0 +1,221 @@
+"""Every list is served in the order of an index: no sort of the whole list, no table scan.
+
+Each list read (own, teammate's and everyone's Inbox, timelines, a thread, contacts,
+leads, deals; first page and a deep page) is run on a seeded workspace while its SQL
+is captured; the statement that reads the list (the one with ORDER BY ... LIMIT) is
+then explained with the same parameters. SQLite: ``EXPLAIN QUERY PLAN`` must have no
+``USE TEMP B-TREE FOR ORDER BY`` and no ``SCAN`` of a table without an index.
+PostgreSQL (``enable_seqscan = off`` so the tiny tables do not make a sequential scan
+the cheapest plan): no ``Sort`` node and no ``Seq Scan``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from crmail.services import Services
+from crmail.storage import crm, visibility
+from crmail.storage import web as web_store
+from crmail.storage.models import (
+    Contact,
+    Deal,
+    InboxItem,
+    Lead,
+    Message,
+    Thread,
+    TimelineEntry,
+    User,
+    Workspace,
+)
+
+pytestmark = pytest.mark.db
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+N = 120
+
+
+@contextmanager
+def captured(services: Services) -> Iterator[list[tuple[str, Any]]]:
+    seen: list[tuple[str, Any]] = []
+
+    def grab(_c: Any, _cur: Any, statement: str, parameters: Any, *_a: Any) -> None:
+        seen.append((statement, parameters))
+
+    event.listen(services.db.engine, "before_cursor_execute", grab)
+    try:
+        yield seen
+    finally:
+        event.remove(services.db.engine, "before_cursor_execute", grab)
+
+
+@pytest.fixture
+def seeded(services: Services) -> dict[str, int]:
+    def make(s: Session) -> dict[str, int]:
+        ws = Workspace(name="Acme")
+        s.add(ws)
+        s.flush()
+        me = User(workspace_id=ws.id, email="me@acme.test", name="Me")
+        mate = User(workspace_id=ws.id, email="mate@acme.test", name="Mate")
+        s.add_all([me, mate])
+        lead = Lead(workspace_id=ws.id, name="Client Inc")
+        s.add(lead)
+        s.flush()
+        contact = Contact(workspace_id=ws.id, name="Ivy", lead_id=lead.id)
+        s.add(contact)
+        s.add_all(Contact(workspace_id=ws.id, name=f"c{i}") for i in range(N))
+        deal = Deal(workspace_id=ws.id, title="Big one", lead_id=lead.id)
+        s.add(deal)
+        s.add_all(Deal(workspace_id=ws.id, title=f"d{i}", status="won") for i in range(N))
+        s.add_all(Lead(workspace_id=ws.id, name=f"l{i}") for i in range(N))
+        thread = Thread(workspace_id=ws.id, subject="kiwi")
+        s.add(thread)
+        s.flush()
+        for i in range(N):
+            when = T0 + timedelta(minutes=i)
+            m = Message(
+                workspace_id=ws.id,
+                thread_id=thread.id,
+                dedup_key=f"k{i}",
+                subject="kiwi",
+                sent_at=when if i % 2 else None,
+                received_at=when,
+            )
+            s.add(m)
+            s.flush()
+            for kind, ident in (("contact", contact.id), ("lead", lead.id), ("deal", deal.id)):
+                s.add(
+                    TimelineEntry(
+                        workspace_id=ws.id,
+                        message_id=m.id,
+                        subject_type=kind,
+                        subject_id=ident,
+                        reason="from Ivy",
+                    )
+                )
+            for uid in (me.id, mate.id):
+                state = ("open", "snoozed", "done")[i % 3]
+                s.add(
+                    InboxItem(
+                        workspace_id=ws.id,
+                        user_id=uid,
+                        message_id=m.id,
+                        thread_id=thread.id,
+                        state=state,
+                        snooze_until=T0 if state == "snoozed" else None,
+                        received_at=when,
+                    )
+                )
+        s.flush()
+        return {
+            "me": me.id,
+            "mate": mate.id,
+            "lead": lead.id,
+            "contact": contact.id,
+            "deal": deal.id,
+            "thread": thread.id,
+        }
+
+    return services.db.run(make)
+
+
+def _lists(ids: dict[str, int]) -> dict[str, Callable[[Session, crm.UserInfo, str | None], Any]]:
+    """Each list read, taking a cursor (None: first page) and giving the next cursor."""
+
+    def timeline(kind: str) -> Callable[[Session, crm.UserInfo, str | None], Any]:
+        return lambda s, me, c: crm.timeline(s, me, kind, ids[kind], 10, c).next_before
+
+    def last_id(rows: list[Any]) -> str:
+        return str(rows[-1].id)
+
+    return {
+        "own inbox": lambda s, me, c: crm.inbox_for(s, me, me.id, 10, c).next_before,
+        "teammate inbox": lambda s, me, c: crm.inbox_for(s, me, ids["mate"], 10, c).next_before,
+        "unread inbox": lambda s, me, c: crm.inbox_for(s, me, me.id, 10, c, False).next_before,
+        "contact timeline": timeline("contact"),
+        "lead timeline": timeline("lead"),
+        "deal timeline": timeline("deal"),
+        "contacts": lambda s, me, c: last_id(
+            crm.list_contacts(s, me.workspace_id, limit=10, after=int(c) if c else None)
+        ),
+        "contacts of a lead": lambda s, me, c: last_id(
+            crm.list_contacts(s, me.workspace_id, lead_id=ids["lead"], limit=10)
+        ),
+        "leads": lambda s, me, c: last_id(
+            crm.list_leads(s, me.workspace_id, limit=10, after=int(c) if c else None)
+        ),
+        "deals": lambda s, me, c: last_id(
+            crm.list_deals(s, me.workspace_id, limit=10, after=int(c) if c else None)
+        ),
+        "won deals": lambda s, me, c: last_id(
+            crm.list_deals(s, me.workspace_id, status="won", limit=10, after=int(c) if c else None)
+        ),
+        "thread": lambda s, me, c: str(len(visibility.thread_messages(s, me, ids["thread"]))),
+    }
+
+
+def _list_statements(seen: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    # The list itself is the ordered, LIMITed read (a thread has no limit: its ORDER BY
+    # is the message date); the lookups by the page's ids that follow are bounded by the
+    # page size whatever their plan.
+    return [
+        (sql, p) for sql, p in seen if "ORDER BY" in sql and ("LIMIT" in sql or "coalesce(" in sql)
+    ]
+
+
+def _plan(s: Session, sql: str, params: Any) -> list[str]:
+    cursor = s.connection().connection.cursor()
+    try:
+        if s.get_bind().dialect.name == "sqlite":
+            cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
+            return [str(row[-1]) for row in cursor.fetchall()]
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + sql, params)
+        return [str(row[0]) for row in cursor.fetchall()]
+    finally:
+        cursor.close()
+
+
+def _problems(dialect: str, plan: list[str]) -> list[str]:
+    if dialect == "sqlite":
+        return [
+            line
+            for line in plan
+            if "TEMP B-TREE" in line
+            or (line.startswith("SCAN ") and "INDEX" not in line and "CONSTANT" not in line)
+        ]
+    return [line for line in plan if "Sort" in line or "Seq Scan" in line]
+
+
+@pytest.mark.parametrize("name", list(_lists({k: 0 for k in ("lead", "contact", "deal")})))
+@pytest.mark.parametrize("page", ["first", "deep"])
+def test_each_list_is_read_in_index_order(
+    services: Services, seeded: dict[str, int], name: str, page: str
+) -> None:
+    read = _lists(seeded)[name]
+
+    def run(s: Session) -> list[str]:
+        me = web_store.user_by_id(s, seeded["me"])
+        cursor = None
+        if page == "deep":
+            for _ in range(3):
+                cursor = read(s, me, cursor)
+                assert cursor, "the seeded list has more than three pages"
+        with captured(services) as seen:
+            read(s, me, cursor)
+        statements = _list_statements(seen)
+        assert statements, "the list read issued no ordered query"
+        dialect = s.get_bind().dialect.name
+        bad = []
+        for sql, params in statements:
+            plan = _plan(s, sql, params)
+            bad += [f"{line}\n  in {sql}\n  plan: {plan}" for line in _problems(dialect, plan)]
+        return bad
+
+    assert services.db.run(run) == []
