@@ -190,6 +190,8 @@ class Mailbox:
         if kind in ("labelsAdded", "labelsRemoved"):
             entry["labelIds"] = sorted(label_ids)
         self.history.append({"id": str(hid), "messages": [msg.ref()], kind: [entry]})
+        if self.watch is not None:
+            self.fake.publish(self.address, hid)
 
     def expire_history(self) -> None:
         """Forget every change so far: a start id from before now answers 404."""
@@ -370,6 +372,13 @@ class Mailbox:
                 label = self._label_by_name(value)
                 anywhere = anywhere or label in HIDDEN_FROM_LISTS
                 predicates.append(lambda m, label=label: label in m.labels)  # type: ignore[misc]
+            elif key == "rfc822msgid" and value:
+                wanted = value.strip("<>")
+                predicates.append(
+                    lambda m, wanted=wanted: (  # type: ignore[misc]
+                        str(m.parsed.get("Message-ID", "")).strip().strip("<>").lower() == wanted
+                    )
+                )
             elif key == "is" and value in ("unread", "starred"):
                 label = value.upper()
                 predicates.append(lambda m, label=label: label in m.labels)  # type: ignore[misc]
@@ -410,10 +419,15 @@ class Fault:
     path_contains: str | None
     retry_after: str | None
     reason: str | None
+    #: matching requests let through before the fault starts
+    after: int = 0
+    path_ends: str | None = None
 
     def matches(self, method: str, path: str) -> bool:
-        return (self.method is None or self.method == method) and (
-            self.path_contains is None or self.path_contains in path
+        return (
+            (self.method is None or self.method == method)
+            and (self.path_contains is None or self.path_contains in path)
+            and (self.path_ends is None or path.endswith(self.path_ends))
         )
 
 
@@ -447,6 +461,11 @@ class FakeGmail:
     faults: list[Fault] = field(default_factory=list)
     requests: list[RequestRecord] = field(default_factory=list)
     answers: list[Answer] = field(default_factory=list)
+    #: where Pub/Sub would push notifications for watched mailboxes (a crmail URL)
+    push_url: str | None = None
+    #: notifications pushed: (address, historyId, HTTP status or the error)
+    pushed: list[tuple[str, int, object]] = field(default_factory=list)
+    _push_numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -485,8 +504,11 @@ class FakeGmail:
         path_contains: str | None = None,
         retry_after: int | str | None = None,
         reason: str | None = None,
+        after: int = 0,
+        path_ends: str | None = None,
     ) -> None:
-        """The next ``times`` matching requests answer ``status`` instead."""
+        """The next ``times`` matching requests (after ``after`` of them went through)
+        answer ``status`` instead."""
         self.faults.append(
             Fault(
                 status,
@@ -495,6 +517,8 @@ class FakeGmail:
                 path_contains,
                 None if retry_after is None else str(retry_after),
                 reason,
+                after,
+                path_ends,
             )
         )
 
@@ -505,12 +529,42 @@ class FakeGmail:
             if (method is None or r.method == method) and path_contains in r.path
         )
 
+    def publish(self, address: str, history_id: int) -> None:
+        """What Pub/Sub does for a watched mailbox: POST the notification to the push
+        endpoint (in the background, like Google: the change does not wait for it)."""
+        url = self.push_url
+        if not url:
+            return
+        data = json.dumps({"emailAddress": address, "historyId": history_id}).encode()
+        body = {
+            "message": {
+                "data": base64.b64encode(data).decode("ascii"),
+                "messageId": str(next(self._push_numbers)),
+                "publishTime": dt.datetime.now(dt.UTC).isoformat(),
+            },
+            "subscription": "projects/fake/subscriptions/crmail-gmail",
+        }
+
+        def post() -> None:
+            outcome: object
+            try:
+                outcome = httpx.post(url, json=body, timeout=10).status_code
+            except httpx.HTTPError as exc:
+                outcome = exc
+            with self.lock:
+                self.pushed.append((address, history_id, outcome))
+
+        threading.Thread(target=post, daemon=True).start()
+
     # --- plumbing ------------------------------------------------------------------
 
     def _inject_fault(self, method: str, path: str) -> None:
         with self.lock:
             for fault in self.faults:
                 if fault.times > 0 and fault.matches(method, path):
+                    if fault.after > 0:
+                        fault.after -= 1
+                        continue
                     fault.times -= 1
                     headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
                     message = {

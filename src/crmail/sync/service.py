@@ -28,6 +28,7 @@ from crmail.sync.leases import LeaseKeeper
 from crmail.sync.sending import Sending
 from crmail.sync.wakeups import parse_wake_message, wake_message
 from crmail.sync.worker import AccountWorker, WorkerOptions
+from crmail.sync.workers import worker_for
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +274,7 @@ class SyncService:
                 body = functools.partial(self._default_sender, db)
                 coro = _keep_going("default sender", body, self.options.backoff())
             else:
-                worker = AccountWorker(
+                worker = await worker_for(
                     db, self.box, account_id, self.options, problems=self.problems
                 )
                 self._workers[account_id] = worker

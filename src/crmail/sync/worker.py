@@ -38,6 +38,7 @@ from crmail.storage import accounts, actions, mail, outbox
 from crmail.storage.db import Database
 from crmail.sync.drain import drain_outbox
 from crmail.sync.folders import FolderGone, discover
+from crmail.sync.gmail.options import GmailOptions
 from crmail.sync.inbound import FolderSync, SyncOptions
 from crmail.sync.sending import Sending, smtp_settings_for
 from crmail.sync.syncback import SyncBack
@@ -64,6 +65,8 @@ class WorkerOptions:
     #: fresh access tokens for accounts connected with Google / Microsoft (XOAUTH2);
     #: None: the stored access token is used as it is
     tokens: TokenKeeper | None = None
+    #: accounts that sync through the Gmail API (provider "gmail")
+    gmail: GmailOptions = field(default_factory=GmailOptions)
 
     def backoff(self) -> Backoff:
         return Backoff(first=self.min_backoff, cap=self.max_backoff)

@@ -1,0 +1,26 @@
+"""Which worker syncs an account: by its provider (``MailAccount.provider``)."""
+
+from __future__ import annotations
+
+from crmail.crypto import SecretBox
+from crmail.errors import CrmailError
+from crmail.storage import mail
+from crmail.storage.db import Database
+from crmail.sync.gmail.worker import GmailWorker
+from crmail.sync.worker import AccountWorker, WorkerOptions
+
+#: provider kind of accounts synced through the Gmail API (IMAP accounts: "imap")
+GMAIL = "gmail"
+
+
+async def worker_for(
+    db: Database,
+    box: SecretBox,
+    account_id: int,
+    options: WorkerOptions,
+    *,
+    problems: dict[int, CrmailError] | None = None,
+) -> AccountWorker:
+    account = await db.read(lambda s: mail.account_info(s, account_id))
+    kind = GmailWorker if account.provider == GMAIL else AccountWorker
+    return kind(db, box, account_id, options, problems=problems)

@@ -1,0 +1,173 @@
+"""A Google account synced through the Gmail API against the fake Gmail on loopback."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from crmail.providers.gmail import RetryPolicy
+from crmail.services import Services
+from crmail.storage import accounts, crm
+from crmail.storage.models import InboxItem, Message, Placement
+from crmail.sync.gmail.options import GmailOptions
+from crmail.sync.gmail.worker import GmailWorker
+from crmail.sync.worker import WorkerOptions
+from tests.factories import World, message, new_world
+from tests.fakes.gmail import FakeGmail, Mailbox
+from tests.fakes.server import LoopbackServer
+from tests.sync.test_inbound import FAST
+
+pytestmark = pytest.mark.db
+
+_numbers = itertools.count(1)
+
+#: retries that do not wait long: tests count requests, they never time them
+QUICK_RETRY = RetryPolicy(throttled_attempts=3, server_attempts=2, base_delay=0.01, jitter=0.0)
+
+
+@pytest.fixture(scope="session")
+def gmail_fake() -> Iterator[tuple[FakeGmail, str]]:
+    fake = FakeGmail(seed=11)
+    with LoopbackServer(fake.app) as server:
+        yield fake, server.url
+
+
+@dataclass
+class Google:
+    """One user's Gmail mailbox on the fake and their crmail account syncing it."""
+
+    services: Services
+    world: World
+    fake: FakeGmail
+    url: str
+    box: Mailbox
+    user_id: int
+    account_id: int
+    options: WorkerOptions
+
+    @property
+    def address(self) -> str:
+        return self.box.address
+
+    def worker(self, **changes: object) -> GmailWorker:
+        options = replace(self.options, **changes) if changes else self.options
+        return GmailWorker(self.services.db, self.services.box, self.account_id, options)
+
+    async def sync(self) -> GmailWorker:
+        worker = self.worker()
+        await worker.run_once()
+        return worker
+
+    def user(self) -> crm.UserInfo:
+        return self.services.db.run(
+            lambda s: crm.get_user(s, self.world.workspace_id, self.user_id)
+        )
+
+    def deliver(
+        self,
+        sender: str,
+        subject: str = "Hello",
+        *,
+        labels: tuple[str, ...] = ("INBOX", "UNREAD"),
+        minutes_ago: int = 5,
+        **kw: object,
+    ) -> str:
+        when = datetime.now(UTC) - timedelta(minutes=minutes_ago)
+        raw = message(sender, self.address, subject, date=when, **kw)  # type: ignore[arg-type]
+        return self.box.deliver(raw, labels=labels, internal_date=when).id
+
+    def raw_fetches(self, gmail_id: str) -> int:
+        """Requests that asked Gmail for this message's body."""
+        return sum(
+            1
+            for r in self.fake.requests
+            if r.path.endswith(f"/messages/{gmail_id}") and "format=raw" in r.query
+        )
+
+    def placements(self, gmail_id: str) -> list[tuple[str, list[str]]]:
+        from crmail.storage.models import Folder
+
+        return sorted(
+            self.services.db.run(
+                lambda s: [
+                    (name, list(flags))
+                    for name, flags in s.execute(
+                        select(Folder.name, Placement.flags)
+                        .join(Folder, Folder.id == Placement.folder_id)
+                        .where(
+                            Placement.account_id == self.account_id,
+                            Placement.remote_id == gmail_id,
+                        )
+                    ).all()
+                ]
+            )
+        )
+
+    def message_id_of(self, gmail_id: str) -> int | None:
+        return self.services.db.run(
+            lambda s: s.scalar(
+                select(Placement.message_id).where(
+                    Placement.account_id == self.account_id, Placement.remote_id == gmail_id
+                )
+            )
+        )
+
+    def item(self, message_id: int) -> tuple[str, bool] | None:
+        row = self.services.db.run(
+            lambda s: s.execute(
+                select(InboxItem.state, InboxItem.is_read).where(
+                    InboxItem.user_id == self.user_id, InboxItem.message_id == message_id
+                )
+            ).one_or_none()
+        )
+        return None if row is None else (row[0], row[1])
+
+    def stored(self) -> int:
+        return self.services.db.run(
+            lambda s: len(
+                s.scalars(
+                    select(Message.id).where(Message.workspace_id == self.world.workspace_id)
+                ).all()
+            )
+        )
+
+
+def gmail_options(url: str, **changes: object) -> WorkerOptions:
+    return replace(
+        FAST,
+        gmail=GmailOptions(base_url=url, retry=QUICK_RETRY),
+        min_backoff=0.05,
+        max_backoff=0.2,
+        **changes,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def google(services: Services, gmail_fake: tuple[FakeGmail, str]) -> Google:
+    fake, url = gmail_fake
+    fake.faults.clear()
+    fake.push_url = None
+    n = next(_numbers)
+    address = f"pat{n}@gmail.test"
+    token = f"gmail-token-{n}"
+    box = fake.add_mailbox(address, token=token)
+    world = new_world(services)
+    me = world.user(address)
+    secret = services.box.seal({"oauth2_token": token})
+    account_id = services.db.run(
+        lambda s: accounts.create_account(
+            s,
+            workspace_id=world.workspace_id,
+            user_id=me,
+            email=address,
+            provider="gmail",
+            settings={"history_days": 30},
+            secret=secret,
+        )
+    )
+    return Google(services, world, fake, url, box, me, account_id, gmail_options(url))
