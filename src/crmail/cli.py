@@ -73,13 +73,27 @@ def keygen() -> None:
 @main.command()
 @click.option("--host", default=None, help="API listen address (CRMAIL_HOST).")
 @click.option("--port", type=int, default=None, help="API port (CRMAIL_PORT).")
+@click.option(
+    "--role",
+    type=click.Choice(["all", "api", "sync"]),
+    default="all",
+    show_default=True,
+    help="api: the REST API and web app; sync: the sync workers and senders; all: both.",
+)
 @_fail_cleanly
-def run(host: str | None, port: int | None) -> None:
-    """Run the service: REST API and sync workers for every connected account."""
-    from crmail.runtime import run_until_stopped, serve
+def run(host: str | None, port: int | None, role: str) -> None:
+    """Run the service: REST API and sync workers for every connected account.
 
-    services = _services(host=host, port=port)
-    sys.exit(run_until_stopped(serve(services)))
+    On PostgreSQL, run as many as you like: accounts are shared out by leases.
+    """
+    from crmail.runtime import run_until_stopped, serve
+    from crmail.storage.single import only_process
+
+    overrides: dict[str, object] = {"host": host, "port": port}
+    settings = Settings.from_env(None, **{k: v for k, v in overrides.items() if v is not None})
+    with only_process(settings.database_url):
+        code = run_until_stopped(serve(Services.open(settings), role=role))
+    sys.exit(code)
 
 
 @main.command()
@@ -137,10 +151,15 @@ def _bar(progress: float, width: int = 20) -> str:
 def sync(account_id: int) -> None:
     """Import and catch up one account once, showing progress, then exit."""
     from crmail.runtime import sync_once
+    from crmail.storage.single import only_process
 
-    services = _services()
-    asyncio.run(sync_once(services, account_id, progress=_print_progress))
-    services.close()
+    settings = Settings.from_env()
+    with only_process(settings.database_url):
+        services = Services.open(settings)
+        try:
+            asyncio.run(sync_once(services, account_id, progress=_print_progress))
+        finally:
+            services.close()
 
 
 def _print_progress(name: str, done: int, total: int) -> None:

@@ -17,9 +17,11 @@ from crmail.services import Services
 from crmail.storage import accounts
 from crmail.sync.dropbox import DropServer
 from crmail.sync.inbound import SyncOptions
+from crmail.sync.leases import LeaseKeeper
 from crmail.sync.oauth import token_keeper
 from crmail.sync.sending import smtp_settings_from_url
 from crmail.sync.service import SyncService
+from crmail.sync.wakeups import Broadcast, PgWakeups
 from crmail.sync.webhooks import WebhookSender
 from crmail.sync.worker import AccountWorker, WorkerOptions
 
@@ -82,23 +84,65 @@ def server_config(services: Services, app: ASGIApp) -> uvicorn.Config:
     )
 
 
-async def serve(services: Services, *, ready: Callable[[str], None] | None = None) -> None:
-    from crmail.api.app import create_app
+#: what ``crmail run --role`` starts
+ROLES = ("all", "api", "sync")
 
-    sync = SyncService(
-        services.db,
-        services.box,
-        worker_options(services),
-        scan_interval=services.settings.account_scan_interval,
-        problems=services.problems,
-        default_smtp=(
-            smtp_settings_from_url(services.settings.default_smtp_url)
-            if services.settings.default_smtp_url
-            else None
-        ),
-    )
-    services.sync = sync
-    sync.start()
+
+async def serve(
+    services: Services, *, ready: Callable[[str], None] | None = None, role: str = "all"
+) -> None:
+    """Run the API/web app ("api"), the sync service with its senders ("sync"), or both.
+
+    On PostgreSQL several processes may run, in any mix of roles: accounts are shared
+    out by leases, and wake-ups travel between processes by LISTEN/NOTIFY.
+    """
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
+    wakeups = None if services.db.is_sqlite else PgWakeups(services.db)
+    sync = None
+    listening = None
+    if role == "api":
+        services.sync = Broadcast(wakeups)
+    else:
+        sync = SyncService(
+            services.db,
+            services.box,
+            worker_options(services),
+            scan_interval=services.settings.account_scan_interval,
+            problems=services.problems,
+            default_smtp=(
+                smtp_settings_from_url(services.settings.default_smtp_url)
+                if services.settings.default_smtp_url
+                else None
+            ),
+            keeper=LeaseKeeper(
+                services.db,
+                ttl=services.settings.lease_ttl,
+                max_accounts=services.settings.max_accounts_per_process,
+            ),
+            publish=wakeups.publish if wakeups is not None else None,
+        )
+        services.sync = sync
+        sync.start()
+        if wakeups is not None:
+            listening = asyncio.create_task(wakeups.listen(sync.on_notice), name="wake-listener")
+    try:
+        if sync is None:
+            await _serve_api(services, None, ready)
+        else:
+            await _serve_sync(services, sync, ready, api=role == "all")
+    finally:
+        if listening is not None:
+            listening.cancel()
+            await asyncio.gather(listening, return_exceptions=True)
+        if wakeups is not None:
+            wakeups.close()
+        services.close()
+
+
+async def _serve_sync(
+    services: Services, sync: SyncService, ready: Callable[[str], None] | None, *, api: bool
+) -> None:
     webhooks = WebhookSender(
         services.db,
         services.box,
@@ -119,23 +163,35 @@ async def serve(services: Services, *, ready: Callable[[str], None] | None = Non
             port=services.settings.drop_smtp_port,
         )
         await drops.start()
-    app = create_app(services)
-    app.state.webhooks = webhooks  # lets the API wake it after queueing a test ping
-    server = uvicorn.Server(server_config(services, app))
-    url = f"http://{services.settings.host}:{services.settings.port}"
     try:
-        task = asyncio.create_task(server.serve())
-        while not server.started and not task.done():
-            await asyncio.sleep(0.05)
-        if ready is not None and server.started:
-            ready(url)
-        await task
+        if api:
+            await _serve_api(services, webhooks, ready)
+        else:
+            if ready is not None:
+                ready("sync only")
+            await asyncio.Event().wait()  # until cancelled (SIGTERM, Ctrl-C)
     finally:
         if drops is not None:
             await drops.stop()
         await webhooks.stop()
         await sync.stop()
-        services.close()
+
+
+async def _serve_api(
+    services: Services, webhooks: WebhookSender | None, ready: Callable[[str], None] | None
+) -> None:
+    from crmail.api.app import create_app
+
+    app = create_app(services)
+    app.state.webhooks = webhooks  # lets the API wake it after queueing a test ping
+    server = uvicorn.Server(server_config(services, app))
+    url = f"http://{services.settings.host}:{services.settings.port}"
+    task = asyncio.create_task(server.serve())
+    while not server.started and not task.done():
+        await asyncio.sleep(0.05)
+    if ready is not None and server.started:
+        ready(url)
+    await task
 
 
 async def sync_once(
