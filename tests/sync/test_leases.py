@@ -1,0 +1,155 @@
+"""Account leases in the database: claim, renewal, expiry, takeover, fencing, fair share,
+and one process per SQLite file. The same tests run on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import pytest
+
+from crmail.config import Settings
+from crmail.services import Services
+from crmail.storage import leases, outbox
+from crmail.storage.leases import LeaseLost
+from crmail.storage.models import OutboxAction
+from crmail.storage.single import DatabaseInUse, only_process
+from crmail.sync.leases import LeaseKeeper
+from tests.factories import new_world
+from tests.servers import Dovecot, MailboxAccount
+
+
+def test_takeover_bumps_the_epoch_and_fences_out_the_old_owner(services: Services) -> None:
+    db = services.db
+    (a,) = db.run(lambda s: leases.claim(s, "proc-a", [7, 8], 1, ttl=0.3))
+    assert (a.account_id, a.owner, a.epoch) == (7, "proc-a", 1)
+    # Held and unexpired: nobody else gets it.
+    (other,) = db.run(lambda s: leases.claim(s, "proc-b", [7, 8], 5, ttl=0.3))
+    assert other.account_id == 8
+    db.run(lambda s: leases.fence(s, a))  # still ours: passes
+
+    time.sleep(0.5)  # proc-a paused past its lease
+    (b,) = db.run(lambda s: leases.claim(s, "proc-b", [7], 5, ttl=30))
+    assert (b.account_id, b.owner, b.epoch) == (7, "proc-b", 2)
+    with pytest.raises(LeaseLost):
+        db.run(lambda s: leases.fence(s, a))
+    assert db.run(lambda s: leases.renew(s, "proc-a", ttl=30)) == []
+    db.run(lambda s: leases.fence(s, b))
+
+
+def test_an_expired_lease_is_not_renewed_even_if_nobody_took_it(services: Services) -> None:
+    db = services.db
+    (a,) = db.run(lambda s: leases.claim(s, "proc-a", [3], 1, ttl=0.2))
+    time.sleep(0.4)
+    assert db.run(lambda s: leases.renew(s, "proc-a", ttl=30)) == []
+    with pytest.raises(LeaseLost):
+        db.run(lambda s: leases.fence(s, a))
+    # Claimed again by the same process: a new epoch, the old one stays fenced out.
+    (again,) = db.run(lambda s: leases.claim(s, "proc-a", [3], 1, ttl=30))
+    assert again.epoch == a.epoch + 1
+
+
+def test_release_hands_the_account_over_at_once(services: Services) -> None:
+    db = services.db
+    db.run(lambda s: leases.claim(s, "proc-a", [1, 2], 2, ttl=300))
+    assert db.run(lambda s: leases.claim(s, "proc-b", [1, 2], 2, ttl=300)) == []
+    assert db.run(lambda s: leases.leave(s, "proc-a")) == 2
+    got = db.run(lambda s: leases.claim(s, "proc-b", [1, 2], 2, ttl=300))
+    assert sorted(g.account_id for g in got) == [1, 2]
+
+
+async def test_a_fenced_worker_cannot_claim_or_finish_an_outbox_action(
+    services: Services, dovecot: Dovecot, mailbox: MailboxAccount
+) -> None:
+    """The old owner's writes — claiming the next action, recording an outcome — are
+    refused once another process took the account, and leave nothing behind."""
+    world = new_world(services)
+    me = world.user(mailbox.email)
+    account = world.connect(me, mailbox)
+    action_id = services.db.run(
+        lambda s: outbox.enqueue(
+            s,
+            workspace_id=world.workspace_id,
+            account_id=account,
+            user_id=me,
+            message_id=None,
+            kind="sync",
+            payload={},
+        )
+    )
+    old = LeaseKeeper(services.db, ttl=0.6, owner="proc-old")
+    await old.claim([account])
+    fenced = old.fenced(old.held[account])
+    await asyncio.sleep(0.8)  # paused past the lease (and past the local deadline)
+    with pytest.raises(LeaseLost):
+        await fenced.write(lambda s: outbox.claim_next(s, account))
+
+    # Even with the local deadline ignored, the database refuses the stale epoch.
+    new = LeaseKeeper(services.db, ttl=30, owner="proc-new")
+    await new.claim([account])
+    stale = leases.FencedDatabase(services.db, old.held[account], lambda: True)
+    with pytest.raises(LeaseLost):
+        await stale.write(lambda s: outbox.claim_next(s, account))
+    state = services.db.run(lambda s: s.get_one(OutboxAction, action_id).state)
+    assert state == outbox.PENDING, "a refused write must leave nothing behind"
+    claimed = await new.fenced(new.held[account]).write(lambda s: outbox.claim_next(s, account))
+    assert claimed is not None and claimed.id == action_id
+
+
+async def test_each_process_claims_its_fair_share_or_the_cap(services: Services) -> None:
+    accounts = list(range(1, 7))
+    a = LeaseKeeper(services.db, ttl=30, owner="proc-a")
+    b = LeaseKeeper(services.db, ttl=30, owner="proc-b")
+    await a.beat()
+    await b.beat()  # two live processes now
+    await a.beat()
+    assert a.live == 2
+    assert len(await a.claim(accounts)) == 3
+    assert len(await b.claim(accounts)) == 3
+    assert set(a.held).isdisjoint(b.held)
+
+    # A third process joins: the first two find themselves over their share.
+    c = LeaseKeeper(services.db, ttl=30, owner="proc-c")
+    await c.beat()
+    _, surplus = await a.beat()
+    assert len(surplus) == 1
+    await a.release(surplus)
+    assert len(await c.claim(accounts)) == 1
+
+    capped = LeaseKeeper(services.db, ttl=30, owner="proc-d", max_accounts=1)
+    await capped.leave()
+    await a.leave()
+    assert len(await capped.claim(accounts)) == 1
+
+
+def test_a_second_process_on_one_sqlite_file_is_refused(settings: Settings) -> None:
+    if not settings.database_url.startswith("sqlite"):
+        pytest.skip("SQLite only")
+    path = settings.sqlite_path
+    with only_process(settings.database_url):
+        with pytest.raises(DatabaseInUse) as refused, only_process(settings.database_url):
+            pass
+        assert str(path) in refused.value.message and "use PostgreSQL" in refused.value.message
+
+        env = {
+            "CRMAIL_DATABASE_URL": settings.database_url,
+            "CRMAIL_SECRET_KEY": ",".join(settings.secret_keys),
+            "CRMAIL_DATA_DIR": str(settings.data_dir),
+            "PATH": "/usr/bin:/bin",
+        }
+        for args in (["run", "--role", "sync"], ["sync", "1"]):
+            proc = subprocess.run(
+                [sys.executable, "-m", "crmail.cli", *args],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert proc.returncode == 1, proc.stderr
+            assert f"another crmail process is using {path}" in proc.stderr
+            assert "SQLite serves one process" in proc.stderr
+    # Released with its holder: the next process may open it.
+    with only_process(settings.database_url):
+        pass
