@@ -1,0 +1,210 @@
+"""Calendar sync: one round per calendar account, and the loop that runs the rounds.
+
+A round, per selected calendar:
+
+1. ask what changed: RFC 6578 sync-collection with the stored token (no token: the
+   whole collection). A server without sync-collection is asked its ctag, and only when
+   that changed, every href's etag (PROPFIND);
+2. fetch the bodies whose etag differs from the stored one (calendar-multiget);
+3. parse and expand them (the sync window), decide scope and links, and store the lot
+   with the new token in one transaction.
+
+A token the server forgot (403 valid-sync-token) is dropped and the round lists the
+whole collection instead: stored hrefs and etags, and events deduplicated by UID, make
+that a no-op for everything unchanged, and hrefs no longer listed are removed.
+
+Network calls run in a thread (the ``caldav`` library blocks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from crmail.crypto import SecretBox
+from crmail.domain.ical import Window, parse_event
+from crmail.errors import CrmailError, InvalidInput, ProtocolError, StorageError
+from crmail.providers.caldav import CalDavClient, CalDavSettings, Listing, SyncTokenInvalid
+from crmail.storage import calendar as store
+from crmail.storage.db import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarOptions:
+    days_back: int = 90
+    days_ahead: int = 365
+    #: seconds between rounds of one account
+    interval: float = 300.0
+    #: plain-http CalDAV URLs allowed (tests; a server on loopback)
+    allow_plain_http: bool = False
+    #: "now" for the window (tests pin it)
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRound:
+    calendars: int
+    fetched: int
+    stored: int
+    updated: int
+    cancelled: int
+    skipped: dict[str, int]
+    full_listings: int
+
+
+def client_for(job: store.SyncJob, box: SecretBox, options: CalendarOptions) -> CalDavClient:
+    secret = box.open(job.sealed)
+    return CalDavClient(
+        CalDavSettings(
+            job.url,
+            job.username,
+            secret.get("password", ""),
+            require_tls=not options.allow_plain_http,
+        )
+    )
+
+
+def _listing(client: CalDavClient, cal: store.CalendarState) -> tuple[Listing, str | None, int]:
+    """What changed, the ctag to store, and 1 if the whole collection was listed."""
+    try:
+        listing = client.changes(cal.url, cal.sync_token)
+        return listing, None, int(listing.full)
+    except SyncTokenInvalid:
+        log.info("calendar %s: sync token expired, listing the collection", cal.id)
+        return client.changes(cal.url, None), None, 1
+    except ProtocolError:
+        pass  # no sync-collection on this server: ctag, then etags
+    ctag = client.ctag(cal.url)
+    if ctag is not None and ctag == cal.ctag:
+        return Listing(cal.sync_token, {}, ()), ctag, 0
+    return client.etags(cal.url), ctag, 1
+
+
+def _round_calendar(
+    client: CalDavClient, cal: store.CalendarState, window: Window
+) -> tuple[list[store.Fetched], list[str], str | None, str | None, int]:
+    listing, ctag, full = _listing(client, cal)
+    gone = set(listing.deleted)
+    if listing.full:
+        gone |= set(cal.etags) - set(listing.etags)
+    wanted = sorted(
+        href
+        for href, etag in listing.etags.items()
+        if href not in cal.etags or etag is None or cal.etags[href] != etag
+    )
+    fetched: list[store.Fetched] = []
+    for r in client.fetch(cal.url, wanted) if wanted else []:
+        try:
+            event = parse_event(r.ics, window)
+        except InvalidInput as exc:
+            log.warning("calendar %s: %s unreadable: %s", cal.id, r.href, exc.message)
+            event = None
+        fetched.append(store.Fetched(r.href, r.etag or listing.etags.get(r.href), r.ics, event))
+    return fetched, sorted(gone - {f.href for f in fetched}), listing.token, ctag, full
+
+
+async def sync_account(
+    db: Database, box: SecretBox, job: store.SyncJob, options: CalendarOptions
+) -> AccountRound:
+    """One round of one calendar account; errors are recorded on the account and raised."""
+    now = options.clock()
+    window = Window.around(now, options.days_back, options.days_ahead)
+    try:
+        client = await asyncio.to_thread(client_for, job, box, options)
+        try:
+            found = await asyncio.to_thread(client.calendars)
+            await db.write(
+                lambda s: store.upsert_calendars(
+                    s, job.account_id, [(c.url, c.name) for c in found]
+                )
+            )
+            cals = await db.read(lambda s: store.selected_calendars(s, job.account_id))
+            totals = AccountRound(len(cals), 0, 0, 0, 0, {}, 0)
+            for cal in cals:
+                fetched, gone, token, ctag, full = await asyncio.to_thread(
+                    _round_calendar, client, cal, window
+                )
+                result = await db.write(
+                    functools.partial(
+                        store.apply_round,
+                        job=job,
+                        calendar_id=cal.id,
+                        fetched=fetched,
+                        gone=gone,
+                        token=token,
+                        ctag=ctag,
+                    )
+                )
+                skipped = dict(totals.skipped)
+                for k, v in result.skipped.items():
+                    skipped[k] = skipped.get(k, 0) + v
+                totals = AccountRound(
+                    totals.calendars,
+                    totals.fetched + len(fetched),
+                    totals.stored + result.stored,
+                    totals.updated + result.updated,
+                    totals.cancelled + result.cancelled,
+                    skipped,
+                    totals.full_listings + full,
+                )
+        finally:
+            await asyncio.to_thread(client.close)
+    except StorageError:
+        raise
+    except CrmailError as exc:
+        message, code = exc.message, exc.code
+        await db.write(lambda s: store.record_account_result(s, job.account_id, message, code))
+        raise
+    await db.write(lambda s: store.record_account_result(s, job.account_id, None, None))
+    return totals
+
+
+class CalendarSync:
+    """Runs a round of every calendar account every ``options.interval`` seconds."""
+
+    def __init__(self, db: Database, box: SecretBox, options: CalendarOptions) -> None:
+        self.db = db
+        self.box = box
+        self.options = options
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="calendar-sync")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def run_once(self) -> None:
+        jobs = await self.db.read(store.sync_jobs)
+        for job in jobs:
+            try:
+                await sync_account(self.db, self.box, job, self.options)
+            except StorageError:
+                raise
+            except CrmailError as exc:
+                log.warning("calendar account %s: %s", job.account_id, exc.message)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except StorageError as exc:
+                log.warning("calendar sync: database unavailable: %s", exc.message)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.options.interval)
