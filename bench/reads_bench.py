@@ -1,0 +1,381 @@
+"""Read-side benchmark: list pages and message reads at 10k, 100k (and 1M) messages.
+
+For each workspace size, in one run:
+
+1. p50/p99 of each list endpoint's first page and a deep page (90% down the list) and
+   of a message read, through the real app (FastAPI in-process over ASGI, httpx);
+2. the same SQL statements the endpoint issued, run alone on the same connection pool,
+   as the baseline (ratio endpoint/SQL: what the app adds on top of the database);
+3. requests/s of the Inbox's first page at 1, 8 and 32 concurrent clients.
+
+The workspace (5,000 contacts, one mailbox of N messages in threads of four, a contact
+with a twentieth of the mail on their timeline, an Inbox with 60% open, 10% due-snoozed
+items) is generated directly through the storage layer's bulk path (``insert_rows``).
+
+Targets (issue 14): every page p99 <= 50 ms; deep page <= 1.2x first page; endpoint
+<= 2x its SQL where SQL dominates; throughput grows with clients up to the cores.
+
+Usage: .venv/bin/python bench/reads_bench.py [--sizes 10000,100000] [--million]
+       [--database-url postgresql+psycopg://...] [--requests 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from sqlalchemy import event, text
+from sqlalchemy.orm import Session
+
+from crmail.api import create_app
+from crmail.config import Settings
+from crmail.services import Services
+from crmail.storage import crm
+from crmail.storage.bulk import insert_rows
+from crmail.storage.models import (
+    Contact,
+    ContactEmail,
+    Deal,
+    InboxItem,
+    Lead,
+    Message,
+    MessageRaw,
+    Participant,
+    Thread,
+    TimelineEntry,
+)
+from crmail.storage.paging import encode_cursor
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+CONTACTS = 5_000
+BATCH = 5_000
+
+
+def _raw(i: int) -> bytes:
+    m = EmailMessage()
+    m["From"] = "Ivy <ivy@client.test>"
+    m["To"] = "me@acme.test"
+    m["Subject"] = f"Project kiwi {i}"
+    m["Message-ID"] = f"<m{i}@client.test>"
+    m.set_content("Hello, a realistic business email body line.\n" * 20)
+    return m.as_bytes()
+
+
+class World:
+    def __init__(self, services: Services, n: int) -> None:
+        self.services = services
+        self.n = n
+        self.token = ""
+        self.mate_token = ""
+        self.ids: dict[str, int] = {}
+
+    def build(self) -> None:
+        db = self.services.db
+
+        def setup(s: Session) -> None:
+            ws = crm.create_workspace(s, "Acme").id
+            me = crm.create_user(s, ws, "me@acme.test", name="Me")
+            mate = crm.create_user(s, ws, "mate@acme.test", name="Mate")
+            self.token, self.mate_token = me.token, mate.token
+            lead = Lead(workspace_id=ws, name="Client Inc")
+            s.add(lead)
+            s.flush()
+            contacts = [
+                {"workspace_id": ws, "name": f"Contact {i}", "lead_id": lead.id if i < 50 else None}
+                for i in range(CONTACTS)
+            ]
+            insert_rows(s, Contact, contacts)
+            first = s.scalar(text("SELECT min(id) FROM contacts"))
+            insert_rows(
+                s,
+                ContactEmail,
+                [
+                    {"workspace_id": ws, "contact_id": first + i, "email": f"c{i}@client.test"}
+                    for i in range(CONTACTS)
+                ],
+            )
+            insert_rows(
+                s,
+                Deal,
+                [
+                    {"workspace_id": ws, "title": f"Deal {i}", "lead_id": lead.id}
+                    for i in range(1_000)
+                ],
+            )
+            self.ids = {
+                "ws": ws,
+                "me": me.user.id,
+                "mate": mate.user.id,
+                "lead": lead.id,
+                "contact": first,
+            }
+
+        db.run(setup)
+        raw = _raw(0)
+        for start in range(0, self.n, BATCH):
+            db.run(lambda s, start=start: self._batch(s, start, min(BATCH, self.n - start), raw))
+
+    def _batch(self, s: Session, start: int, count: int, raw: bytes) -> None:
+        ws, me, contact = self.ids["ws"], self.ids["me"], self.ids["contact"]
+        threads = [
+            {"id": t + 1, "workspace_id": ws, "subject": f"Project kiwi {t}", "subject_key": ""}
+            for t in range(start // 4, (start + count + 3) // 4)
+        ]
+        insert_rows(s, Thread, threads)
+        msgs, raws, parts, entries, items = [], [], [], [], []
+        for i in range(start, start + count):
+            mid = i + 1
+            when = T0 + timedelta(minutes=i)
+            msgs.append(
+                {
+                    "id": mid,
+                    "workspace_id": ws,
+                    "thread_id": i // 4 + 1,
+                    "dedup_key": f"k{i}",
+                    "message_id": f"<m{i}@client.test>",
+                    "subject": f"Project kiwi {i // 4}",
+                    "from_email": "ivy@client.test",
+                    "from_name": "Ivy",
+                    "sent_at": when,
+                    "received_at": when,
+                    "snippet": "Hello, a realistic business email body line.",
+                    "size": len(raw),
+                }
+            )
+            raws.append({"message_id": mid, "raw": raw})
+            parts.append(
+                {
+                    "message_id": mid,
+                    "role": "from",
+                    "position": 0,
+                    "email": "ivy@client.test",
+                    "name": "Ivy",
+                }
+            )
+            parts.append(
+                {
+                    "message_id": mid,
+                    "role": "to",
+                    "position": 0,
+                    "email": "me@acme.test",
+                    "name": "Me",
+                }
+            )
+            if i % 20 == 0:
+                entries.append(
+                    {
+                        "workspace_id": ws,
+                        "message_id": mid,
+                        "subject_type": "contact",
+                        "subject_id": contact,
+                        "reason": "from Ivy",
+                        "message_date": when,
+                    }
+                )
+            state = "open" if i % 10 < 6 else ("snoozed" if i % 10 == 6 else "done")
+            items.append(
+                {
+                    "workspace_id": ws,
+                    "user_id": me,
+                    "message_id": mid,
+                    "thread_id": i // 4 + 1,
+                    "is_read": i % 3 == 0,
+                    "state": state,
+                    "snooze_until": T0 if state == "snoozed" else None,
+                    "received_at": when,
+                }
+            )
+        for model, rows in (
+            (Message, msgs),
+            (MessageRaw, raws),
+            (Participant, parts),
+            (TimelineEntry, entries),
+            (InboxItem, items),
+        ):
+            insert_rows(s, model, rows)
+
+    def deep_inbox_cursor(self) -> str:
+        # The item 90% down the open Inbox: what paging there would hand back.
+        def find(s: Session) -> str:
+            row = s.execute(
+                text(
+                    "SELECT received_at, id FROM inbox_items WHERE user_id = :u AND state = 'open'"
+                    " ORDER BY received_at DESC, id DESC LIMIT 1 OFFSET :o"
+                ),
+                {"u": self.ids["me"], "o": int(self.n * 0.6 * 0.9)},
+            ).one()
+            when = row[0] if isinstance(row[0], datetime) else datetime.fromisoformat(row[0])
+            return encode_cursor(when.replace(tzinfo=UTC) if when.tzinfo is None else when, row[1])
+
+        return self.services.db.run(find)
+
+    def deep_timeline_cursor(self) -> str:
+        last = (self.n - 1) // 20 * 20
+        target = last // 10  # 90% down a newest-first list
+        when = T0 + timedelta(minutes=target)
+        return encode_cursor(when, target + 1)
+
+
+def _pct(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+async def _timed(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str], n: int
+) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        r = await client.get(url, headers=headers)
+        out.append((time.perf_counter() - t) * 1000)
+        assert r.status_code == 200, (url, r.status_code, r.text[:200])
+    return out
+
+
+def _sql_alone(services: Services, statements: list[tuple[str, Any]], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        with services.db.engine.connect() as conn:
+            t = time.perf_counter()
+            cursor = conn.connection.cursor()
+            for sql, params in statements:
+                if sql.lstrip().upper().startswith("SELECT"):
+                    cursor.execute(sql, params)
+                    cursor.fetchall()
+            cursor.close()
+            out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+async def _throughput(
+    app: Any, url: str, headers: dict[str, str], clients: int, seconds: float
+) -> float:
+    transport = httpx.ASGITransport(app=app)
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def one() -> None:
+        nonlocal done
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as c:
+            while time.perf_counter() < stop:
+                r = await c.get(url, headers=headers)
+                assert r.status_code == 200
+                done += 1
+
+    t = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(clients)))
+    return done / (time.perf_counter() - t)
+
+
+async def measure(world: World, requests: int) -> None:
+    services = world.services
+    app = create_app(services)
+    me = {"Authorization": f"Bearer {world.token}"}
+    mate = {"Authorization": f"Bearer {world.mate_token}"}
+    ids = world.ids
+    deep_inbox = quote(world.deep_inbox_cursor())
+    deep_tl = quote(world.deep_timeline_cursor())
+    deep_contact = ids["contact"] + int(CONTACTS * 0.9)
+    endpoints = {
+        "inbox first": ("/api/inbox", me),
+        "inbox deep": (f"/api/inbox?before={deep_inbox}", me),
+        "teammate inbox first": (f"/api/inbox?user_id={ids['me']}", mate),
+        "timeline first": (f"/api/contacts/{ids['contact']}/timeline", me),
+        "timeline deep": (f"/api/contacts/{ids['contact']}/timeline?before={deep_tl}", me),
+        "contacts first": ("/api/contacts", me),
+        "contacts deep": (f"/api/contacts?after={deep_contact}", me),
+        "deals first": ("/api/deals", me),
+        "leads first": ("/api/leads", me),
+        "message read": (f"/api/messages/{world.n // 2}", me),
+    }
+    print(f"\n== {world.n:,} messages ({services.db.engine.dialect.name}) ==")
+    print(f"{'endpoint':24} {'p50 ms':>8} {'p99 ms':>8} {'SQL p50':>8} {'ratio':>6} {'stmts':>6}")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://b") as c:
+        for name, (url, headers) in endpoints.items():
+            await _timed(c, url, headers, 5)  # warm caches and the pool
+            samples = await _timed(c, url, headers, requests)
+            statements = await _capture_async(services, c, url, headers)
+            sql = await asyncio.to_thread(_sql_alone, services, statements, requests)
+            p50, p99, s50 = _pct(samples, 0.5), _pct(samples, 0.99), _pct(sql, 0.5)
+            print(
+                f"{name:24} {p50:8.2f} {p99:8.2f} {s50:8.2f} {p50 / s50 if s50 else 0:6.1f}"
+                f" {len(statements):6d}"
+            )
+    for clients in (1, 8, 32):
+        rps = await _throughput(app, "/api/inbox", me, clients, 3.0)
+        print(f"inbox first page, {clients:2d} clients: {rps:7.1f} requests/s")
+
+
+async def _capture_async(
+    services: Services, c: httpx.AsyncClient, url: str, headers: dict[str, str]
+) -> list[tuple[str, Any]]:
+    seen: list[tuple[str, Any]] = []
+
+    def grab(_c: Any, _cur: Any, statement: str, parameters: Any, *_a: Any) -> None:
+        seen.append((statement, parameters))
+
+    event.listen(services.db.engine, "before_cursor_execute", grab)
+    try:
+        await c.get(url, headers=headers)
+    finally:
+        event.remove(services.db.engine, "before_cursor_execute", grab)
+    return seen
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--sizes", default="10000,100000")
+    ap.add_argument("--million", action="store_true", help="also 1,000,000 messages")
+    ap.add_argument(
+        "--database-url", default="", help="an empty PostgreSQL database (default: SQLite)"
+    )
+    ap.add_argument("--requests", type=int, default=200)
+    args = ap.parse_args()
+    sizes = [int(x) for x in args.sizes.split(",") if x]
+    if args.million:
+        sizes.append(1_000_000)
+    for n in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            url = args.database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
+            services = Services.open(Settings(data_dir=Path(tmp), database_url=url))
+            try:
+                world = World(services, n)
+                t = time.perf_counter()
+                world.build()
+                print(f"\ngenerated {n:,} messages in {time.perf_counter() - t:.1f} s")
+                asyncio.run(measure(world, args.requests))
+            finally:
+                if args.database_url:
+                    with services.db.engine.begin() as conn:
+                        for table in (
+                            "inbox_items",
+                            "timeline_entries",
+                            "participants",
+                            "message_raw",
+                            "messages",
+                            "threads",
+                            "deals",
+                            "contact_emails",
+                            "contacts",
+                            "leads",
+                            "api_tokens",
+                            "users",
+                            "workspaces",
+                        ):
+                            conn.execute(text(f"DELETE FROM {table}"))
+                services.close()
+
+
+if __name__ == "__main__":
+    main()
