@@ -34,7 +34,15 @@ from crmail.mime.headers import (
     unstructured_field,
 )
 from crmail.mime.parse import Address
-from crmail.mime.parts import Part, file_part, header_block, multipart, render, text_part
+from crmail.mime.parts import (
+    Part,
+    calendar_part,
+    file_part,
+    header_block,
+    multipart,
+    render,
+    text_part,
+)
 from crmail.mime.sanitize import html_to_text
 
 __all__ = [
@@ -107,6 +115,8 @@ class Draft:
     message_id: str | None = None  # generated when None (without <>)
     date: datetime | None = None  # now when None; naive means UTC
     extra_headers: tuple[tuple[str, str], ...] = ()
+    #: an iMIP invitation (iTIP method, VCALENDAR bytes): a text/calendar alternative
+    calendar: tuple[str, bytes] | None = None
 
 
 @dataclass(frozen=True)
@@ -289,6 +299,9 @@ def _body(draft: Draft) -> Part:
         main = multipart("alternative", [main, html])
     else:
         attached = [*inline, *attached]
+    if draft.calendar is not None:
+        method, ics = draft.calendar
+        main = multipart("alternative", [main, calendar_part(ics, method)])
     if attached:
         main = multipart("mixed", [main, *(_file(a, inline=False) for a in attached)])
     return main

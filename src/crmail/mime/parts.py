@@ -16,7 +16,15 @@ from dataclasses import dataclass
 
 from crmail.mime.headers import Field, content_field, msg_id_field, one_line, token_field
 
-__all__ = ["Part", "file_part", "header_block", "multipart", "render", "text_part"]
+__all__ = [
+    "Part",
+    "calendar_part",
+    "file_part",
+    "header_block",
+    "multipart",
+    "render",
+    "text_part",
+]
 
 _MIME_TYPE = re.compile(r"([a-z0-9][a-z0-9!#$&^_.+-]*)/([a-z0-9][a-z0-9!#$&^_.+-]*)\Z")
 _SEVEN_BIT_LINE = re.compile(rb"[\t -~]{0,76}\Z")
@@ -52,6 +60,17 @@ def text_part(text: str, subtype: str) -> Part:
     encoding, body = _encode_text(text.encode("utf-8"))
     content_type = content_field("Content-Type", f"text/{subtype}", [("charset", "utf-8")])
     return Part((content_type, token_field("Content-Transfer-Encoding", encoding)), body)
+
+
+def calendar_part(ics: bytes, method: str) -> Part:
+    """An iMIP body (RFC 6047): text/calendar with the iTIP method, beside the text."""
+    fields = (
+        content_field(
+            "Content-Type", "text/calendar", [("charset", "utf-8"), ("method", method.upper())]
+        ),
+        token_field("Content-Transfer-Encoding", "base64"),
+    )
+    return Part(fields, _crlf(base64.encodebytes(ics)))
 
 
 def file_part(

@@ -21,7 +21,7 @@ from crmail.domain.folders import Role
 from crmail.domain.inbox import ItemState, is_read, next_state
 from crmail.domain.scope import AddressBook, ContactRef, Link
 from crmail.mime import ParsedMessage, normalize_subject
-from crmail.storage import notify, outbox
+from crmail.storage import calendar_replies, notify, outbox
 from crmail.storage.bulk import insert_rows
 from crmail.storage.models import (
     Attachment,
@@ -536,6 +536,8 @@ def _store(s: Session, ws: int, news: list[NewMessage]) -> dict[str, _Stored]:
     )
     for model, rows in tables:
         insert_rows(s, model, rows)
+    # Attendee answers to meetings (iMIP REPLY) update the meeting as the mail arrives.
+    calendar_replies.apply_replies(s, ws, (n.raw for n in items))
     return {
         n.dedup_key: _Stored(mid, tid, n.parsed.envelope.date)
         for mid, tid, n in zip(ids, thread_ids, items, strict=True)

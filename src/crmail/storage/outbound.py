@@ -68,6 +68,8 @@ class OutgoingDraft:
     attachments: tuple[NewAttachment, ...] = ()
     #: a From chosen by the user (bulk email); None: the user's own address
     from_address: str | None = None
+    #: an iMIP invitation or cancellation (iTIP method, VCALENDAR bytes)
+    calendar: tuple[str, bytes] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +261,7 @@ def queue_send(
             in_reply_to=in_reply_to,
             references=references,
             date=datetime.now(UTC),
+            calendar=draft.calendar,
         )
     )
     check_message_size(sender.policy, len(composed.raw))
