@@ -91,10 +91,15 @@ def heartbeat(s: Session, owner: str, ttl: float) -> int:
         )
     # Processes that died without leaving are forgotten once their heartbeat is old.
     s.execute(delete(SyncProcess).where(SyncProcess.expires_at < now - _ttl(ttl)))
-    return int(
-        s.scalar(select(func.count()).select_from(SyncProcess).where(SyncProcess.expires_at > now))
-        or 1
+    return live_processes(s)
+
+
+def live_processes(s: Session) -> int:
+    """Sync processes whose heartbeat is current (at least 1: the caller)."""
+    count = s.scalar(
+        select(func.count()).select_from(SyncProcess).where(SyncProcess.expires_at > _now(s))
     )
+    return max(1, int(count or 0))
 
 
 def leave(s: Session, owner: str) -> int:

@@ -47,6 +47,7 @@ class LeaseKeeper:
         #: live sync processes, from the last heartbeat
         self.live = 1
         self._total = 0
+        self._registered = False
 
     @property
     def heartbeat_interval(self) -> float:
@@ -68,13 +69,24 @@ class LeaseKeeper:
     async def claim(self, wanted: list[int]) -> list[Lease]:
         """Claim free or expired leases among ``wanted`` up to the fair share."""
         self._total = len(wanted)
-        room = self.fair_share() - len(self.held)
-        if room <= 0:
-            return []
         mine = set(self.held)
         others = [a for a in wanted if a not in mine]
+        if not others:
+            return []
+
+        def claim(s: Session) -> list[Lease]:
+            # Counted afresh: a process that just left frees its share at once. The
+            # first claim registers this process, so the others make room for it.
+            if self._registered:
+                self.live = leases.live_processes(s)
+            else:
+                self.live = leases.heartbeat(s, self.owner, self.ttl)
+                self._registered = True
+            room = self.fair_share() - len(mine)
+            return leases.claim(s, self.owner, others, room, self.ttl)
+
         started = time.monotonic()
-        got = await self.db.write(lambda s: leases.claim(s, self.owner, others, room, self.ttl))
+        got = await self.db.write(claim)
         for lease in got:
             self.held[lease.account_id] = lease
             self._renewed[lease.account_id] = started

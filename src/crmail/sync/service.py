@@ -163,6 +163,8 @@ class SyncService:
         self._leasing.clear()
         try:
             await self.keeper.leave()
+            if self.publish is not None:
+                self.publish("accounts")  # the others claim them now, not at their next scan
         except CrmailError as exc:
             log.warning("could not release the account leases (they expire by themselves): %s", exc)
 
