@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, or_
+from sqlalchemy import ColumnElement, SQLColumnExpression, and_, or_
 
 from crmail.errors import InvalidInput
 
@@ -43,6 +43,8 @@ def older_than(
     if before is None:
         return None
     when, ident = decode_cursor(before)
-    # Spelled as an OR of ranges (not a row-value comparison) so both SQLite and
-    # PostgreSQL turn it into a range on the ordering index.
-    return or_(when_col < when, (when_col == when) & (id_col < ident))
+    # The first term alone bounds the index range (a seek straight to the cursor); the
+    # OR only sorts out the rows sharing the cursor's time. An OR of the two ranges
+    # alone would be read from the top of the list down to the cursor: a deep page
+    # would cost its depth.
+    return and_(when_col <= when, or_(when_col < when, id_col < ident))
