@@ -75,6 +75,15 @@ class Settings:
     microsoft_tenant: str = "common"
     #: where Microsoft's identity platform is (a test's fake); empty: Microsoft's own
     microsoft_auth_base: str = ""
+    #: what "Connect with Google" creates: "gmail" (the Gmail API, with push) or "imap"
+    #: (IMAP + SMTP over XOAUTH2)
+    google_mail_api: str = "gmail"
+    #: where the Gmail API is (a test's or the demo's fake); empty: Google's own
+    gmail_api_url: str = ""
+    #: Gmail push (docs/providers/google.md "Push"): the Pub/Sub topic users.watch names,
+    #: and the secret token in the push endpoint's path (/api/push/gmail/<token>)
+    gmail_push_topic: str = ""
+    gmail_push_token: str = ""
     #: seconds an account's lease lasts without renewal (renewed every third of it): a
     #: process that dies is replaced within about this long (several processes on one
     #: PostgreSQL; docs/operations.md "Running several processes")
@@ -124,6 +133,10 @@ class Settings:
             "webhook_allow_http_loopback": e.get("CRMAIL_WEBHOOK_ALLOW_HTTP_LOOPBACK", "").lower()
             in ("1", "true", "yes", "on"),
             "webhook_retention_days": int(e.get("CRMAIL_WEBHOOK_RETENTION_DAYS", "30")),
+            "google_mail_api": e.get("CRMAIL_GOOGLE_MAIL_API", "").strip().lower() or "gmail",
+            "gmail_api_url": e.get("CRMAIL_GMAIL_API_URL", "").strip().rstrip("/"),
+            "gmail_push_topic": e.get("CRMAIL_GMAIL_PUSH_TOPIC", "").strip(),
+            "gmail_push_token": e.get("CRMAIL_GMAIL_PUSH_TOKEN", "").strip(),
             "lease_ttl": float(e.get("CRMAIL_LEASE_TTL", "24")),
             "max_accounts_per_process": int(e.get("CRMAIL_MAX_ACCOUNTS_PER_PROCESS", "0")),
             "cookie_secure": e.get("CRMAIL_COOKIE_SECURE", "").lower()

@@ -60,6 +60,16 @@ ALL_OK, WS_ONLY = (200, 200, 200, 200), (200, 200, 200, 404)
 # Order matters only at the end: the DELETE runs last.
 TABLE = [
     row("GET", "/healthz", ALL_OK, anonymous=200),
+    # Pub/Sub cannot send a crmail token: the secret in the path is the authentication,
+    # and a wrong one (here: none is configured) is "not found" for everyone.
+    row(
+        "POST",
+        "/api/push/gmail/{token}",
+        (404,) * 4,
+        {"message": {"data": ""}},
+        anonymous=404,
+        path="/api/push/gmail/guessed",
+    ),
     row("GET", "/api/me", ALL_OK),
     # A user's tokens are their own: another's token id is "not found", even for an admin.
     row("GET", "/api/me/tokens", ALL_OK),

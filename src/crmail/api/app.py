@@ -25,6 +25,7 @@ from crmail.api.routes import (
     mail,
     me,
     oauth,
+    push,
     sending,
     users,
     webhooks,
@@ -68,6 +69,7 @@ def create_app(services: Services) -> FastAPI:
         sending,
         links,
         webhooks,
+        push,
     ):
         app.include_router(module.router)
     web.install(app)  # the server-rendered web app and its static files

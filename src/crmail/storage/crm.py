@@ -585,7 +585,13 @@ def delete_account(s: Session, user: UserInfo, account_id: int) -> None:
 
 
 def add_account(
-    s: Session, user: UserInfo, *, email: str, settings: dict[str, object], secret: bytes
+    s: Session,
+    user: UserInfo,
+    *,
+    email: str,
+    settings: dict[str, object],
+    secret: bytes,
+    provider: str = "imap",
 ) -> AccountView:
     # Checked again here (the route checks before the slow login test) because two
     # requests may race between that check and this write.
@@ -596,7 +602,7 @@ def add_account(
         workspace_id=user.workspace_id,
         user_id=user.id,
         email=email,
-        provider="imap",
+        provider=provider,
         settings=settings,
         secret=secret,
     )

@@ -79,6 +79,11 @@ def token_keeper(settings: Settings, db: Database, box: SecretBox) -> TokenKeepe
     )
 
 
+def uses_gmail_api(settings: Settings) -> bool:
+    """Whether "Connect with Google" creates a Gmail API account (CRMAIL_GOOGLE_MAIL_API)."""
+    return settings.google_mail_api != "imap"
+
+
 # --- connecting ------------------------------------------------------------------------
 
 
@@ -148,6 +153,8 @@ async def finish_sign_in(
     assert grant.refresh_token is not None  # exchange() insists on one
     secret = seal_grant(services.box, grant, grant.refresh_token)
     p = preset(provider.preset)
+    # Google's mail goes through the Gmail API unless the operator chose IMAP + SMTP.
+    kind = "gmail" if provider.key == "google" and uses_gmail_api(services.settings) else "imap"
     stored: dict[str, object] = {
         "preset": p.key,
         "imap_host": p.imap_host,
@@ -174,7 +181,9 @@ async def finish_sign_in(
             accounts.reconnect(s, user, existing, settings=keep, secret=secret, email=email)
             return Connected(existing, email, True)
         fresh = {**stored, "history_days": services.settings.history_days}
-        view = crm.add_account(s, user, email=email, settings=fresh, secret=secret)
+        if kind == "gmail":
+            fresh = {k: v for k, v in fresh.items() if not k.startswith(("imap_", "smtp_"))}
+        view = crm.add_account(s, user, email=email, settings=fresh, secret=secret, provider=kind)
         return Connected(view.id, email, False)
 
     connected = await services.db.write(save)
