@@ -13,9 +13,12 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
+from crmail.providers.gmail import DEFAULT_BASE_URL
 from crmail.services import Services
 from crmail.storage import accounts
+from crmail.sync.calendar import CalendarOptions, CalendarSync
 from crmail.sync.dropbox import DropServer
+from crmail.sync.gmail.options import GmailOptions
 from crmail.sync.inbound import SyncOptions
 from crmail.sync.leases import LeaseKeeper
 from crmail.sync.oauth import token_keeper
@@ -23,7 +26,8 @@ from crmail.sync.sending import smtp_settings_from_url
 from crmail.sync.service import SyncService
 from crmail.sync.wakeups import Broadcast, PgWakeups
 from crmail.sync.webhooks import WebhookSender
-from crmail.sync.worker import AccountWorker, WorkerOptions
+from crmail.sync.worker import WorkerOptions
+from crmail.sync.workers import worker_for
 
 
 def run_until_stopped(main: Coroutine[Any, Any, None]) -> int:
@@ -68,6 +72,9 @@ def worker_options(services: Services) -> WorkerOptions:
         idle_timeout=s.idle_timeout,
         address_policy=s.mail_policy,
         tokens=token_keeper(s, services.db, services.box),
+        gmail=GmailOptions(
+            base_url=s.gmail_api_url or DEFAULT_BASE_URL, push_topic=s.gmail_push_topic or None
+        ),
     )
 
 
@@ -154,6 +161,16 @@ async def _serve_sync(
         ),
     )
     webhooks.start()
+    # Calendar accounts (CalDAV) sync in their own loop beside the mail workers.
+    calendars = CalendarSync(
+        services.db,
+        services.box,
+        CalendarOptions(
+            interval=services.settings.calendar_sync_interval,
+            allow_plain_http=services.settings.calendar_allow_http,
+        ),
+    )
+    calendars.start()
     drops = None
     if services.settings.drop_smtp_port is not None:
         drops = DropServer(
@@ -174,6 +191,7 @@ async def _serve_sync(
         if drops is not None:
             await drops.stop()
         await webhooks.stop()
+        await calendars.stop()
         await sync.stop()
 
 
@@ -197,7 +215,7 @@ async def _serve_api(
 async def sync_once(
     services: Services, account_id: int, *, progress: Callable[[str, int, int], None] | None = None
 ) -> None:
-    worker = AccountWorker(services.db, services.box, account_id, worker_options(services))
+    worker = await worker_for(services.db, services.box, account_id, worker_options(services))
     task = asyncio.create_task(worker.run_once())
     shown: dict[str, tuple[int, int]] = {}
 

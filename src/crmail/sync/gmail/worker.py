@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
@@ -57,6 +58,8 @@ log = logging.getLogger(__name__)
 
 #: import pages per round of `run_once` (the CLI's `sync --once`): all of them
 ALL_PAGES = 1_000_000
+#: seconds between two records of "checked, nothing changed" (folders' last_sync_at)
+HEARTBEAT_EVERY = 300.0
 
 
 class GmailWorker(AccountWorker):
@@ -80,6 +83,7 @@ class GmailWorker(AccountWorker):
         self.ingest: GmailIngest | None = None
         #: sync rounds done (a figure for tests: push wakes a round before the poll)
         self.rounds = 0
+        self._last_heartbeat: float | None = None
 
     def pushed(self) -> None:
         """Gmail said the mailbox changed: read its history now (call from the loop)."""
@@ -212,7 +216,13 @@ class GmailWorker(AccountWorker):
         return home
 
     async def _heartbeat(self, layout: Layout) -> None:
-        """Every folder was compared with Gmail just now (the status's lag reads it)."""
+        """Every folder was compared with Gmail just now (the status's lag reads it);
+        recorded at most every HEARTBEAT_EVERY seconds, as for IMAP folders: a commit
+        per quiet round would make idle accounts cost the database."""
+        now = time.monotonic()
+        if self._last_heartbeat is not None and now - self._last_heartbeat < HEARTBEAT_EVERY:
+            return
+        self._last_heartbeat = now
         steps = [mail.FolderStep(f.id, import_complete=True) for f in layout.by_label.values()]
         steps.append(mail.FolderStep(layout.all_mail.id))
         account_id = self.account_id
