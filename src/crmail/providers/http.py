@@ -189,7 +189,9 @@ class AuthorizedHttp(Generic[F]):
                 response = await self._request(
                     method,
                     url,
-                    params=list(params),
+                    # None, not []: httpx drops a URL's own query (a next page
+                    # link's token) when given an empty parameter list.
+                    params=list(params) or None,
                     json=json,
                     content=content,
                     headers={

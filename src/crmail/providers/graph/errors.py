@@ -1,0 +1,152 @@
+"""Microsoft Graph's HTTP error answers translated into :mod:`crmail.errors`.
+
+Graph answers errors as ``{"error": {"code", "message", "innerError"}}``. Throttling is
+429 (and 503/504, which are retried like server errors, honouring Retry-After); a delta
+token Graph no longer knows is 410 Gone, or a 4xx whose code is ``syncStateNotFound``
+or ``resyncRequired``: only a full resync continues from there.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from crmail.errors import (
+    AuthFailed,
+    HistoryExpired,
+    MessageNotInMailbox,
+    ProtocolError,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderUnavailable,
+)
+from crmail.providers import OAUTH2_REFUSED_HINT
+from crmail.providers.http import ErrorRules, NotFoundFactory, Retry, parse_retry_after
+
+__all__ = [
+    "RESYNC_CODES",
+    "RULES",
+    "GraphFailure",
+    "classify",
+    "delta_expired",
+    "message_missing",
+    "to_error",
+]
+
+#: Error codes that mean "this delta token is no good: start over" (lowercased).
+RESYNC_CODES = frozenset({"syncstatenotfound", "resyncrequired", "syncstateinvalid"})
+_ITEM_NOT_FOUND = frozenset({"erroritemnotfound", "itemnotfound", "resourcenotfound"})
+_SCOPE_CODES = frozenset({"erroraccessdenied", "accessdenied", "authorization_requestdenied"})
+
+
+@dataclass(frozen=True, slots=True)
+class GraphFailure:
+    """One non-2xx answer, read."""
+
+    status: int
+    code: str
+    message: str
+    retry_after: float | None
+
+    @classmethod
+    def read(
+        cls, status: int, body: bytes, headers: Mapping[str, str], *, now: float | None = None
+    ) -> GraphFailure:
+        code = message = ""
+        try:
+            data = json.loads(body or b"{}")
+            error = data.get("error") if isinstance(data, dict) else None
+            if isinstance(error, dict):
+                code = str(error.get("code") or "")
+                message = str(error.get("message") or "")
+        except (ValueError, UnicodeDecodeError):
+            pass
+        return cls(status, code, message, parse_retry_after(headers.get("retry-after"), now))
+
+    @property
+    def needs_resync(self) -> bool:
+        return self.status == 410 or self.code.lower() in RESYNC_CODES
+
+
+def classify(failure: GraphFailure) -> Retry:
+    if failure.status == 401:
+        return Retry.REFRESH_TOKEN
+    if failure.status == 429:
+        return Retry.THROTTLED
+    if failure.status >= 500:
+        return Retry.SERVER
+    return Retry.NO
+
+
+def _said(failure: GraphFailure) -> str:
+    return f" Microsoft said: {failure.message}" if failure.message else ""
+
+
+def to_error(failure: GraphFailure, not_found: NotFoundFactory | None = None) -> ProviderError:
+    """The exception for ``failure`` once the client has stopped retrying."""
+    status, said = failure.status, _said(failure)
+    if failure.needs_resync:
+        return HistoryExpired(
+            "Microsoft no longer keeps the changes since crmail's last sync of this "
+            "folder: the folder is read again in full (nothing is duplicated)."
+        )
+    if status == 401:
+        return AuthFailed(
+            "Microsoft no longer accepts crmail's access to this mailbox.",
+            hint=OAUTH2_REFUSED_HINT,
+        )
+    if status == 429:
+        return ProviderRateLimited(
+            "Microsoft is limiting how fast crmail may work on this mailbox; sync goes on "
+            "by itself a little later.",
+            retry_after=failure.retry_after,
+        )
+    if status == 403 and failure.code.lower() in _SCOPE_CODES:
+        return AuthFailed(
+            "crmail was not given the Microsoft 365 mail permissions it needs for this mailbox.",
+            hint="Reconnect the account with Microsoft and allow every permission asked "
+            "for (your administrator may have to consent).",
+        )
+    if status == 403:
+        return ProviderRejected(f"Microsoft refused crmail access to this mailbox.{said}")
+    if status == 404 and not_found is not None:
+        return not_found(failure.message)
+    if status == 404:
+        return ProviderRejected(f"Microsoft Graph does not know what crmail asked for.{said}")
+    if status >= 500:
+        return ProviderUnavailable(
+            f"Microsoft Graph is having trouble (HTTP {status}) and did not recover after "
+            "several tries; sync goes on by itself later."
+        )
+    if 400 <= status < 500:
+        return ProviderRejected(f"Microsoft Graph refused the request.{said}")
+    return ProtocolError(f"Microsoft Graph answered something unexpected (HTTP {status}).")
+
+
+def message_missing(message_id: str) -> NotFoundFactory:
+    def make(_: str) -> ProviderError:
+        return MessageNotInMailbox(
+            f"The Outlook message {message_id} is no longer in the mailbox (deleted in "
+            "Outlook, or its id is stale)."
+        )
+
+    return make
+
+
+def delta_expired(_: str) -> ProviderError:
+    return HistoryExpired(
+        "Microsoft does not know crmail's sync position for this folder any more: the "
+        "folder is read again in full (nothing is duplicated)."
+    )
+
+
+RULES: ErrorRules[GraphFailure] = ErrorRules(
+    service="Microsoft Graph",
+    read=GraphFailure.read,
+    classify=classify,
+    to_error=to_error,
+    unreachable="crmail could not reach Microsoft Graph (the network or Microsoft is "
+    "down); sync goes on by itself later.",
+)
