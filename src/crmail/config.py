@@ -44,6 +44,10 @@ class Settings:
     #: networks where mail servers may be besides public addresses (self-hosted servers
     #: on a private network, 127.0.0.0/8 for a local one); empty: public addresses only
     mail_allowed_networks: tuple[IPNetwork, ...] = ()
+    #: seconds between calendar sync rounds of one calendar account (CalDAV)
+    calendar_sync_interval: float = 300.0
+    #: allow plain http:// CalDAV URLs (a local server, tests); off: https only
+    calendar_allow_http: bool = False
     #: the workspace's default sending provider, for bulk and workflow email that does not
     #: go out through a user's own mailbox: smtp://user:pass@host:587 (STARTTLS),
     #: smtps://...:465 (implicit TLS), or smtp://host:25?security=none; ?ca_file=PATH
@@ -143,6 +147,9 @@ class Settings:
             in ("1", "true", "yes", "on"),
             "trusted_proxies": _networks(e, "CRMAIL_TRUSTED_PROXIES"),
             "mail_allowed_networks": _networks(e, "CRMAIL_MAIL_ALLOWED_NETWORKS"),
+            "calendar_sync_interval": float(e.get("CRMAIL_CALENDAR_SYNC_INTERVAL", "300")),
+            "calendar_allow_http": e.get("CRMAIL_CALENDAR_ALLOW_HTTP", "").lower()
+            in ("1", "true", "yes", "on"),
         }
         keys = [k.strip() for k in e.get("CRMAIL_SECRET_KEY", "").split(",") if k.strip()]
         values["secret_keys"] = tuple(keys)

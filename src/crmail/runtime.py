@@ -16,6 +16,7 @@ from starlette.types import ASGIApp
 from crmail.providers.gmail import DEFAULT_BASE_URL
 from crmail.services import Services
 from crmail.storage import accounts
+from crmail.sync.calendar import CalendarOptions, CalendarSync
 from crmail.sync.dropbox import DropServer
 from crmail.sync.gmail.options import GmailOptions
 from crmail.sync.inbound import SyncOptions
@@ -160,6 +161,16 @@ async def _serve_sync(
         ),
     )
     webhooks.start()
+    # Calendar accounts (CalDAV) sync in their own loop beside the mail workers.
+    calendars = CalendarSync(
+        services.db,
+        services.box,
+        CalendarOptions(
+            interval=services.settings.calendar_sync_interval,
+            allow_plain_http=services.settings.calendar_allow_http,
+        ),
+    )
+    calendars.start()
     drops = None
     if services.settings.drop_smtp_port is not None:
         drops = DropServer(
@@ -180,6 +191,7 @@ async def _serve_sync(
         if drops is not None:
             await drops.stop()
         await webhooks.stop()
+        await calendars.stop()
         await sync.stop()
 
 

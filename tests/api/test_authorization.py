@@ -187,6 +187,55 @@ TABLE = [
     row("POST", "/api/threads/{thread_id}/done", (202, 403, 403, 404)),
     row("POST", "/api/messages/{message_id}/move", (202, 403, 403, 404), {"folder": "Archive"}),
     row("DELETE", "/api/messages/{message_id}", (202, 403, 403, 404)),
+    # Calendar accounts are their user's own (an admin neither sees nor changes them);
+    # meetings on a record are the team's, but only the organizer's calendar changes.
+    row("GET", "/api/calendar/presets", ALL_OK),
+    row("POST", "/api/calendar/accounts", (422,) * 4, {"username": "u", "password": "p"}),
+    row("GET", "/api/calendar/accounts", ALL_OK),
+    row(
+        "GET",
+        "/api/calendar/accounts/{account_id}",
+        (200, 404, 404, 404),
+        path="/api/calendar/accounts/{calendar_account_id}",
+    ),
+    row(
+        "GET",
+        "/api/calendar/accounts/{account_id}/calendars",
+        (200, 404, 404, 404),
+        path="/api/calendar/accounts/{calendar_account_id}/calendars",
+    ),
+    row(
+        "PATCH",
+        "/api/calendar/accounts/{account_id}/calendars/{calendar_id}",
+        (200, 404, 404, 404),
+        {"selected": True},
+        path="/api/calendar/accounts/{calendar_account_id}/calendars/{calendar_id}",
+    ),
+    row("GET", "/api/meetings/upcoming", ALL_OK),
+    row("GET", "/api/meetings/{meeting_id}", WS_ONLY),
+    row("GET", "/api/contacts/{contact_id}/meetings", WS_ONLY),
+    row("GET", "/api/leads/{lead_id}/meetings", WS_ONLY),
+    row("GET", "/api/deals/{deal_id}/meetings", WS_ONLY),
+    row(
+        "POST",
+        "/api/meetings",
+        (422,) * 4,
+        {"summary": "x", "starts_at": "2030-01-01T10:00:00Z", "ends_at": "2030-01-01T09:00:00Z"},
+    ),
+    # The world's meeting is cancelled already: the owner gets past every check to 422.
+    row(
+        "POST",
+        "/api/meetings/{meeting_id}/reschedule",
+        (422, 422, 422, 404),
+        {"starts_at": "2030-01-01T10:00:00Z", "ends_at": "2030-01-01T11:00:00Z"},
+    ),
+    row("POST", "/api/meetings/{meeting_id}/cancel", (422, 422, 422, 404)),
+    row(
+        "DELETE",
+        "/api/calendar/accounts/{account_id}",
+        (204, 404, 404, 404),
+        path="/api/calendar/accounts/{calendar_account_id}",
+    ),
     row("DELETE", "/api/accounts/{account_id}", (204, 404, 403, 404)),
     row("DELETE", "/api/webhooks/{webhook_id}", (403, 403, 204, 404)),
 ]
@@ -201,6 +250,57 @@ def test_table_covers_every_route(world: World) -> None:
     assert routes - covered == set(), "routes without an authorization row"
     assert covered - routes == set(), "rows for routes that do not exist"
     assert len(routes) == 56  # a sanity check that the walk saw the whole app
+
+
+def calendar_scene(world: World, contact: int) -> dict[str, int]:
+    """The owner's calendar account and calendar, and a (cancelled) meeting of theirs
+    with the contact: made in the database, no CalDAV server is reached."""
+    from datetime import UTC, datetime
+
+    from crmail.storage import calendar as cal_store
+    from crmail.storage.calendar_models import (
+        CalendarEvent,
+        CalendarRow,
+        EventLink,
+        EventPlacement,
+    )
+    from crmail.storage.crm import UserInfo
+
+    owner = world.owner
+
+    def make(s: Any) -> dict[str, int]:
+        user = UserInfo(owner.id, owner.workspace_id, owner.email, "", "member")
+        account = cal_store.add_account(
+            s, user, world.services.box, url="https://cal.example/", username="o", password="p"
+        )
+        c = CalendarRow(account_id=account.id, url="https://cal.example/o/work/", name="Work")
+        s.add(c)
+        when = datetime(2030, 1, 1, 10, tzinfo=UTC)
+        ev = CalendarEvent(
+            workspace_id=owner.workspace_id,
+            uid="m1@test",
+            summary="Demo",
+            status="cancelled",
+            starts_at=when,
+            ends_at=when,
+            created_by=owner.id,
+        )
+        s.add(ev)
+        s.flush()
+        s.add(EventPlacement(calendar_id=c.id, user_id=owner.id, event_id=ev.id, href="/o/m1.ics"))
+        s.add(
+            EventLink(
+                workspace_id=owner.workspace_id,
+                event_id=ev.id,
+                subject_type="contact",
+                subject_id=contact,
+                reason="test",
+                starts_at=when,
+            )
+        )
+        return {"calendar_account_id": account.id, "calendar_id": c.id, "meeting_id": ev.id}
+
+    return world.services.db.run(make)
 
 
 @pytest.fixture
@@ -227,7 +327,9 @@ def ids(world: World, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     webhook = c.post(
         "/api/webhooks", json={"url": "https://hooks.example.com/"}, headers=world.admin.headers
     ).json()["id"]
+    meeting = calendar_scene(world, contact)
     return {
+        **meeting,
         "contact_id": contact,
         "lead_id": lead,
         "deal_id": deal,

@@ -318,6 +318,18 @@ CASES: dict[str, tuple[Case, ...]] = {
     "/api/webhooks/{webhook_id}": (Case("/api/webhooks/{webhook}"),),
     "/api/webhooks/{webhook_id}/deliveries": (Case("/api/webhooks/{webhook}/deliveries"),),
     "/api/sender": (Case("/api/sender"),),
+    # calendar: a calendar account is its user's own; meetings on records are the team's
+    "/api/calendar/presets": (Case("/api/calendar/presets", status=200),),
+    "/api/calendar/accounts": (Case("/api/calendar/accounts", status=200),),
+    "/api/calendar/accounts/{account_id}": (Case("/api/calendar/accounts/999", status=404),),
+    "/api/calendar/accounts/{account_id}/calendars": (
+        Case("/api/calendar/accounts/999/calendars", status=404),
+    ),
+    "/api/meetings/upcoming": (Case("/api/meetings/upcoming", status=200),),
+    "/api/meetings/{meeting_id}": (Case("/api/meetings/999", status=404),),
+    "/api/contacts/{contact_id}/meetings": (Case("/api/contacts/{ann}/meetings", status=200),),
+    "/api/leads/{lead_id}/meetings": (Case("/api/leads/{lead}/meetings", status=200),),
+    "/api/deals/{deal_id}/meetings": (Case("/api/deals/{deal}/meetings", status=200),),
     # the API's own documentation
     "/openapi.json": (Case("/openapi.json", status=200),),
     "/docs": (Case("/docs", status=200),),

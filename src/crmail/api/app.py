@@ -19,6 +19,7 @@ from crmail import web
 from crmail.api.routes import (
     accounts,
     actions,
+    calendar,
     crm,
     health,
     links,
@@ -70,6 +71,7 @@ def create_app(services: Services) -> FastAPI:
         links,
         webhooks,
         push,
+        calendar,
     ):
         app.include_router(module.router)
     web.install(app)  # the server-rendered web app and its static files

@@ -37,6 +37,9 @@ EVENT_TYPES: tuple[str, ...] = (
     "message.skipped",
     "inbox.updated",
     "account.state_changed",
+    "meeting.created",
+    "meeting.updated",
+    "meeting.cancelled",
 )
 #: the ping sent by "test this endpoint"; never subscribed to, always sent to one endpoint
 TEST_EVENT = "webhook.test"
