@@ -75,6 +75,7 @@ async def graph(graph_server: tuple[FakeGraph, str]) -> AsyncIterator[Graph]:
     fake, url = graph_server
     fake.faults.clear()
     fake.latency = 0.0
+    fake.pending.clear()
     made = make_graph(fake, url)
     try:
         yield made
