@@ -147,6 +147,21 @@ async def test_meeting_from_the_crm_lands_in_the_calendar_invites_and_takes_the_
     answered = services.db.run(lambda s: store.get_meeting(s, user, made.meeting.id))
     assert [(a.email, a.partstat) for a in answered.attendees] == [(customer.email, "ACCEPTED")]
 
+    # Another client edits the calendar copy (same SEQUENCE): the answer stands; an
+    # answer written on the server itself (a scheduling server, a client) is taken.
+    obj = other_cal.get_event_by_uid(made.meeting.uid)
+    obj.icalendar_component["LOCATION"] = "Room 2"
+    obj.save(increase_seqno=False)
+    await sync_account(services.db, services.box, job, OPTIONS)
+    edited = services.db.run(lambda s: store.get_meeting(s, user, made.meeting.id))
+    assert (edited.location, edited.attendees[0].partstat) == ("Room 2", "ACCEPTED")
+    obj = other_cal.get_event_by_uid(made.meeting.uid)
+    obj.icalendar_component["ATTENDEE"].params["PARTSTAT"] = "DECLINED"
+    obj.save(increase_seqno=False)
+    await sync_account(services.db, services.box, job, OPTIONS)
+    declined = services.db.run(lambda s: store.get_meeting(s, user, made.meeting.id))
+    assert declined.attendees[0].partstat == "DECLINED"
+
     # Rescheduled: moved in the calendar, everyone asked again, an updated REQUEST sent.
     later = start + timedelta(days=1)
     moved = await reschedule(

@@ -343,7 +343,12 @@ def forget_token(s: Session, calendar_id: int) -> None:
 # --- a sync round's writes -------------------------------------------------------------------
 
 
-def _replace_details(s: Session, ev: CalendarEvent, pe: ParsedEvent) -> None:
+def _replace_details(
+    s: Session, ev: CalendarEvent, pe: ParsedEvent, answered: dict[str, str] | None = None
+) -> None:
+    """``answered``: attendees' answers known from iMIP replies, kept while the calendar
+    copy still says NEEDS-ACTION (a server without scheduling never learns them)."""
+    answered = answered or {}
     s.execute(delete(EventOccurrence).where(EventOccurrence.event_id == ev.id))
     s.execute(delete(EventAttendee).where(EventAttendee.event_id == ev.id))
     s.add_all(
@@ -364,7 +369,9 @@ def _replace_details(s: Session, ev: CalendarEvent, pe: ParsedEvent) -> None:
             event_id=ev.id,
             email=a.email,
             name=a.name,
-            partstat=a.partstat,
+            partstat=answered.get(a.email, a.partstat)
+            if a.partstat == "NEEDS-ACTION"
+            else a.partstat,
             role=a.role,
             cutype=a.cutype,
         )
@@ -440,6 +447,7 @@ def store_event(
         )
     )
     kind: str | None
+    answered: dict[str, str] = {}
     if ev is None:
         ev = CalendarEvent(
             workspace_id=workspace_id,
@@ -456,6 +464,15 @@ def store_event(
         kind = None
     else:
         was = ev.status
+        if pe.sequence == ev.sequence:  # same version of the meeting: answers still stand
+            answered = dict(
+                s.execute(
+                    select(EventAttendee.email, EventAttendee.partstat).where(
+                        EventAttendee.event_id == ev.id,
+                        EventAttendee.partstat != "NEEDS-ACTION",
+                    )
+                ).all()
+            )
         _fill(ev, pe, ics)
         s.execute(
             update(EventLink).where(EventLink.event_id == ev.id).values(starts_at=ev.starts_at)
@@ -466,7 +483,7 @@ def store_event(
             else "meeting.updated"
         )
     if kind is not None:
-        _replace_details(s, ev, pe)
+        _replace_details(s, ev, pe, answered)
     _add_links(s, ev, links)
     s.flush()
     if kind is not None:
