@@ -90,3 +90,11 @@ async def test_every_request_asks_for_immutable_ids(graph: Graph) -> None:
     await graph.client.update_message(msg.id, is_read=True)
     mine = graph.fake.requests[start:]
     assert mine and all('IdType="ImmutableId"' in r.prefer for r in mine)
+
+
+async def test_a_link_to_another_server_is_not_followed_with_the_token(graph: Graph) -> None:
+    from crmail.errors import ProtocolError
+
+    with pytest.raises(ProtocolError) as caught:
+        await graph.client.messages_delta("inbox", "https://elsewhere.test/v1.0/me/delta")
+    assert "another server" in caught.value.message
