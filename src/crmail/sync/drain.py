@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 from crmail.storage import outbox
 from crmail.storage.db import Database
 
-#: longest sleep between looks at the queue when nobody wakes the drainer
-IDLE_CHECK = 30.0
+#: longest sleep between looks at the queue when nobody wakes the drainer: a safety
+#: net only, queued actions wake their drain (in-process, or by NOTIFY from another)
+IDLE_CHECK = 300.0
 
 
 async def drain_outbox(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter, deque
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -41,6 +42,10 @@ from crmail.sync import judging
 from crmail.sync.folders import FolderGone, holds_its_mail
 
 log = logging.getLogger(__name__)
+
+#: a folder found unchanged records its check (``last_sync_at``) at most this often: a
+#: commit per quiet round made a thousand idle accounts cost a core
+HEARTBEAT_EVERY = 300.0
 
 IMAP_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -85,6 +90,11 @@ class FolderSync:
         #: messages per import slice: halved after a slice fails, grown back as slices commit
         self.batch = BatchSize(options.batch_size)
         self.auto = auto_rule.Options.of(account.settings)
+        #: when each folder was last compared with the server (fresher than the
+        #: database's ``last_sync_at``, which a quiet round no longer writes each time)
+        self.checked_at: dict[int, datetime] = {}
+        #: monotonic time of each folder's last commit
+        self._committed: dict[int, float] = {}
 
     async def round(self, folder: mail.FolderInfo, *, import_batches: int = 1) -> mail.FolderInfo:
         """One sync round of ``folder``; returns its state after the round."""
@@ -93,7 +103,7 @@ class FolderSync:
         c = self.client
         known = folder.uidvalidity is not None and folder.uidnext is not None
         if known and folder.import_complete and await self._unchanged(folder):
-            await self._apply(mail.FolderStep(folder.id))  # nothing changed: a heartbeat
+            await self._checked(folder.id)  # nothing changed
             return folder
         qresync = None
         if known and c.qresync_enabled and folder.highestmodseq:
@@ -245,7 +255,7 @@ class FolderSync:
             updates = list(every.updates) if every else []
             vanished = await self._vanished_by_search(folder)
         if not updates and not vanished and sel.highestmodseq == folder.highestmodseq:
-            await self._apply(mail.FolderStep(folder.id))  # nothing changed: a heartbeat
+            await self._checked(folder.id)  # nothing changed
             return folder
         # Not limited to UIDs below our UIDNEXT: a MOVE made by the CRM itself places a
         # message above it (COPYUID), and that copy's changes count too. Changes to UIDs
@@ -322,7 +332,18 @@ class FolderSync:
 
     async def _apply(self, step: mail.FolderStep) -> mail.StepResult:
         account_id = self.account.id
-        return await self.db.write(lambda s: mail.apply_step(s, account_id, step))
+        result = await self.db.write(lambda s: mail.apply_step(s, account_id, step))
+        self._committed[step.folder_id] = time.monotonic()
+        self.checked_at[step.folder_id] = datetime.now(UTC)
+        return result
+
+    async def _checked(self, folder_id: int) -> None:
+        """A round that found nothing new: no commit, unless the folder's last one is
+        older than :data:`HEARTBEAT_EVERY` (the status shows when it was last checked)."""
+        self.checked_at[folder_id] = datetime.now(UTC)
+        last = self._committed.get(folder_id)
+        if last is None or time.monotonic() - last >= HEARTBEAT_EVERY:
+            await self._apply(mail.FolderStep(folder_id))
 
     # --- one batch of UIDs -------------------------------------------------------------
 

@@ -1,14 +1,20 @@
 """One account's sync worker: connect, import, then follow the mailbox in real time.
 
-Three IMAP connections per account, opened together: one sits in IDLE on INBOX (push:
-new mail shows in well under a second), one walks the other synced folders (Sent,
-Archive, chosen folders) with a short poll, one drains the outbox. The folder loops use
-:class:`FolderSync` rounds, whose every commit carries the folder cursor, so stopping
-the worker anywhere loses nothing.
+An idle account holds one IMAP connection. It sits in IDLE on INBOX (push: new mail
+shows in well under a second) and watches the other synced folders (Sent, Archive,
+chosen folders) from there: by RFC 5465 NOTIFY where the server offers it (a STATUS
+of a changed folder ends the IDLE), else by a STATUS of each between IDLE cycles.
+Connections for work come and go: one imports the other folders beside INBOX's import
+and closes when they are in; one runs the outbox from the first queued action and
+closes after a quiet while (``work_linger``). The folder loops use :class:`FolderSync`
+rounds, whose every commit carries the folder cursor, so stopping the worker anywhere
+loses nothing.
 
 Each connection recovers alone: a dropped connection (or a database write that failed)
 is retried with its own backoff while the other loops keep working, and a successful
-round resets that backoff (:class:`crmail.domain.account.Backoff`).
+round resets that backoff (:class:`crmail.domain.account.Backoff`). Logins are paced
+process-wide (``connect_concurrency`` at a time), so a thousand accounts starting
+together come live without their handshakes timing out.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -49,6 +56,23 @@ log = logging.getLogger(__name__)
 #: database busy together, few enough that new mail still shows within about a second
 IMPORT_SLICES_PER_ROUND = 4
 
+#: with NOTIFY the server tells of changes in the other folders; they are still looked
+#: at every ``poll_interval`` times this, in case a notice was lost
+NOTIFY_SAFETY_FACTOR = 10
+
+#: the login gate of each event loop (asyncio primitives belong to one loop)
+_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _connect_gate(limit: int) -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    gate = _gates.get(loop)
+    if gate is None:
+        gate = _gates[loop] = asyncio.Semaphore(limit)
+    return gate
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
@@ -67,6 +91,10 @@ class WorkerOptions:
     tokens: TokenKeeper | None = None
     #: accounts that sync through the Gmail API (provider "gmail")
     gmail: GmailOptions = field(default_factory=GmailOptions)
+    #: the outbox's connection closes after this long without an action
+    work_linger: float = 60.0
+    #: IMAP logins in flight at once in this process (start-up of many accounts)
+    connect_concurrency: int = 20
 
     def backoff(self) -> Backoff:
         return Backoff(first=self.min_backoff, cap=self.max_backoff)
@@ -179,12 +207,7 @@ class AccountWorker:
         if account.settings.get("mode") == "one_way":
             await self._outbox_only(account, settings, follow=follow)
             return
-        if not follow:
-            main = await self._connect(settings)
-            actions_client = second = None
-        else:
-            # Together: slow connects add up otherwise, and hold the whole session back.
-            main, actions_client, second = await self._connect_all(settings, 3)
+        main = await self._connect(settings)
         folders = await discover(self.db, self.account_id, main)
         importing = not all(f.import_complete for f in folders) or any(
             f.uidnext is None for f in folders
@@ -215,39 +238,36 @@ class AccountWorker:
             await self._event(AccountEvent.IMPORT_FINISHED)
             await self._drain_outbox(SyncBack(self.db, account, main), follow=False)
             return
-        assert actions_client is not None and second is not None
         self._importing = {f.id for f in folders if not f.import_complete or f.uidnext is None}
         self._down.clear()
 
-        async def drain(client: ImapClient) -> None:
-            self._healthy("outbox")  # connected and logged in: its round is waiting
-            await self._drain_outbox(SyncBack(self.db, account, client))
+        # One FolderSync per loop for the worker's life: a reconnect swaps its client
+        # and keeps what it learnt (pending import UIDs, a shrunk batch size).
+        idling = FolderSync(self.db, account, main, opts, status_probe=False)
+        watching = FolderSync(self.db, account, main, opts)
+        watch = _Watch(
+            inbox_id=inbox[0].id if inbox else None,
+            other_ids=[f.id for f in others],
+            importer=any(not f.import_complete or f.uidnext is None for f in others),
+        )
 
-        tasks = [self._keep_connected("outbox", settings, actions_client, drain)]
-        if inbox:
-            # One FolderSync per loop for the worker's life: a reconnect swaps its client
-            # and keeps what it learnt (pending import UIDs, a shrunk batch size).
-            idling = FolderSync(self.db, account, main, opts, status_probe=False)
-            inbox_id = inbox[0].id
+        async def follow_mailbox(client: ImapClient) -> None:
+            idling.client = watching.client = client
+            await self._watch(idling, watching, watch)
 
-            async def follow_inbox(client: ImapClient) -> None:
-                idling.client = client
-                await self._follow_inbox(idling, inbox_id)
+        tasks = [
+            self._keep_connected("watch", settings, main, follow_mailbox),
+            self._outbox(SyncBack(self.db, account, main), settings),
+        ]
+        if watch.importer:
+            importing_sync = FolderSync(self.db, account, main, opts)
 
-            tasks.append(self._keep_connected("inbox", settings, main, follow_inbox))
-        else:
-            await self._drop(main)
-        if others:
-            polling = FolderSync(self.db, account, second, opts)
-            other_ids = [f.id for f in others]
+            async def import_others(client: ImapClient) -> None:
+                importing_sync.client = client
+                await self._import_others(importing_sync, watch)
+                await self._drop(client)  # the import is in: the watch takes over
 
-            async def poll(client: ImapClient) -> None:
-                polling.client = client
-                await self._poll_folders(polling, other_ids)
-
-            tasks.append(self._keep_connected("folders", settings, second, poll))
-        else:
-            await self._drop(second)
+            tasks.append(self._keep_connected("import", settings, None, import_others))
         await _gather_or_fail(tasks)
 
     async def _outbox_only(
@@ -270,43 +290,102 @@ class AccountWorker:
 
         await self._keep_connected("outbox", settings, client, drain)
 
-    async def _follow_inbox(self, sync: FolderSync, folder_id: int) -> None:
+    async def _watch(self, idling: FolderSync, watching: FolderSync, watch: _Watch) -> None:
+        """The connection every account keeps: INBOX in IDLE, the other folders watched
+        from there (NOTIFY, else a STATUS of each between IDLE cycles)."""
+        client = idling.client
+        loop = asyncio.get_running_loop()
         # From the database, not from memory: a round cut short by a dropped connection
         # may have committed batches past what the last completed round returned.
-        (folder,) = await self._folders([folder_id])
+        inbox = (await self._folders([watch.inbox_id]))[0] if watch.inbox_id else None
+        others = await self._folders(watch.other_ids)
+        notify = await client.notify([f.name for f in others])
+        # A folder watched by NOTIFY is held open by the server: its STATUS describes
+        # it even after another client renamed it away, so a look is a SELECT there.
+        watching.status_probe = not notify
+        look_every = self.options.poll_interval * (NOTIFY_SAFETY_FACTOR if notify else 1)
+        next_look = loop.time()  # every folder first: changes made while disconnected
+        noticed: set[str] = set()
+        importer = watch.importer
         while True:
-            folder = await sync.round(folder, import_batches=IMPORT_SLICES_PER_ROUND)
-            self._healthy("inbox")
-            self._changed()
-            if not folder.import_complete:
-                continue  # new mail is still checked first in every round
-            await self._import_finished(folder.id)
-            await sync.client.idle(timeout=self.options.idle_timeout)
-
-    async def _poll_folders(self, sync: FolderSync, folder_ids: list[int]) -> None:
-        """``folder_ids`` is updated in place when the folders change, so a reconnected
-        loop polls what this one found."""
-        current = await self._folders(folder_ids)
-        while True:
-            try:
-                for i, f in enumerate(current):
-                    current[i] = await sync.round(f, import_batches=IMPORT_SLICES_PER_ROUND)
-                    if current[i].import_complete:
-                        await self._import_finished(f.id)
-            except FolderGone as gone:
-                log.info("account %s: %s; looking again", self.account_id, gone.message)
-                found = await discover(self.db, self.account_id, sync.client)
-                current = [f for f in found if f.role is not Role.INBOX]
-                folder_ids[:] = [f.id for f in current]
-                self._importing = {f.id for f in found if f.id in self._importing} | {
-                    f.id for f in current if not f.import_complete or f.uidnext is None
-                }
+            if importer and not watch.importer:
+                # The import connection is done with the other folders: take them over
+                # as it left them (cursors, and the folders themselves, may have moved).
+                importer = False
+                others = await self._folders(watch.other_ids)
+                notify = await client.notify([f.name for f in others])
+                watching.status_probe = not notify
+                next_look = loop.time()
+            if not watch.importer and others:
+                due = loop.time() >= next_look
+                todo = [f for f in others if due or f.name in noticed or not f.import_complete]
+                if todo:
+                    if due:
+                        next_look = loop.time() + look_every
+                    noticed.difference_update(f.name for f in todo)
+                    found = await self._other_rounds(watching, todo, watch)
+                    if found is not None:  # the folders changed on the server
+                        others = found
+                        notify = await client.notify([f.name for f in others])
+                        watching.status_probe = not notify
+                        next_look = loop.time()
+                        continue
+                    by_id = {f.id: f for f in todo}
+                    others = [by_id.get(f.id, f) for f in others]
+                    self._healthy("watch")
+                    self._changed()
+            if inbox is not None:
+                # Last before IDLE: the round leaves INBOX selected for it.
+                inbox = await idling.round(inbox, import_batches=IMPORT_SLICES_PER_ROUND)
+                self._healthy("watch")
                 self._changed()
+                if not inbox.import_complete:
+                    continue  # new mail is still checked first in every round
+                await self._import_finished(inbox.id)
+            if not watch.importer and not all(f.import_complete for f in others):
                 continue
-            self._healthy("folders")
+            timeout = self.options.idle_timeout
+            if not watch.importer and others:
+                timeout = min(timeout, max(0.0, next_look - loop.time()))
+            if inbox is not None:
+                await client.idle(timeout=timeout)
+            else:
+                await asyncio.sleep(timeout)
+            noticed |= client.notified()
+
+    async def _other_rounds(
+        self, sync: FolderSync, todo: list[mail.FolderInfo], watch: _Watch
+    ) -> list[mail.FolderInfo] | None:
+        """A round of each folder in ``todo`` (updated in place). When one is gone, the
+        folders are looked up again: returns the new list of folders other than INBOX."""
+        try:
+            for i, f in enumerate(todo):
+                todo[i] = await sync.round(f, import_batches=IMPORT_SLICES_PER_ROUND)
+                if todo[i].import_complete:
+                    await self._import_finished(f.id)
+            return None
+        except FolderGone as gone:
+            log.info("account %s: %s; looking again", self.account_id, gone.message)
+            found = await discover(self.db, self.account_id, sync.client)
+            current = [f for f in found if f.role is not Role.INBOX]
+            watch.other_ids[:] = [f.id for f in current]
+            self._importing = {f.id for f in found if f.id in self._importing} | {
+                f.id for f in current if not f.import_complete or f.uidnext is None
+            }
             self._changed()
-            if all(f.import_complete for f in current):
-                await asyncio.sleep(self.options.poll_interval)
+            return current
+
+    async def _import_others(self, sync: FolderSync, watch: _Watch) -> None:
+        """The initial import of the folders other than INBOX, on a connection of its
+        own beside INBOX's (which the watch imports): returns once they are all in."""
+        current = await self._folders(watch.other_ids)
+        while not all(f.import_complete for f in current):
+            found = await self._other_rounds(sync, current, watch)
+            if found is not None:
+                current = found
+            self._healthy("import")
+            self._changed()
+        watch.importer = False
 
     async def _folders(self, ids: list[int]) -> list[mail.FolderInfo]:
         by_id = {f.id: f for f in await self.db.read(lambda s: mail.folders(s, self.account_id))}
@@ -342,15 +421,45 @@ class AccountWorker:
         """An action was queued for this account: drain now (call from the worker's loop)."""
         self._outbox_wake.set()
 
-    async def _drain_outbox(self, syncback: SyncBack, *, follow: bool = True) -> None:
+    async def _outbox(self, syncback: SyncBack, settings: ImapSettings) -> None:
+        """The outbox, on a connection opened for the first action and closed after
+        ``work_linger`` without one: an account with nothing to send holds none."""
+        work = _WorkConnection(self, settings, self.options.work_linger)
+        try:
+            while True:
+                try:
+                    await self._drain_outbox(syncback, work=work)
+                    return
+                except RETRYABLE as exc:
+                    if isinstance(exc, AuthFailed):
+                        raise
+                    await work.close()
+                    self._down.add("outbox")
+                    await self._retry_after("outbox", as_error(exc))
+        finally:
+            await work.close()
+
+    async def _drain_outbox(
+        self, syncback: SyncBack, *, follow: bool = True, work: _WorkConnection | None = None
+    ) -> None:
         def done() -> None:
             self._healthy("outbox")
             self._changed()
+            if work is not None:
+                work.release()
+
+        async def run(action: outbox.Action) -> None:
+            if work is not None:
+                # Dropped while it waited for work, or closed after a quiet while: the
+                # action is not held against (no failed attempt, no delay) when this
+                # connect fails; it is requeued when the drain restarts.
+                syncback.client = await work.acquire()
+            await self._run_action(syncback, action)
 
         await drain_outbox(
             self.db,
             self.account_id,
-            lambda action: self._run_action(syncback, action),
+            run,
             self._outbox_wake,
             follow=follow,
             on_done=done,
@@ -423,6 +532,10 @@ class AccountWorker:
     # --- helpers -----------------------------------------------------------------------------
 
     async def _connect(self, settings: ImapSettings) -> ImapClient:
+        async with _connect_gate(self.options.connect_concurrency):
+            return await self._login(settings)
+
+    async def _login(self, settings: ImapSettings) -> ImapClient:
         token = await self._fresh_token()
         if token is not None:
             settings = replace(settings, oauth2_token=token)
@@ -436,17 +549,6 @@ class AccountWorker:
             client = await ImapClient.connect(settings)
         self._clients.append(client)
         return client
-
-    async def _connect_all(self, settings: ImapSettings, n: int) -> list[ImapClient]:
-        """``n`` connections opened at once; one failure cancels the rest (those already
-        open are closed with the session)."""
-        tasks = [asyncio.ensure_future(self._connect(settings)) for _ in range(n)]
-        try:
-            return list(await asyncio.gather(*tasks))
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.wait(tasks)
 
     async def _drop(self, client: ImapClient) -> None:
         if client in self._clients:
@@ -536,3 +638,60 @@ async def _gather_or_fail(coros: Sequence[Coroutine[Any, Any, None]]) -> None:
             # not left to a "never retrieved" warning at garbage collection.
             if t.done() and not t.cancelled() and (exc := t.exception()) is not None:
                 log.debug("a sync loop ended with %r", exc)
+
+
+@dataclass(slots=True)
+class _Watch:
+    """The folders the watch connection follows, shared with the import connection."""
+
+    inbox_id: int | None
+    #: updated in place when the folders change on the server
+    other_ids: list[int]
+    #: the other folders are being imported on a connection of their own
+    importer: bool
+
+
+class _WorkConnection:
+    """A connection opened when there is work, closed after ``linger`` s without any."""
+
+    def __init__(self, worker: AccountWorker, settings: ImapSettings, linger: float) -> None:
+        self.worker = worker
+        self.settings = settings
+        self.linger = linger
+        self.client: ImapClient | None = None
+        self._closing: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def acquire(self) -> ImapClient:
+        if self._closing is not None:
+            self._closing.cancel()
+            self._closing = None
+        if self.client is not None and self.client.dropped:
+            await self.close()
+        if self.client is None:
+            self.client = await self.worker._connect(self.settings)
+            self.worker._healthy("outbox")  # connected and logged in
+            if "outbox" in self.worker._down:
+                await self.worker._reconnected("outbox")
+        return self.client
+
+    def release(self) -> None:
+        """The work at hand is done: close the connection unless more comes soon."""
+        if self.client is None or self._closing is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._closing = loop.call_later(self.linger, self._close_later)
+
+    def _close_later(self) -> None:
+        self._closing = None
+        task = asyncio.ensure_future(self.close())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        if self._closing is not None:
+            self._closing.cancel()
+            self._closing = None
+        client, self.client = self.client, None
+        if client is not None:
+            await self.worker._drop(client)

@@ -51,6 +51,7 @@ from crmail.providers.imap.connection import (
     quoted,
 )
 from crmail.providers.netcheck import allowed_addresses
+from crmail.providers.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -550,6 +551,13 @@ def _check(result: TaggedResult, what: str, *, folder: str | bytes | None = None
     raise ProtocolError(f"{what} failed ({result.status}): {result.text}")
 
 
+def _name_of(value: object) -> str:
+    """A mailbox name as a response carries it (mUTF-7 bytes, or an atom), decoded."""
+    if isinstance(value, bytes):
+        return str(imap_utf7.decode(value))
+    return str(value)
+
+
 def _event(resp: Response) -> ServerEvent | None:
     if resp.kind == b"EXISTS":
         return ServerEvent("exists", number=resp.number)
@@ -613,12 +621,8 @@ class ImapClient:
         if s.security not in ("tls", "starttls", "none"):
             raise InvalidInput(f"unknown IMAP security {s.security!r}")
         security = cast(Security, s.security)
-        ctx: ssl.SSLContext | None = None
-        if security != "none":
-            try:
-                ctx = ssl.create_default_context(cafile=s.ca_file)
-            except (OSError, ssl.SSLError) as e:
-                raise InvalidInput(f"cannot load CA file {s.ca_file!r}: {e}") from e
+        # Shared by every connection with the same trust (built once, off the loop).
+        ctx = await client_context(s.ca_file) if security != "none" else None
         conn = await _open(s, security, ctx)
         client = cls(conn, s)
         try:
@@ -788,13 +792,19 @@ class ImapClient:
         if self.condstore:
             items.append("HIGHESTMODSEQ")
         async with self._lock:
-            res = await self._cmd("STATUS", _mailbox_arg(folder), "(" + " ".join(items) + ")")
+            res = await self._cmd(
+                "STATUS", _mailbox_arg(folder), "(" + " ".join(items) + ")", owns=(b"STATUS",)
+            )
         _check(res, f"STATUS {_folder_text(folder)}", folder=folder)
         values: dict[str, int] = {}
         for r in res.of_kind(b"STATUS"):
             parsed = _parse_generic(r.records)
             if len(parsed) < 2 or not isinstance(parsed[-1], tuple):
                 raise ProtocolError(f"bad STATUS response {r.text!r}")
+            if _name_of(parsed[0]) != _folder_text(folder):
+                # NOTIFY news of another mailbox that came with the answer: keep it.
+                self._conn.notices.append(r)
+                continue
             pairs = parsed[-1]
             for i in range(0, len(pairs) - 1, 2):
                 values[_text(pairs[i]).upper()] = int(pairs[i + 1])
@@ -1013,7 +1023,7 @@ class ImapClient:
         """Wait up to ``timeout`` s for mailbox changes; returns them (empty on timeout)."""
         async with self._lock:
             events = self._drain_events()
-            if events:
+            if events or self._conn.notices:
                 return events
             if not self.has("IDLE"):
                 return await self._poll(timeout)
@@ -1037,9 +1047,42 @@ class ImapClient:
             _check(res, "NOOP")
             events = self._drain_events()
             remaining = deadline - loop.time()
-            if events or remaining <= 0:
+            if events or self._conn.notices or remaining <= 0:
                 return events
             await asyncio.sleep(min(NOOP_POLL_INTERVAL, remaining))
+
+    async def notify(self, folders: Sequence[str | bytes]) -> bool:
+        """Be told of changes in ``folders`` too, not only in the selected mailbox
+        (RFC 5465 NOTIFY): one connection idling in INBOX then watches them all. News
+        of them ends :meth:`idle` and is read with :meth:`notified`. False when the
+        server has no NOTIFY (or refused it): the caller looks with STATUS instead."""
+        if not folders or not self.has("NOTIFY"):
+            return False
+        names = [_mailbox_arg(f) for f in folders]
+        if any(isinstance(n, Literal) for n in names):
+            return False  # a name that needs a literal: not worth the syntax
+        events = "(MessageNew MessageExpunge FlagChange)"
+        watched = b"(MAILBOXES (" + b" ".join(cast(list[bytes], names)) + b") " + events.encode()
+        async with self._lock:
+            res = await self._cmd("NOTIFY", "SET", f"(SELECTED {events})", watched + b")")
+        if not res.ok:
+            log.info("%s refused NOTIFY: %s", self.settings.host, res.text)
+        return res.ok
+
+    def notified(self) -> set[str]:
+        """The mailboxes (other than the selected one) the server said changed since
+        the last call, by NOTIFY."""
+        names: set[str] = set()
+        q = self._conn.notices
+        while q:
+            resp = q.popleft()
+            try:
+                parsed = _parse_generic(resp.records)
+            except ProtocolError:
+                continue
+            if parsed:
+                names.add(_name_of(parsed[0]))
+        return names
 
     async def unselect(self) -> None:
         """Leave the selected mailbox without expunging anything (UNSELECT, RFC 3691;

@@ -26,6 +26,7 @@ from typing import Final
 from typing import Literal as TypingLiteral
 
 from crmail.errors import ConnectFailed, ProtocolError, TLSFailed
+from crmail.providers.tls import client_context_blocking
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ Record = bytes | tuple[bytes, bytes]
 
 #: Untagged response kinds that tell about changes in the selected mailbox.
 EVENT_KINDS: Final = frozenset({b"EXISTS", b"EXPUNGE", b"FETCH", b"VANISHED"})
+#: unsolicited news of *other* mailboxes (RFC 5465 NOTIFY sends STATUS responses)
+NOTICE_KINDS: Final = frozenset({b"STATUS"})
 
 _LITERAL_AT_END = re.compile(rb"\{(\d+)\+?\}\Z")
 _CODE = re.compile(rb"\[([^\]\s]+)(?: ([^\]]*))?\] ?")
@@ -249,6 +252,9 @@ class ImapConnection:
         self.on_event = on_event
         self.framer = ResponseFramer()
         self.events: deque[Response] = deque()
+        #: unsolicited STATUS responses (NOTIFY): kept apart from :attr:`events`, which
+        #: describe the selected mailbox and are dropped when another one is selected
+        self.notices: deque[Response] = deque()
         self.greeting: Response | None = None
         self.literal_plus = False  # set by the client once capabilities are known
         self._tag_prefix = "C"
@@ -278,7 +284,7 @@ class ImapConnection:
         if security not in ("tls", "starttls", "none"):
             raise ValueError(f"unknown security {security!r}")
         if security != "none" and ssl_context is None:
-            ssl_context = ssl.create_default_context()
+            ssl_context = client_context_blocking()
         try:
             async with asyncio.timeout(timeout):
                 reader, writer = await asyncio.open_connection(
@@ -447,6 +453,8 @@ class ImapConnection:
             self._bye = resp
         if kind in EVENT_KINDS and not (kind in owns or _is_earlier(resp)):
             self._push_event(resp)
+        elif kind in NOTICE_KINDS and kind not in owns:
+            self.notices.append(resp)
         else:
             untagged.append(resp)
 
@@ -478,14 +486,14 @@ class ImapConnection:
             raise RuntimeError("idle_wait() outside IDLE")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while not self.events:
+        while not (self.events or self.notices):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
             try:
                 resp = await self._read_response(timeout=remaining, idle=True)
             except TimeoutError:
-                return bool(self.events)
+                return bool(self.events or self.notices)
             if resp.tag == self._idle_tag:
                 # The server ended IDLE on its own (e.g. shutting down).
                 self._idle_tag = None
