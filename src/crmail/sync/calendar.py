@@ -25,13 +25,18 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from crmail.crypto import SecretBox
 from crmail.domain.ical import Window, parse_event
-from crmail.errors import CrmailError, InvalidInput, ProtocolError, StorageError
+from crmail.domain.netpolicy import AddressPolicy
+from crmail.errors import AuthFailed, CrmailError, InvalidInput, ProtocolError, StorageError
 from crmail.providers.caldav import CalDavClient, CalDavSettings, Listing, SyncTokenInvalid
+from crmail.providers.caldav.presets import CALDAV_PRESETS, preset_url
+from crmail.providers.netcheck import allowed_addresses
 from crmail.storage import calendar as store
 from crmail.storage.db import Database
+from crmail.storage.views import UserInfo
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +169,55 @@ async def sync_account(
         raise
     await db.write(lambda s: store.record_account_result(s, job.account_id, None, None))
     return totals
+
+
+async def connect_account(
+    db: Database,
+    box: SecretBox,
+    options: CalendarOptions,
+    policy: AddressPolicy,
+    user: UserInfo,
+    *,
+    url: str,
+    username: str,
+    password: str,
+    preset: str | None = None,
+    mail_account_id: int | None = None,
+    auto_create: bool = False,
+) -> store.CalendarAccountView:
+    """Connect a calendar account (API and web app): the server must be where mail
+    servers may be, and a first sync round must pass before the account is kept."""
+    url = url.strip() or (preset_url(preset, username) if preset else None) or ""
+    if not url:
+        raise InvalidInput("give the CalDAV URL", hint="or choose a preset with a fixed URL")
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise InvalidInput("the CalDAV URL must be an https:// address")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    await allowed_addresses(parts.hostname, port, policy)
+    view = await db.write(
+        lambda s: store.add_account(
+            s,
+            user,
+            box,
+            url=url,
+            username=username,
+            password=password,
+            preset=preset,
+            mail_account_id=mail_account_id,
+            auto_create=auto_create,
+        )
+    )
+    try:
+        job = await db.read(lambda s: store.job_for(s, user, view.id))
+        await sync_account(db, box, job, options)
+    except BaseException as exc:
+        await db.write(lambda s: store.delete_account(s, user, view.id))
+        found = CALDAV_PRESETS.get(preset or "")
+        if isinstance(exc, AuthFailed) and found is not None:
+            raise AuthFailed(exc.message, hint=found.app_password_hint) from None
+        raise
+    return await db.read(lambda s: store.get_account(s, user, view.id))
 
 
 class CalendarSync:

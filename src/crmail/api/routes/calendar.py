@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -17,14 +16,13 @@ from pydantic import Field
 
 from crmail.api.deps import CurrentUser, ServicesDep
 from crmail.api.schemas import Id, IdPath, In, Out
-from crmail.errors import AuthFailed, InvalidInput, ProviderError
-from crmail.providers.caldav.presets import CALDAV_PRESETS, preset_url
-from crmail.providers.netcheck import allowed_addresses
+from crmail.errors import ProviderError
+from crmail.providers.caldav.presets import CALDAV_PRESETS
 from crmail.services import Services
 from crmail.storage import calendar as store
 from crmail.storage import outbound, paging
 from crmail.storage.crm import UserInfo
-from crmail.sync.calendar import CalendarOptions, sync_account
+from crmail.sync.calendar import CalendarOptions, connect_account
 from crmail.sync.connect import status_for
 from crmail.sync.meetings import MeetingRequest, MeetingResult, cancel, reschedule, schedule
 
@@ -176,15 +174,6 @@ def _result(r: MeetingResult) -> MeetingResultOut:
     )
 
 
-async def _check_address(services: Services, url: str) -> None:
-    """The server must be where mail servers may be (public, or an allowed network)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise InvalidInput("the CalDAV URL must be an https:// address")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    await allowed_addresses(parts.hostname, port, services.settings.mail_policy)
-
-
 # --- accounts ----------------------------------------------------------------------------------
 
 
@@ -199,39 +188,25 @@ async def connect(
     body: CalendarAccountIn, request: Request, user: CurrentUser, services: ServicesDep
 ) -> Response | CalendarAccountOut:
     """Connect a CalDAV calendar (checked by a first sync round before it is kept)."""
-    url = body.url.strip() or (preset_url(body.preset, body.username) if body.preset else None)
-    if not url:
-        raise InvalidInput("give the CalDAV URL", hint="or a preset with a fixed URL")
-    await _check_address(services, url)
-    options = calendar_options(services)
-    view = await services.db.write(
-        lambda s: store.add_account(
-            s,
-            user,
+    try:
+        view = await connect_account(
+            services.db,
             services.box,
-            url=url,
+            calendar_options(services),
+            services.settings.mail_policy,
+            user,
+            url=body.url,
             username=body.username,
             password=body.password,
             preset=body.preset,
             mail_account_id=body.mail_account_id,
             auto_create=body.auto_create,
         )
-    )
-    try:
-        job = await services.db.read(lambda s: store.job_for(s, user, view.id))
-        await sync_account(services.db, services.box, job, options)
-    except BaseException as exc:
-        await services.db.write(lambda s: store.delete_account(s, user, view.id))
-        if isinstance(exc, ProviderError):
-            preset = CALDAV_PRESETS.get(body.preset or "")
-            if isinstance(exc, AuthFailed) and preset is not None:
-                exc = AuthFailed(exc.message, hint=preset.app_password_hint)
-            # A refused login is the user's input to fix (422), like a mailbox's.
-            return JSONResponse(exc.to_dict(), status_code=status_for(exc))
-        raise
+    except ProviderError as exc:
+        # A refused login is the user's input to fix (422), like a mailbox's.
+        return JSONResponse(exc.to_dict(), status_code=status_for(exc))
     _wake(request)
-    out = await services.db.read(lambda s: store.get_account(s, user, view.id))
-    return CalendarAccountOut.model_validate(out)
+    return CalendarAccountOut.model_validate(view)
 
 
 @router.get("/calendar/accounts")
