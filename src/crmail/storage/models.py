@@ -230,6 +230,9 @@ class Folder(Base):
     synced: Mapped[int] = mapped_column(Integer, default=0)
     skipped: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     last_sync_at: Mapped[datetime | None]
+    #: a provider's own sync cursor where it is a link, not a number (Microsoft Graph:
+    #: the folder's delta link, or the next page of its unfinished first round)
+    sync_link: Mapped[str | None] = mapped_column(Text)
     __table_args__ = (UniqueConstraint("account_id", "name"),)
 
 
@@ -349,9 +352,10 @@ class Placement(Base):
     modseq: Mapped[int | None] = mapped_column(BigInteger)
     #: the provider's own id of this copy where it has one (Gmail: the message id, and
     #: ``uid`` a stable number made from it, see crmail.sync.gmail.labels); None on IMAP
-    remote_id: Mapped[str | None] = mapped_column(String(64))
-    #: the provider's conversation id (Gmail's threadId): replies are sent into it
-    remote_thread: Mapped[str | None] = mapped_column(String(64))
+    remote_id: Mapped[str | None] = mapped_column(String(255))
+    #: the provider's conversation id (Gmail's threadId, Graph's conversationId): replies
+    #: are sent into it
+    remote_thread: Mapped[str | None] = mapped_column(String(255))
     __table_args__ = (
         UniqueConstraint("folder_id", "uid"),
         UniqueConstraint("folder_id", "remote_id"),
