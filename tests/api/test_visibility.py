@@ -390,6 +390,7 @@ CASES: dict[str, tuple[Case, ...]] = {
     "/settings/email": (Case("/settings/email", status=200),),
     "/oauth/{provider}/callback": (Case("/oauth/google/callback?state=forged&code=x"),),
     "/settings/security": (Case("/settings/security", status=200),),
+    "/settings/calendar": (Case("/settings/calendar", status=200),),
     "/settings/users": (Case("/settings/users"),),
     "/settings/email/accounts/{account_id}": (Case("/settings/email/accounts/{account}"),),
     "/settings/email/accounts/{account_id}/health": (

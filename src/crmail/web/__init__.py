@@ -11,11 +11,11 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from crmail.web import auth, crm, mail, oauth, security, settings
+from crmail.web import auth, calendar, crm, mail, oauth, security, settings
 from crmail.web.ratelimit import SignInLimiter
 
 router = APIRouter()
-for _module in (auth, mail, crm, settings, oauth, security):
+for _module in (auth, mail, crm, settings, oauth, security, calendar):
     router.include_router(_module.router)
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, Response
 from sqlalchemy.orm import Session
 
 from crmail.errors import InvalidInput
-from crmail.storage import crm
+from crmail.storage import calendar, crm
 from crmail.web.common import Web, WebAction, WebRoute, WebUser, see_other
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
@@ -48,6 +48,7 @@ async def _subject_page(web: Web, kind: str, ident: int, template: str) -> Respo
     def load(s: Session) -> dict[str, object]:
         page = crm.timeline(s, web.user, kind, ident, limit=100)
         ctx: dict[str, object] = {"timeline": page.items}
+        ctx["meetings"] = calendar.meeting_timeline(s, web.user, kind, ident, limit=50).items
         leads = crm.list_leads(s, ws, limit=200)
         ctx["leads"] = leads
         ctx["lead_names"] = {lead.id: lead.name for lead in leads}
