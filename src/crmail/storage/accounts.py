@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from crmail.domain.account import ACTIVE, AccountEvent, AccountState, IllegalTransition, transition
@@ -186,6 +186,21 @@ def active_connections(s: Session) -> dict[int, str]:
         .order_by(MailAccount.id)
     )
     return {a.id: _fingerprint(a) for a in rows}
+
+
+def active_version(s: Session) -> tuple[int, int | None]:
+    """A cheap stamp of :func:`active_connections` (one aggregate, no rows loaded): it
+    changes when an account starts or stops wanting a worker. Changed credentials or
+    servers do not show in it: whoever changes them wakes the sync service."""
+    count, top = s.execute(
+        select(func.count(MailAccount.id), func.max(MailAccount.id))
+        .join(User, User.id == MailAccount.user_id)
+        .where(
+            MailAccount.state.in_([st.value for st in ACTIVE]),
+            User.disabled_at.is_(None),
+        )
+    ).one()
+    return int(count), top
 
 
 # --- options: how the account syncs (Settings → Email "Options", PATCH /api/accounts/{id}) --

@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 #: seconds a shutdown waits for workers to wind down
 STOP_TIMEOUT = 10.0
 
+#: a scan nobody asked for reloads every account's connection at most this often; in
+#: between it compares a one-row stamp (:func:`accounts.active_version`): loading and
+#: fingerprinting a thousand accounts every scan cost a sixth of a core
+RELOAD_EVERY = 30.0
+
 
 class SyncService:
     def __init__(
@@ -73,6 +78,8 @@ class SyncService:
         self._recording: set[asyncio.Task[None]] = set()
         #: what each account's worker is retrying after (Services.problems)
         self.problems = {} if problems is None else problems
+        #: the stamp of the accounts as last loaded, and when (loop time)
+        self._loaded: tuple[tuple[int, int | None], float] | None = None
 
     def accounts_changed(self) -> None:
         """Safe to call from any thread (API handlers run in a thread pool)."""
@@ -173,8 +180,9 @@ class SyncService:
         return {i for i, t in self._tasks.items() if not t.done()}
 
     async def _supervise(self) -> None:
+        woken = True
         while True:
-            await self.reconcile()
+            await self.reconcile(reload=woken)
             # Atomic: of several processes running it together, each item wakes once.
             await self.db.write(actions.wake_snoozed)
             wait = self.scan_interval
@@ -185,6 +193,7 @@ class SyncService:
                     wait = min(wait, max(0.05, expiry + 0.05))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
+            woken = self._wake.is_set()
             self._wake.clear()
 
     async def _heartbeat(self) -> None:
@@ -233,15 +242,15 @@ class SyncService:
         if tasks:
             await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
 
-    async def reconcile(self) -> None:
+    async def reconcile(self, *, reload: bool = True) -> None:
         """Start workers for active accounts; stop those of accounts no longer active.
 
         A worker whose account changed connection (reconnect with a new password, a
         new address or server) is replaced: it read its settings when it started.
+        ``reload=False`` (a scan nobody asked for): the accounts are reloaded only when
+        their stamp changed or the last load is :data:`RELOAD_EVERY` old.
         """
-        wanted = dict(await self.db.read(accounts.active_connections))
-        if self.default_smtp is not None:
-            wanted[DEFAULT_SENDER] = "default provider"
+        wanted = await self._wanted_accounts(reload)
         self._wanted = wanted
         stopping = []
         for account_id, task in list(self._tasks.items()):
@@ -286,6 +295,22 @@ class SyncService:
             task.add_done_callback(functools.partial(self._worker_ended, account_id, worker))
             self._tasks[account_id] = task
             log.info("sync started for account %s", account_id)
+
+    async def _wanted_accounts(self, reload: bool) -> dict[int, str]:
+        now = asyncio.get_running_loop().time()
+        stamp = await self.db.read(accounts.active_version)
+        if (
+            not reload
+            and self._loaded is not None
+            and self._loaded[0] == stamp
+            and now - self._loaded[1] < RELOAD_EVERY
+        ):
+            return self._wanted
+        wanted = dict(await self.db.read(accounts.active_connections))
+        if self.default_smtp is not None:
+            wanted[DEFAULT_SENDER] = "default provider"
+        self._loaded = (stamp, now)
+        return wanted
 
     def _worker_ended(
         self, account_id: int, worker: AccountWorker | None, task: asyncio.Task[None]
