@@ -163,9 +163,12 @@ def _lists(ids: dict[str, int]) -> dict[str, Callable[[Session, crm.UserInfo, st
 def _list_statements(seen: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
     # The list itself is the ordered, LIMITed read (a thread has no limit: its ORDER BY
     # is the message date); the lookups by the page's ids that follow are bounded by the
-    # page size whatever their plan.
+    # page size whatever their plan. The Inbox's due snoozed items are found by time.
     return [
-        (sql, p) for sql, p in seen if "ORDER BY" in sql and ("LIMIT" in sql or "coalesce(" in sql)
+        (sql, p)
+        for sql, p in seen
+        if ("ORDER BY" in sql and ("LIMIT" in sql or "coalesce(" in sql))
+        or "snooze_until <=" in sql
     ]
 
 
@@ -182,7 +185,17 @@ def _plan(s: Session, sql: str, params: Any) -> list[str]:
         cursor.close()
 
 
-def _problems(dialect: str, plan: list[str]) -> list[str]:
+def _problems(dialect: str, plan: list[str], sql: str) -> list[str]:
+    if "inbox_items.id IN" in sql:
+        return []  # the due snoozed items found below, by id: sorting those few is fine
+    if "snooze_until <=" in sql:
+        # Due snoozed items are found by time on their index (few: the waker reopens
+        # them); walking every snoozed item of the user to find them is the fault.
+        if dialect == "sqlite":
+            ok = any("snooze_until<?" in line for line in plan)
+        else:
+            ok = any("Index Cond" in line and "snooze_until <=" in line for line in plan)
+        return [] if ok else [f"due snoozed items not found by their time: {plan}"]
     if dialect == "sqlite":
         return [
             line
@@ -238,8 +251,10 @@ def test_each_list_is_read_in_index_order(
         bad = []
         for sql, params in statements:
             plan = _plan(s, sql, params)
-            bad += [f"{line}\n  in {sql}\n  plan: {plan}" for line in _problems(dialect, plan)]
-            if cursor is not None and name in KEYSET and not _seeks(dialect, plan):
+            bad += [f"{line}\n  in {sql}\n  plan: {plan}" for line in _problems(dialect, plan, sql)]
+            seek_needed = cursor is not None and name in KEYSET and "ORDER BY" in sql
+            seek_needed = seek_needed and "inbox_items.id IN" not in sql
+            if seek_needed and not _seeks(dialect, plan):
                 bad.append(f"the index is not entered at the cursor: {plan}\n  in {sql}")
         return bad
 

@@ -1,15 +1,20 @@
 """A user's CRM Inbox as a list: open items, newest first, paged by keyset.
 
 "In the Inbox" is ``open``, or ``snoozed`` with its time come (the waker may not have
-run yet). One query with that OR cannot be read in index order, so each state is its
-own query in the order of the (user, state, received_at, id) index, at most a page long,
-and the two are merged here: two short index range reads instead of sorting the whole
-Inbox, whatever its size and however deep the page.
+run yet). One query with that OR cannot be read in index order, so each is its own
+query, at most a page long, and the two are merged here:
+
+- open items in the order of the (user, state, received_at, id) index, entered at the
+  cursor: a short index range read whatever the Inbox's size and the page's depth;
+- due snoozed items found by their time on (user, state, snooze_until): the few the
+  waker has not reopened yet, then those of them on the page, sorted. Read in
+  received_at order instead, every snoozed item of the user would be walked to find
+  the due ones.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from crmail.domain.inbox import ItemState
@@ -51,24 +56,24 @@ def _inbox(
     include_read: bool,
 ) -> Page[InboxEntry]:
     n = paging.clamp(limit)
-    now = utcnow()
-    rows: list[InboxItem] = []
-    for state in (ItemState.OPEN, ItemState.SNOOZED):
-        q = select(InboxItem).where(
-            InboxItem.user_id == user_id,
-            InboxItem.state == state.value,
-            # In the query, not after it: pages, cursors and counts see only visible items.
-            visibility.message_visible(viewer, InboxItem.message_id),
+    open_items = select(InboxItem).where(
+        InboxItem.user_id == user_id, InboxItem.state == ItemState.OPEN.value
+    )
+    rows = _page_of(s, viewer, open_items, n, before, include_read)
+    # The due ones alone, by their time: a query of only these terms is served by the
+    # (user, state, snooze_until) index, whatever the planner knows about the data.
+    due = list(
+        s.scalars(
+            select(InboxItem.id).where(
+                InboxItem.user_id == user_id,
+                InboxItem.state == ItemState.SNOOZED.value,
+                InboxItem.snooze_until <= utcnow(),
+            )
         )
-        if state is ItemState.SNOOZED:
-            q = q.where(InboxItem.snooze_until <= now)
-        if not include_read:
-            q = q.where(InboxItem.is_read.is_(False))
-        cond = paging.older_than(InboxItem.received_at, InboxItem.id, before)
-        if cond is not None:
-            q = q.where(cond)
-        order = (InboxItem.received_at.desc(), InboxItem.id.desc())
-        rows.extend(s.scalars(q.order_by(*order).limit(n + 1)))
+    )
+    if due:
+        back = select(InboxItem).where(InboxItem.id.in_(due))
+        rows += _page_of(s, viewer, back, n, before, include_read)
     rows.sort(key=lambda i: (i.received_at, i.id), reverse=True)
     page = rows[:n]
     found = summaries(s, viewer.workspace_id, [i.message_id for i in page])
@@ -86,3 +91,23 @@ def _inbox(
     )
     nxt = paging.encode_cursor(page[-1].received_at, page[-1].id) if len(rows) > n else None
     return Page(items, nxt)
+
+
+def _page_of(
+    s: Session,
+    viewer: UserInfo,
+    q: Select[InboxItem],
+    n: int,
+    before: str | None,
+    include_read: bool,
+) -> list[InboxItem]:
+    """At most a page (+1) of ``q``'s items ``viewer`` may see, newest first, after the cursor."""
+    # In the query, not after it: pages, cursors and counts see only visible items.
+    q = q.where(visibility.message_visible(viewer, InboxItem.message_id))
+    if not include_read:
+        q = q.where(InboxItem.is_read.is_(False))
+    cond = paging.older_than(InboxItem.received_at, InboxItem.id, before)
+    if cond is not None:
+        q = q.where(cond)
+    order = (InboxItem.received_at.desc(), InboxItem.id.desc())
+    return list(s.scalars(q.order_by(*order).limit(n + 1)))

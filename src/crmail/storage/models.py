@@ -420,6 +420,8 @@ class InboxItem(Base):
     __table_args__ = (
         UniqueConstraint("user_id", "message_id"),
         Index("ix_inbox_user_state_received", "user_id", "state", "received_at", "id"),
+        # Due snoozed items, found by their time (few: the waker reopens them).
+        Index("ix_inbox_user_snoozed_due", "user_id", "state", "snooze_until"),
     )
 
 
