@@ -46,6 +46,7 @@ from crmail.storage.db import Database
 from crmail.sync.drain import drain_outbox
 from crmail.sync.folders import FolderGone, discover
 from crmail.sync.gmail.options import GmailOptions
+from crmail.sync.graph.options import GraphOptions
 from crmail.sync.inbound import FolderSync, SyncOptions
 from crmail.sync.sending import Sending, smtp_settings_for
 from crmail.sync.syncback import SyncBack
@@ -91,6 +92,8 @@ class WorkerOptions:
     tokens: TokenKeeper | None = None
     #: accounts that sync through the Gmail API (provider "gmail")
     gmail: GmailOptions = field(default_factory=GmailOptions)
+    #: accounts that sync through Microsoft Graph (provider "graph")
+    graph: GraphOptions = field(default_factory=GraphOptions)
     #: the outbox's connection closes after this long without an action
     work_linger: float = 60.0
     #: IMAP logins in flight at once in this process (start-up of many accounts)

@@ -7,10 +7,13 @@ from crmail.errors import CrmailError
 from crmail.storage import mail
 from crmail.storage.db import Database
 from crmail.sync.gmail.worker import GmailWorker
+from crmail.sync.graph.worker import GraphWorker
 from crmail.sync.worker import AccountWorker, WorkerOptions
 
 #: provider kind of accounts synced through the Gmail API (IMAP accounts: "imap")
 GMAIL = "gmail"
+#: provider kind of accounts synced through Microsoft Graph
+GRAPH = "graph"
 
 
 async def worker_for(
@@ -22,5 +25,7 @@ async def worker_for(
     problems: dict[int, CrmailError] | None = None,
 ) -> AccountWorker:
     account = await db.read(lambda s: mail.account_info(s, account_id))
-    kind = GmailWorker if account.provider == GMAIL else AccountWorker
+    kind: type[AccountWorker] = {GMAIL: GmailWorker, GRAPH: GraphWorker}.get(
+        account.provider, AccountWorker
+    )
     return kind(db, box, account_id, options, problems=problems)

@@ -15,6 +15,7 @@ from crmail.providers.graph.client import (
 from crmail.providers.graph.resources import (
     WELL_KNOWN_FOLDERS,
     Address,
+    DeltaPage,
     FolderDelta,
     MailFolder,
     Message,
@@ -31,6 +32,7 @@ __all__ = [
     "WELL_KNOWN_FOLDERS",
     "Address",
     "Attachment",
+    "DeltaPage",
     "FolderDelta",
     "GraphClient",
     "MailFolder",

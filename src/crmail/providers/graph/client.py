@@ -25,6 +25,7 @@ from crmail.errors import FolderMissing, InvalidInput, ProtocolError, ProviderRe
 from crmail.providers.graph.errors import RULES, GraphFailure, delta_expired, message_missing
 from crmail.providers.graph.resources import (
     Address,
+    DeltaPage,
     FolderDelta,
     MailFolder,
     Message,
@@ -318,6 +319,52 @@ class GraphClient:
             items, link = await self._rounds(first, params, expired=False, headers=headers)
         present, removed = self._split(items)
         return MessageDelta(tuple(Message.from_json(m) for m in present), tuple(removed), link)
+
+    async def messages_delta_page(
+        self,
+        folder_id: str,
+        link: str | None = None,
+        *,
+        since: dt.datetime | None = None,
+        select: Iterable[str] = DEFAULT_SELECT,
+        page_size: int | None = None,
+    ) -> DeltaPage:
+        """One page of a folder's delta round: the first (``link`` None, with the query
+        options) or the one ``link`` names (a nextLink, or a deltaLink to start the next
+        round). For a caller that commits page by page (a resumable import): store
+        ``next_link`` with what the page held, and ``delta_link`` when it comes.
+
+        :raises HistoryExpired: Graph no longer knows ``link``: start the round over.
+        """
+        headers = (
+            {"Prefer": f"{IMMUTABLE_IDS}, odata.maxpagesize={page_size}"} if page_size else None
+        )
+        params: list[tuple[str, str]] = []
+        if link:
+            url = link
+        else:
+            url = f"/me/mailFolders/{_q(folder_id)}/messages/delta"
+            params = [("$select", ",".join(dict.fromkeys(("id", *select))))]
+            if since is not None:
+                params.append(("$filter", f"receivedDateTime ge {_iso(since)}"))
+        data = await self._json(
+            "GET", url, params=params, headers=headers, not_found=delta_expired if link else None
+        )
+        value = data.get("value", [])
+        if not isinstance(value, list):
+            raise ProtocolError("Microsoft Graph's delta page holds no list of items.")
+        present, removed = self._split(v for v in value if isinstance(v, dict))
+        next_link, delta_link = data.get("@odata.nextLink"), data.get("@odata.deltaLink")
+        if not (isinstance(next_link, str) and next_link) and not (
+            isinstance(delta_link, str) and delta_link
+        ):
+            raise ProtocolError("Microsoft Graph's delta page has neither a next nor a delta link.")
+        return DeltaPage(
+            tuple(Message.from_json(m) for m in present),
+            tuple(removed),
+            next_link if isinstance(next_link, str) and next_link else None,
+            delta_link if isinstance(delta_link, str) and delta_link else None,
+        )
 
     # --- messages --------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from crmail.errors import ProtocolError
 __all__ = [
     "WELL_KNOWN_FOLDERS",
     "Address",
+    "DeltaPage",
     "FolderDelta",
     "MailFolder",
     "Message",
@@ -213,6 +214,17 @@ class MessageDelta:
     messages: tuple[Message, ...]
     removed: tuple[Removal, ...]
     delta_link: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaPage:
+    """One page of a delta round: ``next_link`` while the round goes on, ``delta_link``
+    on its last page (the cursor for the next round)."""
+
+    messages: tuple[Message, ...]
+    removed: tuple[Removal, ...]
+    next_link: str | None
+    delta_link: str | None
 
 
 ChangeType = Literal["created", "updated", "deleted"]

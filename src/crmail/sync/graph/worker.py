@@ -1,0 +1,234 @@
+"""One Microsoft Graph account's sync worker: import, then follow the mailbox.
+
+Two loops share one HTTP client (at most 4 requests in flight, as Graph allows per
+mailbox; 429/503 wait out Retry-After):
+
+- sync: each round is a delta round of every synced folder, with a few pages of the
+  import while it lasts (:mod:`.rounds`); between rounds it waits for a change
+  notification (:meth:`GraphWorker.pushed`) or the safety poll (``poll_interval``),
+  whichever comes first;
+- outbox: CRM actions as Graph calls (:mod:`.syncback`), sends through ``sendMail``
+  (:mod:`.sending`), in order, each recorded before the next.
+
+Retries, backoff, auth pauses and the account's status are those of the IMAP worker
+(:class:`crmail.sync.worker.AccountWorker`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from crmail.crypto import SecretBox
+from crmail.domain.account import AccountEvent
+from crmail.errors import AuthFailed, CrmailError, FolderMissing
+from crmail.providers.graph import GraphClient
+from crmail.storage import mail, outbox
+from crmail.storage.db import Database
+from crmail.sync.api_mailbox import run_outbox_action
+from crmail.sync.drain import drain_outbox
+from crmail.sync.graph.folders import WELL_KNOWN, Layout, wanted_folders
+from crmail.sync.graph.ingest import GraphIngest
+from crmail.sync.graph.rounds import Rounds, window_start
+from crmail.sync.graph.sending import GraphSending
+from crmail.sync.graph.syncback import GraphSyncBack
+from crmail.sync.worker import (
+    IMPORT_SLICES_PER_ROUND,
+    RETRYABLE,
+    AccountWorker,
+    WorkerOptions,
+    _gather_or_fail,
+    as_error,
+)
+
+log = logging.getLogger(__name__)
+
+#: import pages per round of `run_once` (the CLI's `sync --once`): all of them
+ALL_PAGES = 1_000_000
+
+
+class GraphWorker(AccountWorker):
+    def __init__(
+        self,
+        db: Database,
+        box: SecretBox,
+        account_id: int,
+        options: WorkerOptions | None = None,
+        *,
+        on_change: Callable[[int], None] | None = None,
+        problems: dict[int, CrmailError] | None = None,
+    ) -> None:
+        super().__init__(
+            db, box, account_id, options or WorkerOptions(), on_change=on_change, problems=problems
+        )
+        self._delta_wake = asyncio.Event()
+        self._client: GraphClient | None = None
+        self._access: str | None = None
+        #: the session's ingest (tests and the bench read its figures)
+        self.ingest: GraphIngest | None = None
+        #: sync rounds done (a figure for tests: a notification wakes a round early)
+        self.rounds = 0
+
+    def pushed(self) -> None:
+        """Graph said the mailbox changed: run a delta round now (call from the loop)."""
+        self._delta_wake.set()
+
+    def wake(self) -> None:
+        super().wake()
+        self.pushed()
+
+    async def _session(self, *, follow: bool) -> None:
+        await self._event(AccountEvent.START)
+        account = await self.db.read(lambda s: mail.account_info(s, self.account_id))
+        self._secret = account.secret
+        self._oauth = bool(account.settings.get("oauth_provider"))
+        opts = self.options.graph
+        client = GraphClient(
+            self._access_token,
+            refresh_access_token=self._refreshed_token,
+            base_url=opts.base_url,
+            retry=opts.retry,
+        )
+        self._client = client
+        sender = GraphSending(self.db, account, client)
+        if account.settings.get("mode") == "one_way":
+            await client.me()
+            await self._event(AccountEvent.CONNECTED_LIVE)
+            self._healthy("session")
+            await self._drain(None, sender, follow=follow)
+            return
+        layout = await self._layout(account, client)
+        ingest = self.ingest = GraphIngest(self.db, account, client, layout)
+        rounds = Rounds(
+            self.db,
+            client,
+            ingest,
+            since=window_start(account, self.options.sync.history_days),
+            page_size=opts.page_size,
+        )
+        await rounds.load()
+        await self._event(
+            AccountEvent.CONNECTED_IMPORTING if rounds.importing else AccountEvent.CONNECTED_LIVE
+        )
+        self._healthy("session")
+        syncback = GraphSyncBack(self.db, account, client, layout)
+        if not follow:
+            await self._round(rounds, ALL_PAGES)
+            await self._drain(syncback, sender, follow=False)
+            # What the drain did (a sent message's Sent Items copy, moves) comes back now.
+            await self._round(rounds, ALL_PAGES)
+            return
+        self._down.clear()
+
+        async def follow_mailbox() -> None:
+            while True:
+                await self._round(rounds, IMPORT_SLICES_PER_ROUND)
+                await self._back_up("sync")
+                self._healthy("sync")
+                self._changed()
+                if rounds.importing:
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._delta_wake.wait(), self.options.poll_interval)
+                self._delta_wake.clear()
+
+        async def drain() -> None:
+            await self._back_up("outbox")
+            self._healthy("outbox")
+            await self._drain(syncback, sender, follow=True)
+
+        await _gather_or_fail(
+            [self._keep_going("sync", follow_mailbox), self._keep_going("outbox", drain)]
+        )
+
+    async def _layout(self, account: mail.AccountInfo, client: GraphClient) -> Layout:
+        graph_ids: dict[str, str] = {}
+        for well_known, (name, _) in WELL_KNOWN.items():
+            try:
+                found = (
+                    await client.archive_folder()
+                    if well_known == "archive"
+                    else await client.folder(well_known)
+                )
+            except FolderMissing:
+                continue
+            graph_ids[name] = found.id
+        listed = account.settings.get("folders")
+        chosen = [n for n in listed if isinstance(n, str)] if isinstance(listed, list) else []
+        if chosen:
+            by_name = {f.display_name: f.id for f in (await client.folders_delta()).folders}
+            graph_ids.update({n: by_name[n] for n in chosen if n in by_name})
+        wanted = [w for w in wanted_folders(chosen) if w[0] in graph_ids]
+        account_id = self.account_id
+        folders = await self.db.write(lambda s: mail.ensure_folders(s, account_id, wanted))
+        return Layout.of(folders, graph_ids)
+
+    async def _round(self, rounds: Rounds, pages: int) -> None:
+        importing = rounds.importing
+        await rounds.round(pages)
+        if importing and not rounds.importing:
+            await self._event(AccountEvent.IMPORT_FINISHED)
+        self.rounds += 1
+
+    async def _keep_going(self, loop: str, body: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            try:
+                await body()
+                return
+            except RETRYABLE as exc:
+                if isinstance(exc, AuthFailed):
+                    raise
+                self._down.add(loop)
+                await self._retry_after(loop, as_error(exc))
+
+    async def _back_up(self, loop: str) -> None:
+        if loop in self._down:
+            await self._reconnected(loop)
+
+    async def _drain(
+        self, syncback: GraphSyncBack | None, sender: GraphSending, *, follow: bool
+    ) -> None:
+        def done() -> None:
+            self._healthy("outbox")
+            self._changed()
+
+        async def run(action: outbox.Action) -> None:
+            await run_outbox_action(
+                self.db,
+                self.account_id,
+                action,
+                syncback.run if syncback is not None else None,
+                sender.run,
+            )
+
+        await drain_outbox(
+            self.db, self.account_id, run, self._outbox_wake, follow=follow, on_done=done
+        )
+
+    async def _access_token(self) -> str:
+        token = await self._fresh_token()
+        if token is None:
+            assert self._secret is not None
+            token = self.box.open(self._secret).get("oauth2_token")
+        if not token:
+            raise AuthFailed(
+                "this Microsoft account has no access token",
+                hint="connect it again with Microsoft in Settings → Email",
+            )
+        self._access = token
+        return token
+
+    async def _refreshed_token(self) -> str:
+        token = await self._fresh_token(refused=self._access)
+        if token is None:
+            return self._access or ""
+        self._access = token
+        return token
+
+    async def _close_clients(self) -> None:
+        await super()._close_clients()
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()

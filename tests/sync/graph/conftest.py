@@ -1,0 +1,147 @@
+"""A Microsoft account synced through Graph against the fake Graph on loopback."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from crmail.providers.http import RetryPolicy
+from crmail.services import Services
+from crmail.storage import accounts
+from crmail.storage.models import Folder, InboxItem, Message, Placement
+from crmail.sync.graph.options import GraphOptions
+from crmail.sync.graph.worker import GraphWorker
+from crmail.sync.worker import WorkerOptions
+from tests.factories import World, message, new_world
+from tests.fakes.graph import FakeGraph, Mailbox
+from tests.fakes.server import LoopbackServer
+from tests.sync.test_inbound import FAST
+
+pytestmark = pytest.mark.db
+
+_numbers = itertools.count(1)
+QUICK_RETRY = RetryPolicy(throttled_attempts=3, server_attempts=2, base_delay=0.01, jitter=0.0)
+
+
+@pytest.fixture(scope="session")
+def graph_fake() -> Iterator[tuple[FakeGraph, str]]:
+    fake = FakeGraph(seed=13)
+    with LoopbackServer(fake.app) as server:
+        yield fake, server.url + "/v1.0"
+
+
+@dataclass
+class Outlook:
+    services: Services
+    world: World
+    fake: FakeGraph
+    box: Mailbox
+    user_id: int
+    account_id: int
+    options: WorkerOptions
+
+    @property
+    def address(self) -> str:
+        return self.box.address
+
+    def worker(self, **changes: object) -> GraphWorker:
+        options = replace(self.options, **changes) if changes else self.options
+        return GraphWorker(self.services.db, self.services.box, self.account_id, options)
+
+    async def sync(self) -> GraphWorker:
+        worker = self.worker()
+        await worker.run_once()
+        return worker
+
+    def deliver(
+        self, sender: str, subject: str = "Hello", *, minutes_ago: int = 5, **kw: object
+    ) -> str:
+        when = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=minutes_ago)
+        folder = str(kw.pop("folder", "inbox"))
+        raw = message(sender, self.address, subject, date=when, **kw)  # type: ignore[arg-type]
+        return self.box.deliver(raw, folder=folder, received=when).id
+
+    def mime_fetches(self, graph_id: str) -> int:
+        return sum(1 for r in self.fake.requests if r.path.endswith(f"/messages/{graph_id}/$value"))
+
+    def placements(self, graph_id: str) -> list[tuple[str, list[str]]]:
+        return sorted(
+            self.services.db.run(
+                lambda s: [
+                    (name, list(flags))
+                    for name, flags in s.execute(
+                        select(Folder.name, Placement.flags)
+                        .join(Folder, Folder.id == Placement.folder_id)
+                        .where(
+                            Placement.account_id == self.account_id,
+                            Placement.remote_id == graph_id,
+                        )
+                    ).all()
+                ]
+            )
+        )
+
+    def message_id_of(self, graph_id: str) -> int | None:
+        return self.services.db.run(
+            lambda s: s.scalar(
+                select(Placement.message_id).where(
+                    Placement.account_id == self.account_id, Placement.remote_id == graph_id
+                )
+            )
+        )
+
+    def item(self, message_id: int) -> tuple[str, bool] | None:
+        row = self.services.db.run(
+            lambda s: s.execute(
+                select(InboxItem.state, InboxItem.is_read).where(
+                    InboxItem.user_id == self.user_id, InboxItem.message_id == message_id
+                )
+            ).one_or_none()
+        )
+        return None if row is None else (row[0], row[1])
+
+    def stored(self) -> int:
+        return self.services.db.run(
+            lambda s: len(
+                s.scalars(
+                    select(Message.id).where(Message.workspace_id == self.world.workspace_id)
+                ).all()
+            )
+        )
+
+
+@pytest.fixture
+def outlook(services: Services, graph_fake: tuple[FakeGraph, str]) -> Outlook:
+    fake, url = graph_fake
+    fake.faults.clear()
+    fake.pending.clear()
+    n = next(_numbers)
+    address = f"sam{n}@contoso.test"
+    token = f"graph-sync-token-{n}"
+    box = fake.add_mailbox(address, token=token)
+    world = new_world(services)
+    me = world.user(address)
+    secret = services.box.seal({"oauth2_token": token})
+    account_id = services.db.run(
+        lambda s: accounts.create_account(
+            s,
+            workspace_id=world.workspace_id,
+            user_id=me,
+            email=address,
+            provider="graph",
+            settings={"history_days": 30},
+            secret=secret,
+        )
+    )
+    options = replace(
+        FAST,
+        graph=GraphOptions(base_url=url, retry=QUICK_RETRY, page_size=10),
+        min_backoff=0.05,
+        max_backoff=0.2,
+    )
+    return Outlook(services, world, fake, box, me, account_id, options)
