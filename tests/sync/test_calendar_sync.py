@@ -26,7 +26,7 @@ from crmail.storage.calendar_models import (
 )
 from crmail.storage.crm import UserInfo
 from crmail.storage.models import ContactEmail
-from crmail.sync.calendar import AccountRound, CalendarOptions, sync_account
+from crmail.sync.calendar import AccountRound, CalendarOptions, CalendarSync, sync_account
 from tests.factories import World, new_world
 from tests.servers.radicale import Radicale
 
@@ -379,3 +379,25 @@ async def test_wrong_password_is_recorded_on_the_account(cal: Cal, services: Ser
         lambda s: s.execute(select(CalendarAccount.state, CalendarAccount.last_error_code)).one()
     )
     assert tuple(state) == ("error", "auth_failed")
+
+
+async def test_the_loop_syncs_every_account_and_lists_calendars_once_an_hour(
+    cal: Cal, world: World, services: Services
+) -> None:
+    world.contact("bob@customer.test")
+    org = ORG.format(me=cal.email)
+    cal.put("a", event("X", ":20270305T100000Z", ":20270305T110000Z", org, BOB))
+    loop = CalendarSync(services.db, services.box, OPTIONS)
+
+    await loop.run_once()
+    assert set(events_by_uid(services)) == {"a"}
+
+    # A calendar made now is found by the next hourly listing, not by every round.
+    cal.calendar.client.principal().make_calendar(name="Later", cal_id="later")
+    await loop.run_once()
+    names = services.db.run(lambda s: sorted(s.scalars(select(CalendarRow.name))))
+    assert names == ["Work"]
+    loop._discovered.clear()
+    await loop.run_once()
+    names = services.db.run(lambda s: sorted(s.scalars(select(CalendarRow.name))))
+    assert names == ["Later", "Work"]

@@ -524,6 +524,14 @@ def apply_round(
     """Store one round of a calendar in one transaction: changed resources (scope and
     links decided here, against the address book as it is now), removed hrefs, and the
     new token — written together, so a crash repeats the round instead of losing it."""
+    if not fetched and not gone and not skip_unreadable:
+        # A quiet round: only the token moves (reading the address book would dominate).
+        s.execute(
+            update(CalendarRow)
+            .where(CalendarRow.id == calendar_id)
+            .values(sync_token=token, ctag=ctag, last_sync_at=utcnow())
+        )
+        return RoundResult(0, 0, 0, {})
     book: AddressBook = mail.address_book(s, job.workspace_id)
     block: Blocklist | None = None
     stored = updated = cancelled = 0

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +40,9 @@ from crmail.storage.db import Database
 from crmail.storage.views import UserInfo
 
 log = logging.getLogger(__name__)
+
+#: seconds between listings of an account's calendars (new calendars, renames)
+DISCOVERY_INTERVAL = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,20 +120,29 @@ def _round_calendar(
 
 
 async def sync_account(
-    db: Database, box: SecretBox, job: store.SyncJob, options: CalendarOptions
+    db: Database,
+    box: SecretBox,
+    job: store.SyncJob,
+    options: CalendarOptions,
+    *,
+    discover: bool = True,
 ) -> AccountRound:
-    """One round of one calendar account; errors are recorded on the account and raised."""
+    """One round of one calendar account; errors are recorded on the account and raised.
+
+    ``discover``: list the account's calendars first (new ones start selected); the loop
+    does it once an hour, so a quiet round is one REPORT per calendar."""
     now = options.clock()
     window = Window.around(now, options.days_back, options.days_ahead)
     try:
         client = await asyncio.to_thread(client_for, job, box, options)
         try:
-            found = await asyncio.to_thread(client.calendars)
-            await db.write(
-                lambda s: store.upsert_calendars(
-                    s, job.account_id, [(c.url, c.name) for c in found]
+            if discover:
+                found = await asyncio.to_thread(client.calendars)
+                await db.write(
+                    lambda s: store.upsert_calendars(
+                        s, job.account_id, [(c.url, c.name) for c in found]
+                    )
                 )
-            )
             cals = await db.read(lambda s: store.selected_calendars(s, job.account_id))
             totals = AccountRound(len(cals), 0, 0, 0, 0, {}, 0)
             for cal in cals:
@@ -229,6 +242,8 @@ class CalendarSync:
         self.options = options
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        #: when each account's calendars were last listed (monotonic seconds)
+        self._discovered: dict[int, float] = {}
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="calendar-sync")
@@ -245,9 +260,14 @@ class CalendarSync:
 
     async def run_once(self) -> None:
         jobs = await self.db.read(store.sync_jobs)
+        now = time.monotonic()
         for job in jobs:
+            last = self._discovered.get(job.account_id)
+            discover = last is None or now - last >= DISCOVERY_INTERVAL
             try:
-                await sync_account(self.db, self.box, job, self.options)
+                await sync_account(self.db, self.box, job, self.options, discover=discover)
+                if discover:
+                    self._discovered[job.account_id] = now
             except StorageError:
                 raise
             except CrmailError as exc:
