@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from crmail.storage.mail import FolderInfo, FolderStep, StepResult, _folder_info, apply_step
-from crmail.storage.models import Folder, MailAccount, Message, Placement
+from crmail.storage.models import Folder, InboxItem, MailAccount, Message, Placement, Thread
 
 
 @dataclass(slots=True)
@@ -84,8 +84,54 @@ def restart_import(s: Session, folder_id: int, *, history_id: int, total: int) -
 
 def apply_steps(s: Session, account_id: int, steps: list[FolderStep]) -> list[StepResult]:
     """The steps of one message batch across the account's folders, in one transaction
-    (the caller's): a message and all its placements, or none of them."""
-    return [apply_step(s, account_id, step) for step in steps]
+    (the caller's): a message and all its placements, or none of them. Messages the
+    provider puts in one conversation end in one crmail thread."""
+    results = [apply_step(s, account_id, step) for step in steps]
+    joined = {c.remote_thread for step in steps for c in step.copies if c.new is not None}
+    join_remote_threads(s, account_id, {t for t in joined if t})
+    return results
+
+
+def join_remote_threads(s: Session, account_id: int, remote_threads: set[str]) -> None:
+    """Gmail's threadId joins crmail's threading: crmail threads by Message-ID links and
+    by subject within 30 days, Gmail by links and subject at any distance; where Gmail
+    says two of the account's messages are one conversation, their threads become one."""
+    if not remote_threads:
+        return
+    rows = s.execute(
+        select(Placement.remote_thread, Message.thread_id)
+        .join(Message, Message.id == Placement.message_id)
+        .where(
+            Placement.account_id == account_id,
+            Placement.remote_thread.in_(sorted(remote_threads)),
+        )
+        .distinct()
+    ).all()
+    by_remote: dict[str, set[int]] = {}
+    for remote, thread_id in rows:
+        if remote is not None:
+            by_remote.setdefault(remote, set()).add(thread_id)
+    for threads in by_remote.values():
+        if len(threads) > 1:
+            into, *others = sorted(threads)
+            merge_threads(s, into, others)
+
+
+def merge_threads(s: Session, into: int, others: list[int]) -> None:
+    quick = {"synchronize_session": False}
+    latest = s.scalar(
+        select(func.max(Thread.last_message_at)).where(Thread.id.in_([into, *others]))
+    )
+    s.execute(
+        update(Message).where(Message.thread_id.in_(others)).values(thread_id=into),
+        execution_options=quick,
+    )
+    s.execute(
+        update(InboxItem).where(InboxItem.thread_id.in_(others)).values(thread_id=into),
+        execution_options=quick,
+    )
+    s.execute(delete(Thread).where(Thread.id.in_(others)), execution_options=quick)
+    s.execute(update(Thread).where(Thread.id == into).values(last_message_at=latest))
 
 
 def gmail_accounts(s: Session, email: str) -> list[int]:

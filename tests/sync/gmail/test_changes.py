@@ -124,3 +124,38 @@ async def test_history_404_resyncs_without_duplicates(google: Google) -> None:
     later = google.deliver(CUSTOMER, "After the resync")
     await google.sync()
     assert google.stored() == 5 and google.message_id_of(later) is not None
+
+
+async def test_gmail_thread_id_joins_what_crmail_would_have_split(google: Google) -> None:
+    """A reply that names only a message the CRM skipped, two months after the thread
+    began: crmail's own rules (links, subject within 30 days) see two threads, Gmail one."""
+    from crmail.storage.models import MailAccount, Message
+
+    def longer_window(s):  # type: ignore[no-untyped-def]
+        a = s.get_one(MailAccount, google.account_id)
+        a.settings = {**a.settings, "history_days": 120}
+
+    google.services.db.run(longer_window)
+    google.world.contact(CUSTOMER)
+    first = google.deliver(CUSTOMER, "Contract", msgid="<a@client.test>", minutes_ago=60 * 24 * 60)
+    google.deliver(
+        "mum@family.test",
+        "Re: Contract",
+        msgid="<b@family.test>",
+        in_reply_to="<a@client.test>",
+        minutes_ago=60 * 24 * 45,
+    )
+    later = google.deliver(
+        CUSTOMER, "Re: Contract", msgid="<c@client.test>", in_reply_to="<b@family.test>"
+    )
+    assert google.box.messages[first].thread_id == google.box.messages[later].thread_id
+    await google.sync()
+    assert google.stored() == 2
+    threads = google.services.db.run(
+        lambda s: set(
+            s.scalars(
+                select(Message.thread_id).where(Message.workspace_id == google.world.workspace_id)
+            )
+        )
+    )
+    assert len(threads) == 1
