@@ -25,7 +25,7 @@ from crmail.storage.calendar_models import (
     EventOccurrence,
 )
 from crmail.storage.crm import UserInfo
-from crmail.storage.models import ContactEmail
+from crmail.storage.models import ContactEmail, WebhookEndpoint, WebhookEvent
 from crmail.sync.calendar import AccountRound, CalendarOptions, CalendarSync, sync_account
 from tests.factories import World, new_world
 from tests.servers.radicale import Radicale
@@ -268,6 +268,13 @@ async def test_incremental_round_after_another_client_moves_edits_and_deletes(
     cal: Cal, world: World, services: Services
 ) -> None:
     bob = world.contact("bob@customer.test")
+    services.db.run(
+        lambda s: s.add(
+            WebhookEndpoint(
+                workspace_id=world.workspace_id, url="https://hooks.example/", secret=b"x"
+            )
+        )
+    )
     org = ORG.format(me=cal.email)
     for uid, day in (("a", 5), ("b", 6), ("c", 7)):
         cal.put(uid, event("X", f":202703{day:02d}T100000Z", f":202703{day:02d}T110000Z", org, BOB))
@@ -295,6 +302,19 @@ async def test_incremental_round_after_another_client_moves_edits_and_deletes(
     assert evs["b"].summary == "Renamed"
     # A deleted meeting stays on the timeline, marked cancelled.
     assert evs["c"].status == "cancelled"
+    hooks = services.db.run(
+        lambda s: [
+            (t, p["uid"]) for t, p in s.execute(select(WebhookEvent.type, WebhookEvent.payload))
+        ]
+    )
+    assert sorted(hooks) == [
+        ("meeting.cancelled", "c"),
+        ("meeting.created", "a"),
+        ("meeting.created", "b"),
+        ("meeting.created", "c"),
+        ("meeting.updated", "a"),
+        ("meeting.updated", "b"),
+    ]
     page = services.db.run(lambda s: store.meeting_timeline(s, cal.user, "contact", bob))
     assert {(i.meeting.uid, i.meeting.status) for i in page.items} == {
         ("a", "confirmed"),
