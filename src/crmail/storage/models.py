@@ -548,6 +548,25 @@ class AccountLease(Base):
     expires_at: Mapped[datetime]
 
 
+class GraphSubscription(Base):
+    """A Microsoft Graph account's change-notification subscription (push): one per
+    account. The clientState every notification must carry is sealed like a password."""
+
+    __tablename__ = "graph_subscriptions"
+    account_id: Mapped[int] = mapped_column(
+        Id, ForeignKey("mail_accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: Graph's id for it: what each notification names
+    subscription_id: Mapped[str] = mapped_column(String(100), unique=True)
+    resource: Mapped[str] = mapped_column(String(255))
+    notification_url: Mapped[str] = mapped_column(Text)
+    #: Fernet token of {"client_state": ...}
+    client_state: Mapped[bytes] = mapped_column(LargeBinary)
+    expires_at: Mapped[datetime]
+    #: Graph asked for reauthorization (lifecycle notification): renew now
+    renew_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
 class SyncProcess(Base):
     """A live sync process (heartbeat): the count gives each its fair share of accounts."""
 
