@@ -421,3 +421,21 @@ async def test_the_loop_syncs_every_account_and_lists_calendars_once_an_hour(
     await loop.run_once()
     names = services.db.run(lambda s: sorted(s.scalars(select(CalendarRow.name))))
     assert names == ["Later", "Work"]
+
+
+async def test_a_meeting_in_two_teammates_calendars_is_stored_once(
+    services: Services, world: World, radicale: Radicale
+) -> None:
+    world.contact("bob@customer.test")
+    first, second = Cal(services, world, radicale), Cal(services, world, radicale)
+    for c in (first, second):
+        c.put(
+            "shared",
+            event("X", ":20270305T100000Z", ":20270305T110000Z", ORG.format(me=first.email), BOB),
+        )
+        await c.sync()
+
+    assert services.db.run(lambda s: s.scalar(select(func.count()).select_from(CalendarEvent))) == 1
+    for c in (first, second):
+        upcoming = services.db.run(lambda s, c=c: store.upcoming(s, c.user, NOW))
+        assert [u.meeting.uid for u in upcoming] == ["shared"]
