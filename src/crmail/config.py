@@ -88,6 +88,11 @@ class Settings:
     #: and the secret token in the push endpoint's path (/api/push/gmail/<token>)
     gmail_push_topic: str = ""
     gmail_push_token: str = ""
+    #: what "Connect with Microsoft" creates: "graph" (Microsoft Graph, with push) or
+    #: "imap" (IMAP + SMTP over XOAUTH2)
+    microsoft_mail_api: str = "graph"
+    #: where Microsoft Graph is (a test's or the demo's fake); empty: Microsoft's own
+    graph_api_url: str = ""
     #: seconds an account's lease lasts without renewal (renewed every third of it): a
     #: process that dies is replaced within about this long (several processes on one
     #: PostgreSQL; docs/operations.md "Running several processes")
@@ -141,6 +146,9 @@ class Settings:
             "gmail_api_url": e.get("CRMAIL_GMAIL_API_URL", "").strip().rstrip("/"),
             "gmail_push_topic": e.get("CRMAIL_GMAIL_PUSH_TOPIC", "").strip(),
             "gmail_push_token": e.get("CRMAIL_GMAIL_PUSH_TOKEN", "").strip(),
+            "microsoft_mail_api": e.get("CRMAIL_MICROSOFT_MAIL_API", "").strip().lower()
+            or "graph",
+            "graph_api_url": e.get("CRMAIL_GRAPH_API_URL", "").strip().rstrip("/"),
             "lease_ttl": float(e.get("CRMAIL_LEASE_TTL", "24")),
             "max_accounts_per_process": int(e.get("CRMAIL_MAX_ACCOUNTS_PER_PROCESS", "0")),
             "cookie_secure": e.get("CRMAIL_COOKIE_SECURE", "").lower()

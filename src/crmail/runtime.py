@@ -13,12 +13,14 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
+from crmail.providers import graph
 from crmail.providers.gmail import DEFAULT_BASE_URL
 from crmail.services import Services
 from crmail.storage import accounts
 from crmail.sync.calendar import CalendarOptions, CalendarSync
 from crmail.sync.dropbox import DropServer
 from crmail.sync.gmail.options import GmailOptions
+from crmail.sync.graph.options import GraphOptions
 from crmail.sync.inbound import SyncOptions
 from crmail.sync.leases import LeaseKeeper
 from crmail.sync.oauth import token_keeper
@@ -74,6 +76,11 @@ def worker_options(services: Services) -> WorkerOptions:
         tokens=token_keeper(s, services.db, services.box),
         gmail=GmailOptions(
             base_url=s.gmail_api_url or DEFAULT_BASE_URL, push_topic=s.gmail_push_topic or None
+        ),
+        graph=GraphOptions(
+            base_url=s.graph_api_url or graph.DEFAULT_BASE_URL,
+            # Graph must reach it: https in production (docs/providers/microsoft.md "Push")
+            notification_url=f"{s.public_url}/api/push/graph" if s.public_url else None,
         ),
     )
 

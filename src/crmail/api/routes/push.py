@@ -1,22 +1,30 @@
-"""Push notifications from mail providers (Gmail through a Pub/Sub push subscription).
+"""Push notifications from mail providers (Gmail through a Pub/Sub push subscription,
+Microsoft Graph's change notifications).
 
 The endpoint is authenticated by a secret in its path (``CRMAIL_GMAIL_PUSH_TOKEN``, set
 in the push subscription's URL): Pub/Sub cannot send crmail's API tokens. Answering 204
 acknowledges the message; an unknown mailbox is acknowledged too (its account may have
 been removed), so Pub/Sub does not redeliver it for a week.
+
+Graph's endpoint has no secret in its path: each notification carries the clientState
+of its subscription, checked one by one (:mod:`crmail.sync.graph.push`). It answers
+202 whatever it ignored, so Graph neither retries forever nor learns which
+subscriptions or accounts exist.
 """
 
 from __future__ import annotations
 
 import hmac
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
 from crmail.api.deps import ServicesDep
-from crmail.errors import NotFound
+from crmail.errors import InvalidInput, NotFound
 from crmail.storage import remote
 from crmail.sync.gmail import push
+from crmail.sync.graph import push as graph_push
 
 router = APIRouter(prefix="/api/push", tags=["push"])
 
@@ -46,3 +54,42 @@ async def gmail_push(token: str, body: PubSubPush, services: ServicesDep) -> Res
         # whichever process syncs it, and a Gmail worker reads its history on it.
         services.sync.actions_queued(account_ids)
     return Response(status_code=204)
+
+
+#: Graph's validation tokens are about a hundred characters
+MAX_VALIDATION_TOKEN = 1024
+
+
+class TooLarge(InvalidInput):
+    code = "too_large"
+    http_status = 413
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"a notification batch is at most {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise TooLarge(f"a notification batch is at most {limit} bytes")
+    return bytes(body)
+
+
+@router.post("/graph", status_code=202, response_class=Response)
+async def graph_notifications(
+    request: Request, services: ServicesDep, validationToken: str | None = None
+) -> Response:
+    """Microsoft Graph's change and lifecycle notifications (and its validation
+    handshake): the owning accounts' workers run a delta round now."""
+    if validationToken is not None:
+        # Graph waits 10 s for this echo when a subscription is created or renewed.
+        if not validationToken or len(validationToken) > MAX_VALIDATION_TOKEN:
+            raise InvalidInput("the validationToken is empty or too long")
+        return PlainTextResponse(validationToken, headers={"X-Content-Type-Options": "nosniff"})
+    body = await _body(request, graph_push.MAX_BODY)
+    received = await graph_push.receive(services.db, services.box, body)
+    if received.account_ids:
+        services.sync.actions_queued(received.account_ids)
+    return Response(status_code=202)

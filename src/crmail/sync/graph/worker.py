@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 
 from crmail.crypto import SecretBox
 from crmail.domain.account import AccountEvent
-from crmail.errors import AuthFailed, CrmailError, FolderMissing
-from crmail.providers.graph import GraphClient
-from crmail.storage import mail, outbox
+from crmail.errors import AuthFailed, CrmailError, FolderMissing, ProviderError, ProviderRejected
+from crmail.providers.graph import GraphClient, Subscription
+from crmail.storage import graph_push, mail, outbox
 from crmail.storage.db import Database
 from crmail.sync.api_mailbox import run_outbox_action
 from crmail.sync.drain import drain_outbox
@@ -47,6 +49,12 @@ log = logging.getLogger(__name__)
 
 #: import pages per round of `run_once` (the CLI's `sync --once`): all of them
 ALL_PAGES = 1_000_000
+#: what the subscription covers: the whole mailbox (a notification only wakes a delta
+#: round of every synced folder)
+SUBSCRIBED_RESOURCE = "me/messages"
+#: a subscription Graph refused (endpoint unreachable from Microsoft, ...) is tried
+#: again after this long; the safety poll follows the mailbox meanwhile
+SUBSCRIBE_RETRY = 3600.0
 
 
 class GraphWorker(AccountWorker):
@@ -64,6 +72,7 @@ class GraphWorker(AccountWorker):
             db, box, account_id, options or WorkerOptions(), on_change=on_change, problems=problems
         )
         self._delta_wake = asyncio.Event()
+        self._subscription_wake = asyncio.Event()
         self._client: GraphClient | None = None
         self._access: str | None = None
         #: the session's ingest (tests and the bench read its figures)
@@ -76,8 +85,11 @@ class GraphWorker(AccountWorker):
         self._delta_wake.set()
 
     def wake(self) -> None:
+        """Any wake-up (an action queued, a notification, a lifecycle event the
+        endpoint recorded): the outbox, a delta round, a look at the subscription."""
         super().wake()
         self.pushed()
+        self._subscription_wake.set()
 
     async def _session(self, *, follow: bool) -> None:
         await self._event(AccountEvent.START)
@@ -140,8 +152,91 @@ class GraphWorker(AccountWorker):
             await self._drain(syncback, sender, follow=True)
 
         await _gather_or_fail(
-            [self._keep_going("sync", follow_mailbox), self._keep_going("outbox", drain)]
+            [
+                self._keep_going("sync", follow_mailbox),
+                self._keep_going("outbox", drain),
+                self._keep_subscribed(client),
+            ]
         )
+
+    # --- push ------------------------------------------------------------------------------
+
+    async def _keep_subscribed(self, client: GraphClient) -> None:
+        """A change-notification subscription now, renewed before it expires, replaced
+        when Graph removed it. Push is an accelerator and the poll the truth, so a
+        subscription Graph refuses is logged and tried again later, never fatal."""
+        url = self.options.graph.notification_url
+        if not url:
+            return
+        while True:
+            self._subscription_wake.clear()
+            try:
+                wait = await self._subscription_step(client, url)
+            except ProviderError as exc:
+                if isinstance(exc, AuthFailed):
+                    raise
+                log.warning("account %s: Graph push not set up: %s", self.account_id, exc.message)
+                wait = SUBSCRIBE_RETRY
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._subscription_wake.wait(), max(wait, 60.0))
+
+    async def _subscription_step(self, client: GraphClient, url: str) -> float:
+        """Create, renew or keep the account's subscription: seconds until the next look."""
+        account_id = self.account_id
+        opts = self.options.graph
+        stored = await self.db.read(lambda s: graph_push.of_account(s, account_id))
+        now = dt.datetime.now(dt.UTC)
+        if stored is not None and (
+            stored.notification_url != url or stored.resource != SUBSCRIBED_RESOURCE
+        ):
+            # CRMAIL_PUBLIC_URL changed: the old one would post where nobody listens.
+            with contextlib.suppress(ProviderError):
+                await client.delete_subscription(stored.subscription_id)
+            stored = None
+        if stored is not None:
+            renew_due = stored.expires_at - opts.subscription_life * (1 - opts.renew_at)
+            if not stored.renew_requested and now < renew_due:
+                return (renew_due - now).total_seconds()
+            try:
+                renewed = await client.renew_subscription(
+                    stored.subscription_id, now + opts.subscription_life
+                )
+            except ProviderRejected:
+                renewed = None  # gone (expired, removed): a new one below
+            if renewed is not None:
+                sub_id, expires = renewed.id, renewed.expiration
+                await self.db.write(lambda s: graph_push.renewed(s, sub_id, expires))
+                log.info("account %s: Graph push renewed until %s", account_id, expires)
+                return self._until_renewal(renewed)
+        client_state = secrets.token_urlsafe(48)
+        created = await client.create_subscription(
+            notification_url=url,
+            resource=SUBSCRIBED_RESOURCE,
+            expiration=now + opts.subscription_life,
+            client_state=client_state,
+            lifecycle_notification_url=url,
+        )
+        sealed = self.box.seal({"client_state": client_state})
+        await self.db.write(
+            lambda s: graph_push.save(
+                s,
+                account_id,
+                subscription_id=created.id,
+                resource=SUBSCRIBED_RESOURCE,
+                notification_url=url,
+                client_state=sealed,
+                expires_at=created.expiration,
+            )
+        )
+        log.info("account %s: Graph push on until %s", account_id, created.expiration)
+        # Changes between the last round and the subscription's start came unannounced.
+        self.pushed()
+        return self._until_renewal(created)
+
+    def _until_renewal(self, sub: Subscription) -> float:
+        opts = self.options.graph
+        due = sub.expiration - opts.subscription_life * (1 - opts.renew_at)
+        return (due - dt.datetime.now(dt.UTC)).total_seconds()
 
     async def _layout(self, account: mail.AccountInfo, client: GraphClient) -> Layout:
         graph_ids: dict[str, str] = {}
