@@ -2,14 +2,13 @@
 
 "In the Inbox" is ``open``, or ``snoozed`` with its time come (the waker may not have
 run yet). One query with that OR cannot be read in index order, so each is its own
-query, at most a page long, and the two are merged here:
+query and the two are merged here:
 
 - open items in the order of the (user, state, received_at, id) index, entered at the
   cursor: a short index range read whatever the Inbox's size and the page's depth;
 - due snoozed items found by their time on (user, state, snooze_until): the few the
-  waker has not reopened yet, then those of them on the page, sorted. Read in
-  received_at order instead, every snoozed item of the user would be walked to find
-  the due ones.
+  waker has not reopened yet, cursor and order applied in Python. Read in received_at
+  order instead, every snoozed item of the user would be walked to find the due ones.
 """
 
 from __future__ import annotations
@@ -60,20 +59,18 @@ def _inbox(
         InboxItem.user_id == user_id, InboxItem.state == ItemState.OPEN.value
     )
     rows = _page_of(s, viewer, open_items, n, before, include_read)
-    # The due ones alone, by their time: a query of only these terms is served by the
-    # (user, state, snooze_until) index, whatever the planner knows about the data.
-    due = list(
-        s.scalars(
-            select(InboxItem.id).where(
-                InboxItem.user_id == user_id,
-                InboxItem.state == ItemState.SNOOZED.value,
-                InboxItem.snooze_until <= utcnow(),
-            )
-        )
+    # The due ones by their time alone (no received_at order to tempt the planner onto
+    # the other index): few, since the waker reopens them; cursor and order applied here.
+    due = select(InboxItem).where(
+        InboxItem.user_id == user_id,
+        InboxItem.state == ItemState.SNOOZED.value,
+        InboxItem.snooze_until <= utcnow(),
+        visibility.message_visible(viewer, InboxItem.message_id),
     )
-    if due:
-        back = select(InboxItem).where(InboxItem.id.in_(due))
-        rows += _page_of(s, viewer, back, n, before, include_read)
+    if not include_read:
+        due = due.where(InboxItem.is_read.is_(False))
+    after = paging.decode_cursor(before) if before is not None else None
+    rows += [i for i in s.scalars(due) if after is None or (i.received_at, i.id) < after]
     rows.sort(key=lambda i: (i.received_at, i.id), reverse=True)
     page = rows[:n]
     found = summaries(s, viewer.workspace_id, [i.message_id for i in page])
