@@ -17,9 +17,10 @@ when the import starts, so changes made while it runs are caught by :mod:`.chang
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
-from crmail.providers.gmail import GmailClient
+from crmail.providers.gmail import GmailClient, Message, MessagePage
 from crmail.storage import mail, remote
 from crmail.storage.db import Database
 from crmail.sync.gmail.ingest import Cursor, GmailIngest, Outcome
@@ -45,6 +46,7 @@ class Importer:
         #: Gmail's page token and the query it belongs to, while this session lasts
         self._token: str | None = None
         self._query: str | None = None
+        self._next: asyncio.Future[tuple[MessagePage, list[Message], set[str]]] | None = None
 
     def _window_query(self) -> str:
         return f"after:{int(self.since.timestamp())}"
@@ -53,7 +55,7 @@ class Importer:
         """(Re)start the import: the historyId to follow from, then the listing."""
         profile = await self.client.get_profile()
         estimate = await self.client.list_messages(q=self._window_query(), max_results=1)
-        self._token = self._query = None
+        self.close()
         return await self.db.write(
             lambda s: remote.restart_import(
                 s,
@@ -70,19 +72,24 @@ class Importer:
             if folder.import_floor is not None:
                 query += f" before:{folder.import_floor // 1000 + 1}"
             self._query, self._token = query, None
-        page = await self.client.list_messages(
-            q=self._query, page_token=self._token, max_results=self.page_size
-        )
-        ids = [ref.id for ref in page.messages]
-        metas, gone = await self.ingest.metadata(ids) if ids else ([], set())
+        fetching, self._next = self._next, None
+        page, metas, gone = await (fetching or self._fetch(self._query, self._token))
+        if page.next_page_token:
+            # The next page's listing and metadata travel while this one is judged and
+            # written (they do not depend on it; judging waits for the write).
+            self._next = asyncio.ensure_future(self._fetch(self._query, page.next_page_token))
         dates = [int(m.internal_date.timestamp() * 1000) for m in metas if m.internal_date]
         floor = min(dates) if dates else folder.import_floor
         if floor is None:
             floor = int(datetime.now(UTC).timestamp() * 1000)
         complete = page.next_page_token is None
-        outcome = await self.ingest.apply(
-            metas, gone, cursor=Cursor(import_floor=floor, import_complete=complete)
-        )
+        try:
+            outcome = await self.ingest.apply(
+                metas, gone, cursor=Cursor(import_floor=floor, import_complete=complete)
+            )
+        except BaseException:
+            self.close()
+            raise
         self._token = page.next_page_token
         if complete:
             self._query = None
@@ -97,6 +104,23 @@ class Importer:
             complete,
         )
         return done, outcome
+
+    async def _fetch(
+        self, query: str, token: str | None
+    ) -> tuple[MessagePage, list[Message], set[str]]:
+        page = await self.client.list_messages(
+            q=query, page_token=token, max_results=self.page_size
+        )
+        ids = [ref.id for ref in page.messages]
+        metas, gone = await self.ingest.metadata(ids) if ids else ([], set())
+        return page, metas, gone
+
+    def close(self) -> None:
+        """Drop a page fetched ahead (the session ends, or the listing starts over)."""
+        if self._next is not None:
+            self._next.cancel()
+            self._next = None
+        self._token = self._query = None
 
     async def verify_inbox(self) -> None:
         """After an import (a re-sync especially), every INBOX copy is checked against

@@ -110,7 +110,6 @@ class GmailWorker(AccountWorker):
             retry=opts.retry,
         )
         self._client = client
-        syncback: GmailSyncBack | None = None
         sender = GmailSending(self.db, account, client)
         if account.settings.get("mode") == "one_way":
             # 1-way: nothing is read from the mailbox; sends still go out through Gmail.
@@ -128,6 +127,21 @@ class GmailWorker(AccountWorker):
             since=window_start(account, self.options.sync.history_days),
         )
         importer.page_size = max(1, min(PAGE, self.options.sync.batch_size))
+        try:
+            await self._follow(account, client, layout, importer, sender, follow=follow)
+        finally:
+            importer.close()
+
+    async def _follow(
+        self,
+        account: mail.AccountInfo,
+        client: GmailClient,
+        layout: Layout,
+        importer: Importer,
+        sender: GmailSending,
+        *,
+        follow: bool,
+    ) -> None:
         home = layout.all_mail
         if home.highestmodseq is None:
             home = await importer.start(home.id)
