@@ -70,6 +70,15 @@ TABLE = [
         anonymous=404,
         path="/api/push/gmail/guessed",
     ),
+    # Graph's notifications carry no crmail credential: anything unknown is accepted
+    # and ignored (202) the same for everyone, so nothing is learned from the answer.
+    row(
+        "POST",
+        "/api/push/graph",
+        (202,) * 4,
+        {"value": [{"subscriptionId": "guessed", "clientState": "guessed"}]},
+        anonymous=202,
+    ),
     row("GET", "/api/me", ALL_OK),
     # A user's tokens are their own: another's token id is "not found", even for an admin.
     row("GET", "/api/me/tokens", ALL_OK),
