@@ -67,3 +67,13 @@ async def test_connect_with_google_creates_a_gmail_api_account_that_syncs(
     state = s.db.run(lambda x: x.get_one(MailAccount, account_id).state)
     assert state == "live"
     assert worker.ingest is not None and worker.ingest.raw_fetched == 1
+
+
+def test_the_gmail_api_mode_asks_google_for_the_narrower_scope(oauth_web: World) -> None:
+    from crmail.providers.oauth import provider_for
+
+    api_mode = replace(oauth_web.services.settings, google_mail_api="gmail")
+    imap_mode = replace(oauth_web.services.settings, google_mail_api="imap")
+    assert "https://www.googleapis.com/auth/gmail.modify" in provider_for(api_mode, "google").scopes
+    assert "https://mail.google.com/" not in provider_for(api_mode, "google").scopes
+    assert "https://mail.google.com/" in provider_for(imap_mode, "google").scopes

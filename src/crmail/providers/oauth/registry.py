@@ -16,8 +16,11 @@ GOOGLE = "google"
 MICROSOFT = "microsoft"
 
 #: IMAP and SMTP over XOAUTH2 need Google's full mail scope: gmail.modify does not
-#: open IMAP/SMTP (it is the scope of the Gmail API provider, issue 8, not built yet)
+#: open IMAP/SMTP
 GOOGLE_SCOPES = ("openid", "email", "https://mail.google.com/")
+#: the Gmail API provider needs only gmail.modify: read, label, trash, send (no
+#: permanent delete)
+GOOGLE_API_SCOPES = ("openid", "email", "https://www.googleapis.com/auth/gmail.modify")
 #: the Outlook resource's IMAP/SMTP scopes: one token audience (outlook.office.com) for
 #: both; Graph's Mail.ReadWrite/Mail.Send belong to the Graph provider (issue 9, to come)
 MICROSOFT_SCOPES = (
@@ -40,6 +43,8 @@ class OAuthConfig(Protocol):
     def google_client_secret(self) -> str: ...
     @property
     def google_auth_base(self) -> str: ...
+    @property
+    def google_mail_api(self) -> str: ...
     @property
     def microsoft_client_id(self) -> str: ...
     @property
@@ -86,7 +91,7 @@ def _google(s: OAuthConfig) -> OAuthProvider | None:
         else "https://accounts.google.com/o/oauth2/v2/auth",
         token_url=f"{base}/token" if base else "https://oauth2.googleapis.com/token",
         revoke_url=f"{base}/revoke" if base else "https://oauth2.googleapis.com/revoke",
-        scopes=GOOGLE_SCOPES,
+        scopes=GOOGLE_SCOPES if s.google_mail_api == "imap" else GOOGLE_API_SCOPES,
         # offline: a refresh token; consent: Google sends one again on a reconnect
         authorize_params=(("access_type", "offline"), ("prompt", "consent")),
         preset="gmail",
