@@ -521,6 +521,8 @@ class FakeGraph:
     pending: list[tuple[Sub, dict[str, Any]]] = field(default_factory=list)
     sent: list[bytes] = field(default_factory=list)  # what left the fake as mail
     tenant_id: str = "00000000-0000-0000-0000-0000000000aa"
+    #: tokens another fake issued (the identity platform's): token -> mailbox, or None
+    issuer: Callable[[str], str | None] | None = None
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -699,6 +701,8 @@ class FakeGraph:
         auth = request.headers.get("authorization", "")
         token = auth[7:] if auth.lower().startswith("bearer ") else ""
         address = self.tokens.get(token)
+        if address is None and token and self.issuer is not None:
+            address = self.issuer(token)
         if address is None:
             raise GraphHTTPError(
                 401,

@@ -69,6 +69,7 @@ def oauth_web(web: World, fake: RunningFakeOAuth) -> World:
         microsoft_tenant="organizations",
         microsoft_auth_base=f"{fake.url}/microsoft",
         google_mail_api="imap",  # these tests follow IMAP + SMTP over XOAUTH2
+        microsoft_mail_api="imap",
     )
     fake.auto_consent = True
     fake.admin_consent_required = False

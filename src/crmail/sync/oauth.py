@@ -84,6 +84,20 @@ def uses_gmail_api(settings: Settings) -> bool:
     return settings.google_mail_api != "imap"
 
 
+def uses_graph(settings: Settings) -> bool:
+    """Whether "Connect with Microsoft" creates a Microsoft Graph account
+    (CRMAIL_MICROSOFT_MAIL_API)."""
+    return settings.microsoft_mail_api != "imap"
+
+
+def _account_kind(settings: Settings, provider_key: str) -> str:
+    if provider_key == "google" and uses_gmail_api(settings):
+        return "gmail"
+    if provider_key == "microsoft" and uses_graph(settings):
+        return "graph"
+    return "imap"
+
+
 # --- connecting ------------------------------------------------------------------------
 
 
@@ -153,8 +167,9 @@ async def finish_sign_in(
     assert grant.refresh_token is not None  # exchange() insists on one
     secret = seal_grant(services.box, grant, grant.refresh_token)
     p = preset(provider.preset)
-    # Google's mail goes through the Gmail API unless the operator chose IMAP + SMTP.
-    kind = "gmail" if provider.key == "google" and uses_gmail_api(services.settings) else "imap"
+    # Google's mail goes through the Gmail API, Microsoft's through Graph, unless the
+    # operator chose IMAP + SMTP.
+    kind = _account_kind(services.settings, provider.key)
     stored: dict[str, object] = {
         "preset": p.key,
         "imap_host": p.imap_host,
@@ -181,7 +196,7 @@ async def finish_sign_in(
             accounts.reconnect(s, user, existing, settings=keep, secret=secret, email=email)
             return Connected(existing, email, True)
         fresh = {**stored, "history_days": services.settings.history_days}
-        if kind == "gmail":
+        if kind != "imap":
             fresh = {k: v for k, v in fresh.items() if not k.startswith(("imap_", "smtp_"))}
         view = crm.add_account(s, user, email=email, settings=fresh, secret=secret, provider=kind)
         return Connected(view.id, email, False)

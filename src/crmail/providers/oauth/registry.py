@@ -21,14 +21,24 @@ GOOGLE_SCOPES = ("openid", "email", "https://mail.google.com/")
 #: the Gmail API provider needs only gmail.modify: read, label, trash, send (no
 #: permanent delete)
 GOOGLE_API_SCOPES = ("openid", "email", "https://www.googleapis.com/auth/gmail.modify")
-#: the Outlook resource's IMAP/SMTP scopes: one token audience (outlook.office.com) for
-#: both; Graph's Mail.ReadWrite/Mail.Send belong to the Graph provider (issue 9, to come)
+#: the Outlook resource's IMAP/SMTP scopes (CRMAIL_MICROSOFT_MAIL_API=imap): one token
+#: audience (outlook.office.com) for both
 MICROSOFT_SCOPES = (
     "openid",
     "email",
     "offline_access",
     "https://outlook.office.com/IMAP.AccessAsUser.All",
     "https://outlook.office.com/SMTP.Send",
+)
+#: Microsoft Graph's delegated scopes (the default): a token can serve one resource only,
+#: so Graph mode asks these instead of the IMAP/SMTP ones; openid/email name the mailbox
+MICROSOFT_GRAPH_SCOPES = (
+    "openid",
+    "email",
+    "offline_access",
+    "User.Read",
+    "Mail.ReadWrite",
+    "Mail.Send",
 )
 
 
@@ -53,6 +63,8 @@ class OAuthConfig(Protocol):
     def microsoft_tenant(self) -> str: ...
     @property
     def microsoft_auth_base(self) -> str: ...
+    @property
+    def microsoft_mail_api(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +123,7 @@ def _microsoft(s: OAuthConfig) -> OAuthProvider | None:
         authorize_url=f"{base}/oauth2/v2.0/authorize",
         token_url=f"{base}/oauth2/v2.0/token",
         revoke_url=None,
-        scopes=MICROSOFT_SCOPES,
+        scopes=MICROSOFT_SCOPES if s.microsoft_mail_api == "imap" else MICROSOFT_GRAPH_SCOPES,
         # offline_access (a scope) gives the refresh token; the account picker lets a
         # user with several Microsoft accounts choose the mailbox
         authorize_params=(("prompt", "select_account"),),
