@@ -344,13 +344,20 @@ def forget_token(s: Session, calendar_id: int) -> None:
 
 
 def _replace_details(
-    s: Session, ev: CalendarEvent, pe: ParsedEvent, answered: dict[str, str] | None = None
+    s: Session,
+    ev: CalendarEvent,
+    pe: ParsedEvent,
+    answered: dict[str, str] | None = None,
+    *,
+    fresh: bool = False,
 ) -> None:
     """``answered``: attendees' answers known from iMIP replies, kept while the calendar
-    copy still says NEEDS-ACTION (a server without scheduling never learns them)."""
+    copy still says NEEDS-ACTION (a server without scheduling never learns them).
+    ``fresh``: the event was inserted just now (nothing to replace)."""
     answered = answered or {}
-    s.execute(delete(EventOccurrence).where(EventOccurrence.event_id == ev.id))
-    s.execute(delete(EventAttendee).where(EventAttendee.event_id == ev.id))
+    if not fresh:
+        s.execute(delete(EventOccurrence).where(EventOccurrence.event_id == ev.id))
+        s.execute(delete(EventAttendee).where(EventAttendee.event_id == ev.id))
     s.add_all(
         EventOccurrence(
             event_id=ev.id,
@@ -395,11 +402,19 @@ def _fill(ev: CalendarEvent, pe: ParsedEvent, ics: str) -> None:
     ev.ics = ics
 
 
-def _add_links(s: Session, ev: CalendarEvent, links: Iterable[Link]) -> None:
-    have = set(
-        s.execute(
-            select(EventLink.subject_type, EventLink.subject_id).where(EventLink.event_id == ev.id)
-        ).all()
+def _add_links(
+    s: Session, ev: CalendarEvent, links: Iterable[Link], *, fresh: bool = False
+) -> None:
+    have = (
+        set()
+        if fresh
+        else set(
+            s.execute(
+                select(EventLink.subject_type, EventLink.subject_id).where(
+                    EventLink.event_id == ev.id
+                )
+            ).all()
+        )
     )
     for link in links:
         if (link.subject_type, link.subject_id) in have:
@@ -436,16 +451,24 @@ def store_event(
     *,
     origin: str = "sync",
     created_by: int | None = None,
+    known: dict[tuple[str, str], CalendarEvent] | None = None,
 ) -> tuple[int, str | None]:
     """Insert or update the event (by UID + RECURRENCE-ID); returns its id and the
-    webhook it calls for ("meeting.created", "meeting.updated", "meeting.cancelled", None)."""
-    ev = s.scalar(
-        select(CalendarEvent).where(
-            CalendarEvent.workspace_id == workspace_id,
-            CalendarEvent.uid == pe.uid,
-            CalendarEvent.recurrence_id == pe.recurrence_id,
+    webhook it calls for ("meeting.created", "meeting.updated", "meeting.cancelled", None).
+
+    ``known``: the batch's stored events, read in one query by the caller (a key absent
+    from it is new)."""
+    if known is not None:
+        ev = known.get((pe.uid, pe.recurrence_id))
+    else:
+        ev = s.scalar(
+            select(CalendarEvent).where(
+                CalendarEvent.workspace_id == workspace_id,
+                CalendarEvent.uid == pe.uid,
+                CalendarEvent.recurrence_id == pe.recurrence_id,
+            )
         )
-    )
+    new = ev is None
     kind: str | None
     answered: dict[str, str] = {}
     if ev is None:
@@ -483,9 +506,11 @@ def store_event(
             else "meeting.updated"
         )
     if kind is not None:
-        _replace_details(s, ev, pe, answered)
-    _add_links(s, ev, links)
+        _replace_details(s, ev, pe, answered, fresh=new)
+    _add_links(s, ev, links, fresh=new)
     s.flush()
+    if known is not None:
+        known[(pe.uid, pe.recurrence_id)] = ev
     if kind is not None:
         notify.emit(s, workspace_id, kind, _payload(ev))
     return ev.id, kind
@@ -545,6 +570,16 @@ def apply_round(
             )
         )
     }
+    uids = sorted({f.event.uid for f in fetched if f.event is not None and f.event.uid})
+    known: dict[tuple[str, str], CalendarEvent] = {}
+    for i in range(0, len(uids), 500):
+        for ev in s.scalars(
+            select(CalendarEvent).where(
+                CalendarEvent.workspace_id == job.workspace_id,
+                CalendarEvent.uid.in_(uids[i : i + 500]),
+            )
+        ):
+            known[(ev.uid, ev.recurrence_id)] = ev
     touched: set[int] = set()
     for f in fetched:
         event_id: int | None = None
@@ -564,7 +599,9 @@ def apply_round(
                 book = autocreate.with_contacts(book, new)
                 decision = decide_event(pe, book, auto_create=False, blocklist=Blocklist())
             if decision.store:
-                event_id, kind = store_event(s, job.workspace_id, pe, f.ics, decision.links)
+                event_id, kind = store_event(
+                    s, job.workspace_id, pe, f.ics, decision.links, known=known
+                )
                 if kind == "meeting.created":
                     stored += 1
                 elif kind == "meeting.cancelled":

@@ -1,0 +1,160 @@
+"""Calendar sync benchmark against a real Radicale: the initial import of N events (20%
+weekly series) and a no-change round, next to a raw ``sync-collection`` REPORT of the
+same calendar (what the server itself costs).
+
+The calendar is seeded by writing the .ics files into Radicale's storage folder (PUTting
+5,000 objects one by one would measure Radicale, not crmail). Half the events have a
+known contact as attendee (stored), half a stranger (skipped, remembered by etag).
+
+Measured:
+1. initial round: sync-collection without a token (every href), calendar-multiget of
+   all bodies, parse + expand + scope + store, in one ``sync_account`` call;
+2. a no-change round (one sync-collection REPORT with the stored token per calendar);
+3. raw REPORTs with the same ``caldav`` client: the full listing and the token round.
+
+Usage: .venv/bin/python bench/calendar_bench.py [--events 5000] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import caldav
+from sqlalchemy import func, select
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.servers.radicale import Radicale
+
+from crmail.config import Settings
+from crmail.crypto import new_key
+from crmail.services import Services
+from crmail.storage import calendar as store
+from crmail.storage import crm
+from crmail.storage.calendar_models import CalendarEvent, EventOccurrence
+from crmail.sync.calendar import CalendarOptions, sync_account
+
+NOW = datetime(2027, 3, 1, 12, tzinfo=UTC)
+
+
+def ics(i: int, recurring: bool, known: bool) -> str:
+    start = NOW + timedelta(days=(i % 400) - 60, hours=i % 9)
+    stamp = start.strftime("%Y%m%dT%H%M%SZ")
+    end = (start + timedelta(minutes=30)).strftime("%Y%m%dT%H%M%SZ")
+    who = f"contact{i % 500}@customer.test" if known else f"stranger{i}@else.test"
+    rule = "RRULE:FREQ=WEEKLY;COUNT=10\r\n" if recurring else ""
+    return (
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//bench//EN\r\nBEGIN:VEVENT\r\n"
+        f"UID:bench-{i}@bench\r\nDTSTAMP:20270101T000000Z\r\nDTSTART:{stamp}\r\n"
+        f"DTEND:{end}\r\n{rule}SUMMARY:Meeting {i}\r\n"
+        "ORGANIZER:mailto:rep@example.test\r\n"
+        f"ATTENDEE;CN=Guest {i}:mailto:{who}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+
+
+def seed(radicale: Radicale, n: int) -> caldav.Calendar:
+    radicale.add_user("rep", "pw")
+    client = caldav.DAVClient(
+        url=radicale.url, username="rep", password="pw", require_tls=False, timeout=600
+    )
+    cal = client.principal().make_calendar(name="Work", cal_id="work")
+    folder = radicale.dir / "collections" / "collection-root" / "rep" / "work"
+    for i in range(n):
+        (folder / f"bench-{i}.ics").write_text(ics(i, i % 5 == 0, i % 2 == 0), encoding="utf-8")
+    return cal
+
+
+def timed_report(cal: caldav.Calendar, token: str | None) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    result = cal.get_objects_by_sync_token(token, load_objects=False, disable_fallback=True)
+    return time.perf_counter() - t0, len(list(result.objects))
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=5000)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp, Radicale() as radicale:
+        cal = seed(radicale, args.events)
+        settings = Settings(
+            data_dir=Path(tmp), database_url=f"sqlite:///{tmp}/crmail.db", secret_keys=(new_key(),)
+        )
+        services = Services.open(settings)
+        try:
+
+            def world(s):  # type: ignore[no-untyped-def]
+                ws = crm.create_workspace(s, "Bench").id
+                u = crm.create_user(s, ws, "rep@example.test", name="Rep").user
+                for c in range(500):
+                    crm.create_contact(s, ws, name=f"C{c}", emails=[f"contact{c}@customer.test"])
+                account = store.add_account(
+                    s, u, services.box, url=radicale.url, username="rep", password="pw"
+                )
+                return store.job_for(s, u, account.id)
+
+            job = services.db.run(world)
+            options = replace(CalendarOptions(allow_plain_http=True), clock=lambda: NOW)
+
+            # Radicale indexes a folder written behind its back on the first listing:
+            # warm it with one raw REPORT so the import below measures crmail.
+            timed_report(cal, None)
+
+            t0 = time.perf_counter()
+            first = await sync_account(services.db, services.box, job, options)
+            initial = time.perf_counter() - t0
+            events = services.db.run(
+                lambda s: s.scalar(select(func.count()).select_from(CalendarEvent))
+            )
+            occurrences = services.db.run(
+                lambda s: s.scalar(select(func.count()).select_from(EventOccurrence))
+            )
+
+            quiet: list[float] = []
+            for _ in range(args.rounds):
+                t0 = time.perf_counter()
+                again = await sync_account(services.db, services.box, job, options, discover=False)
+                quiet.append(time.perf_counter() - t0)
+                assert again.fetched == 0 and again.full_listings == 0
+
+            token = services.db.run(
+                lambda s: store.selected_calendars(s, job.account_id)[0].sync_token
+            )
+            raw_full = [timed_report(cal, None) for _ in range(args.rounds)]
+            raw_token = [timed_report(cal, token) for _ in range(args.rounds)]
+        finally:
+            services.close()
+
+    n = args.events
+    print(f"calendar of {n} events ({n // 5} weekly series of 10), Radicale on loopback, SQLite")
+    print(
+        f"initial import: {initial:.2f} s ({n / initial:.0f} events/s); fetched {first.fetched}, "
+        f"stored {first.stored} events with {occurrences} occurrences ({events} rows), "
+        f"skipped {sum(first.skipped.values())} {dict(first.skipped)}"
+    )
+    print(
+        f"raw full sync-collection REPORT ({raw_full[0][1]} hrefs): "
+        f"median {statistics.median(t for t, _ in raw_full) * 1000:.0f} ms"
+    )
+    print(
+        f"no-change round (crmail, one calendar): median {statistics.median(quiet) * 1000:.1f} ms"
+        f" over {len(quiet)} rounds"
+    )
+    print(
+        "raw sync-collection REPORT with the token: median "
+        f"{statistics.median(t for t, _ in raw_token) * 1000:.1f} ms "
+        f"({raw_token[0][1]} changes)"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
