@@ -461,6 +461,9 @@ class FakeGmail:
     faults: list[Fault] = field(default_factory=list)
     requests: list[RequestRecord] = field(default_factory=list)
     answers: list[Answer] = field(default_factory=list)
+    #: asked about a bearer token the fake did not grant: the mailbox address it opens,
+    #: or None (a test's OAuth fake decides, as Google's token service would)
+    authorize: Callable[[str], str | None] | None = None
     #: where Pub/Sub would push notifications for watched mailboxes (a crmail URL)
     push_url: str | None = None
     #: notifications pushed: (address, historyId, HTTP status or the error)
@@ -577,6 +580,8 @@ class FakeGmail:
         auth = request.headers.get("authorization", "")
         token = auth[7:] if auth.lower().startswith("bearer ") else ""
         address = self.tokens.get(token)
+        if address is None and token and self.authorize is not None:
+            address = self.authorize(token)
         if address is None:
             raise GmailHTTPError(
                 401,

@@ -1,0 +1,101 @@
+"""Connect with Google in a real browser, in the Gmail API mode: consent at the fake
+Google, the import's progress on the account page, then Done in the CRM Inbox removes
+INBOX and UNREAD from the message in the fake Gmail."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+from sqlalchemy import select
+
+from crmail.storage import crm
+from crmail.storage.models import MailAccount
+from crmail.sync.gmail.options import GmailOptions
+from tests.browser.conftest import Crm, shot, sign_in
+from tests.browser.test_web_app import wait_until
+from tests.factories import message
+from tests.fakes.gmail import FakeGmail
+from tests.fakes.oauth import RunningFakeOAuth
+from tests.fakes.server import LoopbackServer
+
+pytestmark = pytest.mark.browser
+
+MAILBOX = "gina@gmail.example.test"
+CUSTOMER = "buyer@client.example.test"
+
+
+@pytest.fixture
+def google() -> Iterator[RunningFakeOAuth]:
+    with RunningFakeOAuth() as f:
+        yield f
+
+
+@pytest.fixture
+def gmail() -> Iterator[tuple[FakeGmail, str]]:
+    g = FakeGmail(seed=9)
+    with LoopbackServer(g.app) as server:
+        yield g, server.url
+
+
+def test_connect_with_google_imports_through_the_gmail_api_and_done_reaches_gmail(
+    live: Crm, google: RunningFakeOAuth, gmail: tuple[FakeGmail, str], page: object
+) -> None:
+    g, gmail_url = gmail
+    client = google.register("google", f"{live.url}/oauth/google/callback")
+    live.services.settings = replace(
+        live.services.settings,
+        public_url=live.url,
+        google_client_id=client.client_id,
+        google_client_secret=client.secret,
+        google_auth_base=f"{google.url}/google",
+        google_mail_api="gmail",
+    )
+    sync = live.services.sync
+    sync.options = replace(sync.options, gmail=GmailOptions(base_url=gmail_url))  # type: ignore[attr-defined]
+    google.auto_consent = False
+    google.user_email = MAILBOX
+    box = g.add_mailbox(MAILBOX)
+    # Gmail honours the access tokens Google's token endpoint hands out.
+    g.authorize = lambda token: MAILBOX if token in google.live_access_tokens(MAILBOX) else None
+    live.services.db.run(
+        lambda s: crm.create_contact(s, live.workspace_id, name="Buyer", emails=[CUSTOMER])
+    )
+    asked = box.deliver(message(CUSTOMER, MAILBOX, "Pricing via Gmail", msgid="<g1@client.test>"))
+    private = box.deliver(message("mum@family.test", MAILBOX, "Sunday lunch"))
+
+    p = page
+    sign_in(p, live.url, live.owner.email)
+    p.goto(f"{live.url}/settings/email")  # type: ignore[attr-defined]
+    p.click("button:has-text('Connect with Google')")  # type: ignore[attr-defined]
+    p.wait_for_url(f"{google.url}/google/o/oauth2/v2/auth*")  # type: ignore[attr-defined]
+    p.click("button:has-text('Allow')")  # type: ignore[attr-defined]
+    p.wait_for_url(f"{live.url}/settings/email/accounts/*")  # type: ignore[attr-defined]
+    row = live.services.db.run(
+        lambda s: s.scalar(select(MailAccount).where(MailAccount.email == MAILBOX))
+    )
+    assert row is not None and row.provider == "gmail"
+
+    def imported() -> bool:
+        pcts = p.locator("#health .pct").all_inner_texts()  # type: ignore[attr-defined]
+        return (
+            bool(pcts)
+            and all(t.strip() == "100%" for t in pcts)
+            and "live" in p.inner_text("#health")  # type: ignore[attr-defined]
+        )
+
+    wait_until(imported, 25)
+    shot(p, "gmail-01-imported")
+    raw_asked = [r for r in g.requests if "format=raw" in r.query]
+    assert any(r.path.endswith(asked.id) for r in raw_asked)
+    assert not any(r.path.endswith(private.id) for r in raw_asked)
+
+    p.goto(f"{live.url}/inbox")  # type: ignore[attr-defined]
+    item = p.locator("li.item", has_text="Pricing via Gmail")  # type: ignore[attr-defined]
+    assert item.count() == 1
+    assert p.locator("li.item", has_text="Sunday lunch").count() == 0  # type: ignore[attr-defined]
+    item.locator("button.done").click()
+    p.wait_for_load_state()  # type: ignore[attr-defined]
+    shot(p, "gmail-02-done")
+    wait_until(lambda: not ({"INBOX", "UNREAD"} & box.messages[asked.id].labels))
