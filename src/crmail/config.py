@@ -146,8 +146,7 @@ class Settings:
             "gmail_api_url": e.get("CRMAIL_GMAIL_API_URL", "").strip().rstrip("/"),
             "gmail_push_topic": e.get("CRMAIL_GMAIL_PUSH_TOPIC", "").strip(),
             "gmail_push_token": e.get("CRMAIL_GMAIL_PUSH_TOKEN", "").strip(),
-            "microsoft_mail_api": e.get("CRMAIL_MICROSOFT_MAIL_API", "").strip().lower()
-            or "graph",
+            "microsoft_mail_api": e.get("CRMAIL_MICROSOFT_MAIL_API", "").strip().lower() or "graph",
             "graph_api_url": e.get("CRMAIL_GRAPH_API_URL", "").strip().rstrip("/"),
             "lease_ttl": float(e.get("CRMAIL_LEASE_TTL", "24")),
             "max_accounts_per_process": int(e.get("CRMAIL_MAX_ACCOUNTS_PER_PROCESS", "0")),

@@ -40,9 +40,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("account_id", name=op.f("pk_graph_subscriptions")),
-        sa.UniqueConstraint(
-            "subscription_id", name=op.f("uq_graph_subscriptions_subscription_id")
-        ),
+        sa.UniqueConstraint("subscription_id", name=op.f("uq_graph_subscriptions_subscription_id")),
     )
 
 
