@@ -5,7 +5,8 @@ flags to add or remove, a folder role or name to move to); here they become Gmai
 
 - ``\\Seen`` added / removed: UNREAD removed / added; ``\\Flagged``: STARRED;
 - Done (move to the archive, from INBOX): INBOX removed (with UNREAD, in one call);
-- move to a folder: its label added, INBOX removed (to INBOX: INBOX added);
+- move to a folder: its label added, INBOX removed (to INBOX: INBOX added; to All
+  Mail, or an "Archive" that is no label: INBOX removed, as Done);
 - delete (move to Trash, or delete for good from Trash): ``messages.trash`` — crmail's
   ``gmail.modify`` scope cannot delete for good, and Trash empties itself;
 - snooze stays in the CRM (nothing to send).
@@ -24,7 +25,7 @@ from crmail.errors import InvalidInput, MessageNotInMailbox
 from crmail.providers.gmail import GmailClient
 from crmail.storage import mail, outbox, remote
 from crmail.storage.db import Database
-from crmail.sync.gmail.labels import INBOX, SPAM, Layout, label_changes
+from crmail.sync.gmail.labels import ALL_MAIL, INBOX, SPAM, Layout, label_changes
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +40,16 @@ class GmailSyncBack:
         self.layout = layout
         self._user_labels: dict[str, str] | None = None
 
-    async def _label_named(self, name: str) -> str:
+    async def _label_named(self, name: str) -> str | None:
+        """The label a move to folder ``name`` adds; None: the move archives (All Mail,
+        or "Archive" where no label has that name: Gmail has no archive label)."""
         if name.upper() == INBOX:
             return INBOX
         if self._user_labels is None:
             self._user_labels = {label.name: label.id for label in await self.client.list_labels()}
         label = self._user_labels.get(name)
+        if label is None and name.casefold() in (ALL_MAIL.casefold(), "archive"):
+            return None
         if label is None:
             raise InvalidInput(f"there is no label {name!r} in {self.account.email}")
         return label
@@ -75,7 +80,8 @@ class GmailSyncBack:
             leaves |= {r.value for r in Role}
         elif change.move_to:
             label = await self._label_named(change.move_to)
-            add.add(label)
+            if label is not None:
+                add.add(label)
             if label != INBOX:
                 remove.add(INBOX)
                 leaves.add(Role.INBOX.value)
