@@ -506,9 +506,10 @@ class AccountStatus:
     def lag_seconds(self) -> float | None:
         """How long ago the least recently checked folder was last compared with the server.
 
-        Quiet folders are re-checked every poll interval (INBOX: every IDLE refresh), so
-        a healthy account shows a lag of at most that interval; a growing lag means the
-        worker cannot reach the server.
+        Quiet folders are re-checked every poll interval (INBOX: every IDLE refresh), but
+        a check that finds nothing is recorded at most every 5 minutes
+        (:data:`crmail.sync.inbound.HEARTBEAT_EVERY`), so a healthy account shows a lag of
+        at most about that; a growing lag means the worker cannot reach the server.
         """
         checked = [f.last_sync_at for f in self.folders]
         if not checked or any(c is None for c in checked):

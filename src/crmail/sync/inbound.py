@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, replace
@@ -341,8 +342,12 @@ class FolderSync:
         """A round that found nothing new: no commit, unless the folder's last one is
         older than :data:`HEARTBEAT_EVERY` (the status shows when it was last checked)."""
         self.checked_at[folder_id] = datetime.now(UTC)
-        last = self._committed.get(folder_id)
-        if last is None or time.monotonic() - last >= HEARTBEAT_EVERY:
+        now = time.monotonic()
+        if folder_id not in self._committed:
+            # First check of this session: recorded at a random point of the first
+            # period, so a thousand accounts started together do not all write at once.
+            self._committed[folder_id] = now - random.random() * HEARTBEAT_EVERY
+        if now - self._committed[folder_id] >= HEARTBEAT_EVERY:
             await self._apply(mail.FolderStep(folder_id))
 
     # --- one batch of UIDs -------------------------------------------------------------

@@ -263,12 +263,15 @@ class AccountWorker:
             self._outbox(SyncBack(self.db, account, main), settings),
         ]
         if watch.importer:
-            importing_sync = FolderSync(self.db, account, main, opts)
+            importer = [FolderSync(self.db, account, main, opts)]
 
             async def import_others(client: ImapClient) -> None:
-                importing_sync.client = client
-                await self._import_others(importing_sync, watch)
-                await self._drop(client)  # the import is in: the watch takes over
+                importer[0].client = client
+                await self._import_others(importer[0], watch)
+                # The import is in: the watch takes over. Nothing may keep the closed
+                # connection (and its buffers) alive for the session's life.
+                importer.clear()
+                await self._drop(client)
 
             tasks.append(self._keep_connected("import", settings, None, import_others))
         await _gather_or_fail(tasks)
@@ -427,7 +430,7 @@ class AccountWorker:
     async def _outbox(self, syncback: SyncBack, settings: ImapSettings) -> None:
         """The outbox, on a connection opened for the first action and closed after
         ``work_linger`` without one: an account with nothing to send holds none."""
-        work = _WorkConnection(self, settings, self.options.work_linger)
+        work = _WorkConnection(self, settings, self.options.work_linger, syncback)
         try:
             while True:
                 try:
@@ -657,10 +660,16 @@ class _Watch:
 class _WorkConnection:
     """A connection opened when there is work, closed after ``linger`` s without any."""
 
-    def __init__(self, worker: AccountWorker, settings: ImapSettings, linger: float) -> None:
+    def __init__(
+        self, worker: AccountWorker, settings: ImapSettings, linger: float, syncback: SyncBack
+    ) -> None:
         self.worker = worker
         self.settings = settings
         self.linger = linger
+        #: between bursts it points back at the client it was made with, not at a
+        #: closed one (which would keep that connection's buffers alive)
+        self.syncback = syncback
+        self._home = syncback.client
         self.client: ImapClient | None = None
         self._closing: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -697,4 +706,5 @@ class _WorkConnection:
             self._closing = None
         client, self.client = self.client, None
         if client is not None:
+            self.syncback.client = self._home
             await self.worker._drop(client)
