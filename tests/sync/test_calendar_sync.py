@@ -439,3 +439,25 @@ async def test_a_meeting_in_two_teammates_calendars_is_stored_once(
     for c in (first, second):
         upcoming = services.db.run(lambda s, c=c: store.upcoming(s, c.user, NOW))
         assert [u.meeting.uid for u in upcoming] == ["shared"]
+
+
+def test_one_process_at_a_time_runs_the_calendar_loop(services: Services) -> None:
+    from crmail.storage.calendar_lock import CalendarLoopLock
+    from crmail.storage.db import Database
+
+    if services.db.is_sqlite:
+        pytest.skip("one process per SQLite file: the lock is PostgreSQL's")
+    # Another process: its own engine and connections on the same database.
+    other_db = Database(services.settings.database_url)
+    mine, theirs = CalendarLoopLock(services.db), CalendarLoopLock(other_db)
+    try:
+        assert mine.acquire() is True
+        assert mine.acquire() is True  # still held
+        assert theirs.acquire() is False
+        mine.release()  # a stop (or a dead process's closed connection) frees it
+        assert theirs.acquire() is True
+        assert mine.acquire() is False
+    finally:
+        mine.release()
+        theirs.release()
+        other_db.close()

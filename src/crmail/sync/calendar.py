@@ -36,6 +36,7 @@ from crmail.providers.caldav import CalDavClient, CalDavSettings, Listing, SyncT
 from crmail.providers.caldav.presets import CALDAV_PRESETS, preset_url
 from crmail.providers.netcheck import allowed_addresses
 from crmail.storage import calendar as store
+from crmail.storage.calendar_lock import CalendarLoopLock
 from crmail.storage.db import Database
 from crmail.storage.views import UserInfo
 
@@ -244,6 +245,7 @@ class CalendarSync:
         self._wake = asyncio.Event()
         #: when each account's calendars were last listed (monotonic seconds)
         self._discovered: dict[int, float] = {}
+        self.lock = CalendarLoopLock(db)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="calendar-sync")
@@ -274,9 +276,16 @@ class CalendarSync:
                 log.warning("calendar account %s: %s", job.account_id, exc.message)
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        finally:
+            await asyncio.to_thread(self.lock.release)
+
+    async def _loop(self) -> None:
         while True:
             try:
-                await self.run_once()
+                if await asyncio.to_thread(self.lock.acquire):
+                    await self.run_once()
             except StorageError as exc:
                 log.warning("calendar sync: database unavailable: %s", exc.message)
             self._wake.clear()
