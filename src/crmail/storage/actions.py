@@ -16,7 +16,7 @@ from sqlalchemy import Row, select, update
 from sqlalchemy.orm import Session
 
 from crmail.domain.folders import Role
-from crmail.domain.inbox import ItemState
+from crmail.domain.inbox import ItemState, next_state
 from crmail.errors import Forbidden, InvalidInput, NotFound
 from crmail.storage import crm, notify, outbox, visibility
 from crmail.storage.mail import in_user_inbox
@@ -349,6 +349,10 @@ def _back_to_server_state(s: Session, action: OutboxAction) -> None:
     if about_place and not (state is ItemState.SNOOZED and in_inbox):
         # The change was about where the mail is (Done, delete, move): the server decides.
         state = ItemState.OPEN if in_inbox else ItemState.ARCHIVED
+    elif not in_inbox:
+        # The mail left INBOX while this action waited (the refresh held back for it):
+        # the item follows, as it would have without the action.
+        state = next_state(state, False) or state
     if item.state == state.value and item.is_read == read:
         return
     item.state = state.value
