@@ -12,7 +12,9 @@ serves any load user) and reports:
 - CPU at idle: the process's CPU time over ``--idle`` seconds, as % of one core, and
   the database commits made meanwhile;
 - delivery → stored p50/p99 for deliveries to random accounts, next to a raw IDLE
-  client's delivery → EXISTS on the same server, interleaved in the same run.
+  client's delivery → EXISTS on the same server, interleaved in the same run;
+- a restart: a new sync service over the same, imported accounts (a process taking
+  them over): the time and CPU until every worker made its first round.
 
 Targets (issue 10): <= 0.5 MiB and 1 connection per idle account, all live within 30 s,
 idle CPU <= 5 % of a core, p99 <= 1 s (or within 100 ms of the raw IDLE client).
@@ -248,6 +250,26 @@ async def measure(n: int, server: dict[str, object], idle: float, deliveries: in
         await asyncio.sleep(0.05)
     await raw.close()
     await service.stop()
+
+    # A restart (a new process taking the accounts over, a rolling restart): every
+    # account imported already, each worker is live after its first watch round.
+    commits0 = commits[0]
+    service = SyncService(services.db, services.box, WorkerOptions())
+    started, started_cpu = time.perf_counter(), cpu_seconds()
+    service.start()
+
+    def following() -> int:
+        # healthy_rounds: 1 once connected and the folders listed, 2 after a first round
+        return sum(1 for w in service._workers.values() if w.healthy_rounds >= 2)
+
+    while following() < n:
+        await asyncio.sleep(0.05)
+        if time.perf_counter() - started > 600:
+            raise RuntimeError(f"only {following()} of {n} accounts following after a restart")
+    restart_live = time.perf_counter() - started
+    restart_cpu = cpu_seconds() - started_cpu
+    restart_commits = commits[0] - commits0
+    await service.stop()
     services.close()
     assert len(ids) == n
     return {
@@ -260,6 +282,9 @@ async def measure(n: int, server: dict[str, object], idle: float, deliveries: in
         "idle_commits": idle_commits,
         "startup_cpu_ms_per_account": startup_cpu / n * 1000,
         "startup_commits_per_account": startup_commits / n,
+        "restart_live_s": restart_live,
+        "restart_cpu_ms_per_account": restart_cpu / n * 1000,
+        "restart_commits_per_account": restart_commits / n,
         "p50_ms": statistics.median(crmail_ms),
         "p99_ms": pct(crmail_ms, 99),
         "raw_p50_ms": statistics.median(raw_ms),
@@ -308,8 +333,10 @@ def main() -> None:
         }
         print(
             f"{'N':>5} {'RSS/acct':>9} {'conn/acct':>9} {'all live':>9} {'CPU/start':>9}"
+            f" {'writes/start':>12}"
             f" {'idle CPU':>9} {'commits':>7} {'p50':>7} {'p99':>7} {'raw p50':>8} {'raw p99':>8}"
         )
+        results = []
         for n in sizes:
             out = subprocess.run(
                 [
@@ -331,13 +358,22 @@ def main() -> None:
             if os.environ.get("SCALE_TRACEMALLOC"):
                 print(out.stderr, file=sys.stderr)
             r = json.loads(out.stdout.strip().splitlines()[-1])
+            results.append(r)
             print(
                 f"{n:>5} {r['rss_per_account_mib']:>6.2f}MiB {r['sessions_per_account']:>9.2f}"
                 f" {r['all_live_s']:>8.1f}s {r['startup_cpu_ms_per_account']:>7.0f}ms"
+                f" {r['startup_commits_per_account']:>12.1f}"
                 f" {r['idle_cpu_pct']:>8.1f}% {r['idle_commits']:>7}"
                 f" {r['p50_ms']:>5.0f}ms {r['p99_ms']:>5.0f}ms"
                 f" {r['raw_p50_ms']:>6.0f}ms {r['raw_p99_ms']:>6.0f}ms",
                 flush=True,
+            )
+        print(f"\n{'N':>5} {'restart: all live':>18} {'CPU/acct':>9} {'writes/acct':>12}")
+        for r in results:
+            print(
+                f"{r['n']:>5} {r['restart_live_s']:>17.1f}s"
+                f" {r['restart_cpu_ms_per_account']:>7.0f}ms"
+                f" {r['restart_commits_per_account']:>12.1f}"
             )
     finally:
         dovecot.close()

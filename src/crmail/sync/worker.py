@@ -313,6 +313,7 @@ class AccountWorker:
         next_look = loop.time()  # every folder first: changes made while disconnected
         noticed: set[str] = set()
         importer = watch.importer
+        stale = True  # INBOX: a round before the first IDLE, then after each change
         while True:
             if importer and not watch.importer:
                 # The import connection is done with the other folders: take them over
@@ -322,12 +323,12 @@ class AccountWorker:
                 notify = await client.notify([f.name for f in others])
                 watching.status_probe = not notify
                 next_look = loop.time()
+            due = loop.time() >= next_look
+            if due:
+                next_look = loop.time() + look_every
             if not watch.importer and others:
-                due = loop.time() >= next_look
                 todo = [f for f in others if due or f.name in noticed or not f.import_complete]
                 if todo:
-                    if due:
-                        next_look = loop.time() + look_every
                     noticed.difference_update(f.name for f in todo)
                     found = await self._other_rounds(watching, todo, watch)
                     if found is not None:  # the folders changed on the server
@@ -340,9 +341,14 @@ class AccountWorker:
                     others = [by_id.get(f.id, f) for f in others]
                     self._healthy("watch")
                     self._changed()
-            if inbox is not None:
+            # An IDLE that ended without news is re-issued without a round: the server
+            # reports every change to INBOX while idling; the safety look is ``due``.
+            if inbox is not None and (
+                stale or due or not inbox.import_complete or client.selected != inbox.name
+            ):
                 # Last before IDLE: the round leaves INBOX selected for it.
                 inbox = await idling.round(inbox, import_batches=IMPORT_SLICES_PER_ROUND)
+                stale = False
                 self._healthy("watch")
                 self._changed()
                 if not inbox.import_complete:
@@ -350,11 +356,9 @@ class AccountWorker:
                 await self._import_finished(inbox.id)
             if not watch.importer and not all(f.import_complete for f in others):
                 continue
-            timeout = self.options.idle_timeout
-            if not watch.importer and others:
-                timeout = min(timeout, max(0.0, next_look - loop.time()))
+            timeout = min(self.options.idle_timeout, max(0.0, next_look - loop.time()))
             if inbox is not None:
-                await client.idle(timeout=timeout)
+                stale = bool(await client.idle(timeout=timeout))
             else:
                 await asyncio.sleep(timeout)
             noticed |= client.notified()
