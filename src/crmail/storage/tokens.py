@@ -64,6 +64,7 @@ class Checked:
     token_id: int
     user_id: int
     stale: bool
+    expires_at: datetime | None = None
 
 
 def digest(token: str) -> str:
@@ -126,7 +127,7 @@ def check(s: Session, token: str, now: datetime | None = None) -> Checked:
     if disabled_at is not None:
         raise Unauthenticated("user disabled", hint="an admin of the workspace can enable it")
     stale = t.last_used_at is None or t.last_used_at <= now - LAST_USED_EVERY
-    return Checked(t.id, t.user_id, stale)
+    return Checked(t.id, t.user_id, stale, t.expires_at)
 
 
 def touch(s: Session, token_id: int, now: datetime | None = None) -> None:
@@ -139,6 +140,8 @@ def touch(s: Session, token_id: int, now: datetime | None = None) -> None:
             or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at <= now - LAST_USED_EVERY),
         )
         .values(last_used_at=now)
+        # Bookkeeping: who may use the token is unchanged (see storage.auth_cache).
+        .execution_options(auth_unchanged=True)
     )
 
 
