@@ -80,19 +80,33 @@ def keygen() -> None:
     show_default=True,
     help="api: the REST API and web app; sync: the sync workers and senders; all: both.",
 )
+@click.option(
+    "--api-workers",
+    type=int,
+    default=1,
+    show_default=True,
+    help="processes serving the API on the port (PostgreSQL only): up to the cores.",
+)
 @_fail_cleanly
-def run(host: str | None, port: int | None, role: str) -> None:
+def run(host: str | None, port: int | None, role: str, api_workers: int) -> None:
     """Run the service: REST API and sync workers for every connected account.
 
     On PostgreSQL, run as many as you like: accounts are shared out by leases.
     """
+    from crmail import api_processes
     from crmail.runtime import run_until_stopped, serve
     from crmail.storage.single import only_process
 
     overrides: dict[str, object] = {"host": host, "port": port}
     settings = Settings.from_env(None, **{k: v for k, v in overrides.items() if v is not None})
+    api_processes.check_allowed(settings, api_workers, role)
     with only_process(settings.database_url):
-        code = run_until_stopped(serve(Services.open(settings), role=role))
+        extra = api_processes.start(settings, api_workers - 1)
+        try:
+            many = api_workers > 1
+            code = run_until_stopped(serve(Services.open(settings), role=role, reuse_port=many))
+        finally:
+            api_processes.stop(extra)
     sys.exit(code)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
+from crmail.api_processes import listening_socket
 from crmail.providers import graph
 from crmail.providers.gmail import DEFAULT_BASE_URL
 from crmail.services import Services
@@ -103,7 +104,11 @@ ROLES = ("all", "api", "sync")
 
 
 async def serve(
-    services: Services, *, ready: Callable[[str], None] | None = None, role: str = "all"
+    services: Services,
+    *,
+    ready: Callable[[str], None] | None = None,
+    role: str = "all",
+    reuse_port: bool = False,
 ) -> None:
     """Run the API/web app ("api"), the sync service with its senders ("sync"), or both.
 
@@ -142,9 +147,9 @@ async def serve(
             listening = asyncio.create_task(wakeups.listen(sync.on_notice), name="wake-listener")
     try:
         if sync is None:
-            await _serve_api(services, None, ready)
+            await _serve_api(services, None, ready, reuse_port=reuse_port)
         else:
-            await _serve_sync(services, sync, ready, api=role == "all")
+            await _serve_sync(services, sync, ready, api=role == "all", reuse_port=reuse_port)
     finally:
         if listening is not None:
             listening.cancel()
@@ -155,7 +160,12 @@ async def serve(
 
 
 async def _serve_sync(
-    services: Services, sync: SyncService, ready: Callable[[str], None] | None, *, api: bool
+    services: Services,
+    sync: SyncService,
+    ready: Callable[[str], None] | None,
+    *,
+    api: bool,
+    reuse_port: bool = False,
 ) -> None:
     webhooks = WebhookSender(
         services.db,
@@ -189,7 +199,7 @@ async def _serve_sync(
         await drops.start()
     try:
         if api:
-            await _serve_api(services, webhooks, ready)
+            await _serve_api(services, webhooks, ready, reuse_port=reuse_port)
         else:
             if ready is not None:
                 ready("sync only")
@@ -203,7 +213,11 @@ async def _serve_sync(
 
 
 async def _serve_api(
-    services: Services, webhooks: WebhookSender | None, ready: Callable[[str], None] | None
+    services: Services,
+    webhooks: WebhookSender | None,
+    ready: Callable[[str], None] | None,
+    *,
+    reuse_port: bool = False,
 ) -> None:
     from crmail.api.app import create_app
 
@@ -211,7 +225,11 @@ async def _serve_api(
     app.state.webhooks = webhooks  # lets the API wake it after queueing a test ping
     server = uvicorn.Server(server_config(services, app))
     url = f"http://{services.settings.host}:{services.settings.port}"
-    task = asyncio.create_task(server.serve())
+    # Several API processes share the port (crmail.api_processes).
+    sockets = (
+        [listening_socket(services.settings.host, services.settings.port)] if reuse_port else None
+    )
+    task = asyncio.create_task(server.serve(sockets=sockets))
     while not server.started and not task.done():
         await asyncio.sleep(0.05)
     if ready is not None and server.started:
