@@ -77,7 +77,18 @@ async def _body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-@router.post("/graph", status_code=202, response_class=Response)
+@router.post(
+    "/graph",
+    status_code=202,
+    response_class=Response,
+    responses={
+        200: {
+            "description": "the validation handshake: the token echoed",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        202: {"description": "notifications taken (those that fail their check ignored)"},
+    },
+)
 async def graph_notifications(
     request: Request, services: ServicesDep, validationToken: str | None = None
 ) -> Response:
