@@ -15,10 +15,14 @@ import pytest
 
 from crmail.config import Settings
 from crmail.crypto import new_key
+from crmail.domain.netpolicy import parse_networks
 from crmail.services import Services
 from tests.servers.postgres import Postgres
 
 BACKEND = os.environ.get("CRMAIL_TEST_DB", "sqlite")
+#: the test servers (Dovecot, SMTP, the fakes) listen on loopback, which the default
+#: address policy refuses; tests of that policy set their own
+LOOPBACK = parse_networks("127.0.0.0/8, ::1", setting="tests")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -48,7 +52,12 @@ def db_url(tmp_path: Path, postgres: Postgres | None) -> str:
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
-    return Settings(data_dir=tmp_path, database_url=db_url, secret_keys=(new_key(),))
+    return Settings(
+        data_dir=tmp_path,
+        database_url=db_url,
+        secret_keys=(new_key(),),
+        mail_allowed_networks=LOOPBACK,
+    )
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 from crmail.api import create_app
 from crmail.config import Settings
 from crmail.domain.folders import Role
-from crmail.domain.netpolicy import parse_networks
 from crmail.domain.scope import AddressBook, ContactRef, decide
 from crmail.mime import parse_message
 from crmail.services import Services
@@ -40,8 +39,7 @@ from crmail.storage.models import (
     TimelineEntry,
     User,
 )
-
-LOOPBACK = parse_networks("127.0.0.0/8, ::1", setting="tests")
+from tests.db_fixtures import LOOPBACK
 
 
 class FakeSync:

@@ -25,7 +25,7 @@ from crmail.storage import web as web_store
 from crmail.sync.inbound import SyncOptions
 from crmail.sync.service import SyncService
 from crmail.sync.worker import WorkerOptions
-from tests.api.conftest import LOOPBACK
+from tests.db_fixtures import LOOPBACK
 from tests.servers.dovecot import free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
