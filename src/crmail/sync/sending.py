@@ -31,6 +31,12 @@ from crmail.errors import ConnectFailed, CrmailError, InvalidInput, SendFailed
 from crmail.providers import smtp
 from crmail.storage import mail, outbound, outbox
 from crmail.storage.db import Database
+from crmail.sync.send_stages import (
+    handoff_refused,
+    interrupted_unknown,
+    mark_sending,
+    message_id_of,
+)
 from crmail.sync.syncback import SyncBack
 
 log = logging.getLogger(__name__)
@@ -112,12 +118,11 @@ class Sending:
 
     async def _hand_to_smtp(self, action: outbox.Action) -> None:
         mid = self._message_id(action)
-        payload = {**action.payload, "stage": "sending"}
         raw = await self.db.read(lambda s: outbound.raw_of(s, mid))
         # Last step before the handoff: with several processes, this write is fenced by
         # the account's lease (crmail.storage.leases), so an owner that lost the account
         # stops here instead of sending what the new owner may send too.
-        await self.db.write(lambda s: outbound.send_progress(s, action.id, mid, payload, "sending"))
+        await mark_sending(self.db, action, mid)
         try:
             result = await smtp.send(
                 self.settings,
@@ -127,13 +132,7 @@ class Sending:
             )
         except (SendFailed, ConnectFailed, CrmailError) as exc:
             # Refused before or during the SMTP transaction: nothing was delivered.
-            permanent = not getattr(exc, "retryable", False)
-            back = {**action.payload, "stage": "queued", "last_smtp_error": exc.message}
-            state = "failed" if permanent else "queued"
-            error = exc.message
-            await self.db.write(
-                lambda s: outbound.send_progress(s, action.id, mid, back, state, error)
-            )
+            await handoff_refused(self.db, action, mid, exc, error_key="last_smtp_error")
             raise
         sent = {
             **action.payload,
@@ -153,16 +152,7 @@ class Sending:
                 lambda s: outbound.record_sent(s, action, mid, sent, self._answering())
             )
             return "sent"
-        mid = self._message_id(action)
-        why = (
-            "sending was interrupted while the message was being handed to the mail server; "
-            "it may or may not have gone out, so it was not sent again automatically"
-        )
-        unknown = {**action.payload, "stage": "queued"}
-        await self.db.write(
-            lambda s: outbound.send_progress(s, action.id, mid, unknown, "unknown", why)
-        )
-        raise SendFailed(why, permanent=True)
+        await interrupted_unknown(self.db, action, self._message_id(action), "the mail server")
 
     # --- the Sent copy -------------------------------------------------------------
 
@@ -208,9 +198,7 @@ class Sending:
 
     @staticmethod
     def _message_id(action: outbox.Action) -> int:
-        if action.message_id is None:
-            raise InvalidInput(f"send action {action.id} has no message")
-        return action.message_id
+        return message_id_of(action)
 
 
 def _strings(value: object) -> list[str]:

@@ -18,15 +18,13 @@ own (Graph cannot be asked whether a MIME send went out before its copy is filed
 from __future__ import annotations
 
 import email.policy
-import logging
 from email.parser import BytesParser
+from typing import Any
 
-from crmail.errors import CrmailError, InvalidInput, SendFailed
+from crmail.errors import CrmailError
 from crmail.providers.graph import Attachment, GraphClient, check_outlook_attachments
-from crmail.storage import mail, outbound, outbox
-from crmail.storage.db import Database
-
-log = logging.getLogger(__name__)
+from crmail.storage import outbound, outbox
+from crmail.sync.send_stages import ApiSending, message_id_of
 
 
 def check_outlook_policy(raw: bytes) -> None:
@@ -40,64 +38,21 @@ def check_outlook_policy(raw: bytes) -> None:
     check_outlook_attachments(files)
 
 
-class GraphSending:
-    def __init__(self, db: Database, account: mail.AccountInfo, client: GraphClient) -> None:
-        self.db = db
-        self.account = account
-        self.client = client
+class GraphSending(ApiSending[GraphClient]):
+    handed_to = "Microsoft"
 
-    async def run(self, action: outbox.Action) -> None:
-        stage = str(action.payload.get("stage", "queued"))
-        if stage == "queued":
-            await self._send(action)
-        elif stage == "sending":
-            await self._after_interrupted_send(action)
-        account_id = self.account.id
-        await self.db.write(lambda s: outbound.sent_filed(s, account_id, action.id, None))
-
-    async def _send(self, action: outbox.Action) -> None:
-        mid = _message_id(action)
-        raw = await self.db.read(lambda s: outbound.raw_of(s, mid))
+    async def check(self, action: outbox.Action, raw: bytes) -> None:
         try:
             check_outlook_policy(raw)
         except CrmailError as exc:
+            mid = message_id_of(action)
             back = {**action.payload, "last_send_error": exc.message}
             error = exc.message
             await self.db.write(
                 lambda s: outbound.send_progress(s, action.id, mid, back, "failed", error)
             )
             raise
-        payload = {**action.payload, "stage": "sending"}
-        await self.db.write(lambda s: outbound.send_progress(s, action.id, mid, payload, "sending"))
-        try:
-            await self.client.send_mime(raw)
-        except CrmailError as exc:
-            permanent = not getattr(exc, "retryable", False)
-            back = {**action.payload, "stage": "queued", "last_send_error": exc.message}
-            state = "failed" if permanent else "queued"
-            error = exc.message
-            await self.db.write(
-                lambda s: outbound.send_progress(s, action.id, mid, back, state, error)
-            )
-            raise
-        sent = {**action.payload, "stage": "sent"}
-        answering = (self.account.id, self.account.user_id)
-        await self.db.write(lambda s: outbound.record_sent(s, action, mid, sent, answering))
 
-    async def _after_interrupted_send(self, action: outbox.Action) -> None:
-        mid = _message_id(action)
-        why = (
-            "sending was interrupted while the message was being handed to Microsoft; "
-            "it may or may not have gone out, so it was not sent again automatically"
-        )
-        unknown = {**action.payload, "stage": "queued"}
-        await self.db.write(
-            lambda s: outbound.send_progress(s, action.id, mid, unknown, "unknown", why)
-        )
-        raise SendFailed(why, permanent=True)
-
-
-def _message_id(action: outbox.Action) -> int:
-    if action.message_id is None:
-        raise InvalidInput(f"send action {action.id} has no message")
-    return action.message_id
+    async def hand_off(self, action: outbox.Action, raw: bytes) -> dict[str, Any]:
+        await self.client.send_mime(raw)
+        return {}
