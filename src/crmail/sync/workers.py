@@ -25,7 +25,6 @@ async def worker_for(
     problems: dict[int, CrmailError] | None = None,
 ) -> AccountWorker:
     account = await db.read(lambda s: mail.account_info(s, account_id))
-    kind: type[AccountWorker] = {GMAIL: GmailWorker, GRAPH: GraphWorker}.get(
-        account.provider, AccountWorker
-    )
+    kinds: dict[str, type[AccountWorker]] = {GMAIL: GmailWorker, GRAPH: GraphWorker}
+    kind = kinds.get(account.provider, AccountWorker)
     return kind(db, box, account_id, options, problems=problems)

@@ -109,7 +109,7 @@ async def test_a_notification_stores_new_mail_without_waiting_for_the_poll(
     assert sub is not None and row is not None
     assert sub.id == row.subscription_id and sub.resource == "me/messages"
     assert sub.client_state and sub.client_state.encode() not in row.client_state
-    await wait_for(lambda: not running._delta_wake.is_set())
+    await wait_for(lambda: not running._mailbox_wake.is_set())
     rounds = running.rounds
     gid = outlook.deliver(CUSTOMER, "Pushed to us")
     assert await asyncio.to_thread(outlook.fake.flush) == [202]

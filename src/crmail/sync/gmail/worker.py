@@ -19,104 +19,50 @@ are those of the IMAP worker (:class:`crmail.sync.worker.AccountWorker`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from crmail.crypto import SecretBox
 from crmail.domain.account import AccountEvent
-from crmail.errors import (
-    AuthFailed,
-    CrmailError,
-    HistoryExpired,
-    InvalidInput,
-    ProviderError,
-    StorageError,
-)
+from crmail.errors import AuthFailed, HistoryExpired, ProviderError
 from crmail.providers.gmail import GmailClient
-from crmail.storage import actions, mail, outbox, remote
-from crmail.storage.db import Database
-from crmail.sync.drain import drain_outbox
+from crmail.storage import mail, remote
+from crmail.sync.api_worker import ApiMailboxWorker
 from crmail.sync.gmail.changes import catch_up
 from crmail.sync.gmail.importer import PAGE, Importer, window_start
 from crmail.sync.gmail.ingest import GmailIngest
 from crmail.sync.gmail.labels import Layout, wanted_folders
 from crmail.sync.gmail.sending import GmailSending
 from crmail.sync.gmail.syncback import GmailSyncBack
-from crmail.sync.worker import (
-    IMPORT_SLICES_PER_ROUND,
-    RETRYABLE,
-    AccountWorker,
-    WorkerOptions,
-    _gather_or_fail,
-    as_error,
-)
 
 log = logging.getLogger(__name__)
 
-#: import pages per round of `run_once` (the CLI's `sync --once`): all of them
-ALL_PAGES = 1_000_000
 #: seconds between two records of "checked, nothing changed" (folders' last_sync_at)
 HEARTBEAT_EVERY = 300.0
 
 
-class GmailWorker(AccountWorker):
-    def __init__(
-        self,
-        db: Database,
-        box: SecretBox,
-        account_id: int,
-        options: WorkerOptions | None = None,
-        *,
-        on_change: Callable[[int], None] | None = None,
-        problems: dict[int, CrmailError] | None = None,
-    ) -> None:
-        super().__init__(
-            db, box, account_id, options or WorkerOptions(), on_change=on_change, problems=problems
-        )
-        self._history_wake = asyncio.Event()
-        self._client: GmailClient | None = None
-        self._access: str | None = None
-        #: the session's ingest (tests and the bench read its figures)
-        self.ingest: GmailIngest | None = None
-        #: sync rounds done (a figure for tests: push wakes a round before the poll)
-        self.rounds = 0
-        self._last_heartbeat: float | None = None
+class GmailWorker(ApiMailboxWorker[GmailClient]):
+    signs_in_with = "Google"
 
-    def pushed(self) -> None:
-        """Gmail said the mailbox changed: read its history now (call from the loop)."""
-        self._history_wake.set()
-
-    def wake(self) -> None:
-        """A wake-up for this account (an action queued, or Gmail's push, which arrives
-        the same way across processes): drain the outbox and read the history."""
-        super().wake()
-        self.pushed()
+    #: the session's ingest (tests and the bench read its figures)
+    ingest: GmailIngest | None = None
+    _last_heartbeat: float | None = None
 
     # --- the Gmail session ------------------------------------------------------------
 
     async def _session(self, *, follow: bool) -> None:
-        await self._event(AccountEvent.START)
-        account = await self.db.read(lambda s: mail.account_info(s, self.account_id))
-        self._secret = account.secret
-        self._oauth = bool(account.settings.get("oauth_provider"))
         opts = self.options.gmail
-        client = GmailClient(
-            self._access_token,
-            refresh_access_token=self._refreshed_token,
-            base_url=opts.base_url,
-            retry=opts.retry,
+        account, client = await self._start(
+            lambda: GmailClient(
+                self._access_token,
+                refresh_access_token=self._refreshed_token,
+                base_url=opts.base_url,
+                retry=opts.retry,
+            )
         )
-        self._client = client
         sender = GmailSending(self.db, account, client)
         if account.settings.get("mode") == "one_way":
-            # 1-way: nothing is read from the mailbox; sends still go out through Gmail.
-            await client.get_profile()
-            await self._event(AccountEvent.CONNECTED_LIVE)
-            self._healthy("session")
-            await self._drain_gmail(None, sender, follow=follow)
+            await self._one_way(client.get_profile, sender, follow=follow)
             return
         layout = await self._layout(account, client)
         ingest = self.ingest = GmailIngest(self.db, account, client, layout)
@@ -152,40 +98,22 @@ class GmailWorker(AccountWorker):
         )
         self._healthy("session")
         syncback = GmailSyncBack(self.db, account, client, layout)
-        if not follow:
-            home = await self._round(importer, layout, home, ALL_PAGES)
-            await self._event(AccountEvent.IMPORT_FINISHED)
-            await self._drain_gmail(syncback, sender, follow=False)
-            # What the drain did (a sent message's SENT copy, labels) comes back now.
-            await self._round(importer, layout, home, ALL_PAGES)
-            return
-        self._down.clear()
 
-        async def follow_mailbox() -> None:
-            current = home
-            while True:
-                current = await self._round(importer, layout, current, IMPORT_SLICES_PER_ROUND)
-                await self._back_up("sync")
-                self._healthy("sync")
-                self._changed()
-                if not current.import_complete:
-                    continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._history_wake.wait(), self.options.poll_interval)
-                self._history_wake.clear()
+        async def round_(pages: int) -> None:
+            nonlocal home
+            home = await self._round(importer, layout, home, pages)
 
-        async def drain() -> None:
-            await self._back_up("outbox")
-            self._healthy("outbox")
-            await self._drain_gmail(syncback, sender, follow=True)
-
-        await _gather_or_fail(
-            [
-                self._keep_going("sync", follow_mailbox),
-                self._keep_going("outbox", drain),
-                self._keep_watching(client),
-            ]
+        await self._once_or_follow(
+            round_,
+            lambda: not home.import_complete,
+            syncback,
+            sender,
+            lambda: self._keep_watching(client),
+            follow=follow,
         )
+
+    async def _imported_once(self) -> None:
+        await self._event(AccountEvent.IMPORT_FINISHED)
 
     async def _layout(self, account: mail.AccountInfo, client: GmailClient) -> Layout:
         listed = account.settings.get("folders")
@@ -242,23 +170,6 @@ class GmailWorker(AccountWorker):
         account_id = self.account_id
         await self.db.write(lambda s: remote.apply_steps(s, account_id, steps))
 
-    async def _keep_going(self, loop: str, body: Callable[[], Awaitable[None]]) -> None:
-        """Run ``body``; after a network or database failure, again after this loop's
-        backoff (the other loop goes on). An auth failure ends the session (paused)."""
-        while True:
-            try:
-                await body()
-                return
-            except RETRYABLE as exc:
-                if isinstance(exc, AuthFailed):
-                    raise
-                self._down.add(loop)
-                await self._retry_after(loop, as_error(exc))
-
-    async def _back_up(self, loop: str) -> None:
-        if loop in self._down:
-            await self._reconnected(loop)
-
     async def _keep_watching(self, client: GmailClient) -> None:
         """``users.watch`` now and daily; push is an accelerator, the poll the truth, so
         a watch Gmail refuses is logged and tried again later, never fatal."""
@@ -281,78 +192,3 @@ class GmailWorker(AccountWorker):
                 log.warning("account %s: Gmail push not set up: %s", self.account_id, exc.message)
                 wait = min(wait, 3600.0)
             await asyncio.sleep(wait)
-
-    # --- the outbox ---------------------------------------------------------------------
-
-    async def _drain_gmail(
-        self, syncback: GmailSyncBack | None, sender: GmailSending, *, follow: bool
-    ) -> None:
-        def done() -> None:
-            self._healthy("outbox")
-            self._changed()
-
-        await drain_outbox(
-            self.db,
-            self.account_id,
-            lambda action: self._run_gmail_action(syncback, sender, action),
-            self._outbox_wake,
-            follow=follow,
-            on_done=done,
-        )
-
-    async def _run_gmail_action(
-        self, syncback: GmailSyncBack | None, sender: GmailSending, action: outbox.Action
-    ) -> None:
-        try:
-            if action.kind == "sync" and syncback is not None:
-                await syncback.run(action)
-            elif action.kind == "send":
-                await sender.run(action)
-            else:
-                raise InvalidInput(f"unknown action kind {action.kind!r}")
-        except StorageError:
-            raise  # not the action's fault: requeued when the drain starts again
-        except CrmailError as exc:
-            retryable = isinstance(exc, ProviderError) and exc.retryable
-            message = exc.message
-            if action.kind == "sync":
-                await self.db.write(
-                    lambda s: actions.sync_failed(s, action.id, message, retryable=retryable)
-                )
-            else:
-                await self.db.write(
-                    lambda s: outbox.fail(s, action.id, message, retryable=retryable)
-                )
-            log.warning("account %s: action %s failed: %s", self.account_id, action.id, message)
-            if isinstance(exc, AuthFailed):
-                raise
-
-    # --- tokens and clients -------------------------------------------------------------
-
-    async def _access_token(self) -> str:
-        token = await self._fresh_token()
-        if token is None:
-            assert self._secret is not None
-            token = self.box.open(self._secret).get("oauth2_token")
-        if not token:
-            raise AuthFailed(
-                "this Google account has no access token",
-                hint="connect it again with Google in Settings → Email",
-            )
-        self._access = token
-        return token
-
-    async def _refreshed_token(self) -> str:
-        """Gmail refused the token: a new one (once); without OAuth, the same one, so
-        the refusal stands and pauses the account."""
-        token = await self._fresh_token(refused=self._access)
-        if token is None:
-            return self._access or ""
-        self._access = token
-        return token
-
-    async def _close_clients(self) -> None:
-        await super()._close_clients()
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()

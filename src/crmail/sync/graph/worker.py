@@ -21,34 +21,24 @@ import contextlib
 import datetime as dt
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from crmail.crypto import SecretBox
 from crmail.domain.account import AccountEvent
 from crmail.errors import AuthFailed, CrmailError, FolderMissing, ProviderError, ProviderRejected
 from crmail.providers.graph import GraphClient, Subscription
-from crmail.storage import graph_push, mail, outbox
+from crmail.storage import graph_push, mail
 from crmail.storage.db import Database
-from crmail.sync.api_mailbox import run_outbox_action
-from crmail.sync.drain import drain_outbox
+from crmail.sync.api_worker import ApiMailboxWorker
 from crmail.sync.graph.folders import WELL_KNOWN, Layout, wanted_folders
 from crmail.sync.graph.ingest import GraphIngest
 from crmail.sync.graph.rounds import Rounds, window_start
 from crmail.sync.graph.sending import GraphSending
 from crmail.sync.graph.syncback import GraphSyncBack
-from crmail.sync.worker import (
-    IMPORT_SLICES_PER_ROUND,
-    RETRYABLE,
-    AccountWorker,
-    WorkerOptions,
-    _gather_or_fail,
-    as_error,
-)
+from crmail.sync.worker import WorkerOptions
 
 log = logging.getLogger(__name__)
 
-#: import pages per round of `run_once` (the CLI's `sync --once`): all of them
-ALL_PAGES = 1_000_000
 #: what the subscription covers: the whole mailbox (a notification only wakes a delta
 #: round of every synced folder)
 SUBSCRIBED_RESOURCE = "me/messages"
@@ -57,7 +47,12 @@ SUBSCRIBED_RESOURCE = "me/messages"
 SUBSCRIBE_RETRY = 3600.0
 
 
-class GraphWorker(AccountWorker):
+class GraphWorker(ApiMailboxWorker[GraphClient]):
+    signs_in_with = "Microsoft"
+
+    #: the session's ingest (tests and the bench read its figures)
+    ingest: GraphIngest | None = None
+
     def __init__(
         self,
         db: Database,
@@ -68,48 +63,28 @@ class GraphWorker(AccountWorker):
         on_change: Callable[[int], None] | None = None,
         problems: dict[int, CrmailError] | None = None,
     ) -> None:
-        super().__init__(
-            db, box, account_id, options or WorkerOptions(), on_change=on_change, problems=problems
-        )
-        self._delta_wake = asyncio.Event()
+        super().__init__(db, box, account_id, options, on_change=on_change, problems=problems)
         self._subscription_wake = asyncio.Event()
-        self._client: GraphClient | None = None
-        self._access: str | None = None
-        #: the session's ingest (tests and the bench read its figures)
-        self.ingest: GraphIngest | None = None
-        #: sync rounds done (a figure for tests: a notification wakes a round early)
-        self.rounds = 0
-
-    def pushed(self) -> None:
-        """Graph said the mailbox changed: run a delta round now (call from the loop)."""
-        self._delta_wake.set()
 
     def wake(self) -> None:
         """Any wake-up (an action queued, a notification, a lifecycle event the
         endpoint recorded): the outbox, a delta round, a look at the subscription."""
         super().wake()
-        self.pushed()
         self._subscription_wake.set()
 
     async def _session(self, *, follow: bool) -> None:
-        await self._event(AccountEvent.START)
-        account = await self.db.read(lambda s: mail.account_info(s, self.account_id))
-        self._secret = account.secret
-        self._oauth = bool(account.settings.get("oauth_provider"))
         opts = self.options.graph
-        client = GraphClient(
-            self._access_token,
-            refresh_access_token=self._refreshed_token,
-            base_url=opts.base_url,
-            retry=opts.retry,
+        account, client = await self._start(
+            lambda: GraphClient(
+                self._access_token,
+                refresh_access_token=self._refreshed_token,
+                base_url=opts.base_url,
+                retry=opts.retry,
+            )
         )
-        self._client = client
         sender = GraphSending(self.db, account, client)
         if account.settings.get("mode") == "one_way":
-            await client.me()
-            await self._event(AccountEvent.CONNECTED_LIVE)
-            self._healthy("session")
-            await self._drain(None, sender, follow=follow)
+            await self._one_way(client.me, sender, follow=follow)
             return
         layout = await self._layout(account, client)
         ingest = self.ingest = GraphIngest(self.db, account, client, layout)
@@ -126,37 +101,17 @@ class GraphWorker(AccountWorker):
         )
         self._healthy("session")
         syncback = GraphSyncBack(self.db, account, client, layout)
-        if not follow:
-            await self._round(rounds, ALL_PAGES)
-            await self._drain(syncback, sender, follow=False)
-            # What the drain did (a sent message's Sent Items copy, moves) comes back now.
-            await self._round(rounds, ALL_PAGES)
-            return
-        self._down.clear()
 
-        async def follow_mailbox() -> None:
-            while True:
-                await self._round(rounds, IMPORT_SLICES_PER_ROUND)
-                await self._back_up("sync")
-                self._healthy("sync")
-                self._changed()
-                if rounds.importing:
-                    continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._delta_wake.wait(), self.options.poll_interval)
-                self._delta_wake.clear()
+        async def round_(pages: int) -> None:
+            await self._round(rounds, pages)
 
-        async def drain() -> None:
-            await self._back_up("outbox")
-            self._healthy("outbox")
-            await self._drain(syncback, sender, follow=True)
-
-        await _gather_or_fail(
-            [
-                self._keep_going("sync", follow_mailbox),
-                self._keep_going("outbox", drain),
-                self._keep_subscribed(client),
-            ]
+        await self._once_or_follow(
+            round_,
+            lambda: rounds.importing,
+            syncback,
+            sender,
+            lambda: self._keep_subscribed(client),
+            follow=follow,
         )
 
     # --- push ------------------------------------------------------------------------------
@@ -266,64 +221,3 @@ class GraphWorker(AccountWorker):
         if importing and not rounds.importing:
             await self._event(AccountEvent.IMPORT_FINISHED)
         self.rounds += 1
-
-    async def _keep_going(self, loop: str, body: Callable[[], Awaitable[None]]) -> None:
-        while True:
-            try:
-                await body()
-                return
-            except RETRYABLE as exc:
-                if isinstance(exc, AuthFailed):
-                    raise
-                self._down.add(loop)
-                await self._retry_after(loop, as_error(exc))
-
-    async def _back_up(self, loop: str) -> None:
-        if loop in self._down:
-            await self._reconnected(loop)
-
-    async def _drain(
-        self, syncback: GraphSyncBack | None, sender: GraphSending, *, follow: bool
-    ) -> None:
-        def done() -> None:
-            self._healthy("outbox")
-            self._changed()
-
-        async def run(action: outbox.Action) -> None:
-            await run_outbox_action(
-                self.db,
-                self.account_id,
-                action,
-                syncback.run if syncback is not None else None,
-                sender.run,
-            )
-
-        await drain_outbox(
-            self.db, self.account_id, run, self._outbox_wake, follow=follow, on_done=done
-        )
-
-    async def _access_token(self) -> str:
-        token = await self._fresh_token()
-        if token is None:
-            assert self._secret is not None
-            token = self.box.open(self._secret).get("oauth2_token")
-        if not token:
-            raise AuthFailed(
-                "this Microsoft account has no access token",
-                hint="connect it again with Microsoft in Settings → Email",
-            )
-        self._access = token
-        return token
-
-    async def _refreshed_token(self) -> str:
-        token = await self._fresh_token(refused=self._access)
-        if token is None:
-            return self._access or ""
-        self._access = token
-        return token
-
-    async def _close_clients(self) -> None:
-        await super()._close_clients()
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
