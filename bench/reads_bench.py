@@ -307,8 +307,15 @@ async def measure(world: World, requests: int) -> None:
         "message read": (f"/api/messages/{world.n // 2}", me),
     }
     print(f"\n== {world.n:,} messages ({services.db.engine.dialect.name}) ==")
-    print(f"{'endpoint':24} {'p50 ms':>8} {'p99 ms':>8} {'SQL p50':>8} {'ratio':>6} {'stmts':>6}")
+    print(
+        f"{'endpoint':24} {'p50 ms':>8} {'p99 ms':>8} {'SQL p50':>8} {'/SQL':>6}"
+        f" {'/floor':>6} {'stmts':>6}"
+    )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://b") as c:
+        # The framework's floor: a route with no token and no database, same app and client.
+        await _timed(c, "/healthz", {}, 5)
+        floor = _pct(await _timed(c, "/healthz", {}, requests), 0.5)
+        print(f"{'floor (/healthz, no DB)':24} {floor:8.2f}")
         for name, (url, headers) in endpoints.items():
             await _timed(c, url, headers, 5)  # warm caches and the pool
             samples = await _timed(c, url, headers, requests)
@@ -317,11 +324,150 @@ async def measure(world: World, requests: int) -> None:
             p50, p99, s50 = _pct(samples, 0.5), _pct(samples, 0.99), _pct(sql, 0.5)
             print(
                 f"{name:24} {p50:8.2f} {p99:8.2f} {s50:8.2f} {p50 / s50 if s50 else 0:6.1f}"
-                f" {len(statements):6d}"
+                f" {p50 / floor:6.1f} {len(statements):6d}"
             )
     for clients in (1, 8, 32):
         rps = await _throughput(app, "/api/inbox", me, clients, 3.0)
-        print(f"inbox first page, {clients:2d} clients: {rps:7.1f} requests/s")
+        print(f"inbox first page, in-process, {clients:2d} clients: {rps:7.1f} requests/s")
+    for workers in (1, 2):
+        for clients in (1, 8, 32):
+            rps = await asyncio.to_thread(_over_http, services, workers, me, clients)
+            print(
+                f"inbox first page, HTTP, {workers} server process(es), {clients:2d} clients:"
+                f" {rps:7.1f} requests/s"
+            )
+
+
+def import_rate(world: World, count: int = 2_000, batch: int = 100) -> float:
+    """msg/s of the sync engine's write path (``storage.mail.apply_step``, batches of
+    ``batch`` as an import stores them) into this workspace: new mail from contacts, half
+    replies to stored messages (thread lookups), every one deduplicated and linked."""
+    from crmail.domain.folders import Role
+    from crmail.domain.scope import decide
+    from crmail.mime import parse_message
+    from crmail.storage import accounts, mail
+
+    db, ids, n = world.services.db, world.ids, world.n
+
+    def account(s: Session) -> tuple[int, int]:
+        aid = accounts.create_account(
+            s,
+            workspace_id=ids["ws"],
+            user_id=ids["me"],
+            email="me@acme.test",
+            provider="imap",
+            settings={"imap_host": "imap.invalid"},
+            secret=world.services.box.seal({"password": "x"}),
+        )
+        folders = mail.ensure_folders(s, aid, [("INBOX", Role.INBOX)])
+        return aid, folders[0].id
+
+    aid, folder = db.run(account)
+    book = db.run(lambda s: mail.address_book(s, ids["ws"]))
+    steps = []
+    for start in range(0, count, batch):
+        step = mail.FolderStep(folder_id=folder)
+        for i in range(start, start + batch):
+            m = EmailMessage()
+            m["From"] = f"C {i} <c{i % CONTACTS}@client.test>"
+            m["To"] = "me@acme.test"
+            m["Subject"] = f"Re: Project kiwi {i}"
+            m["Message-ID"] = f"<new{i}-{n}@client.test>"
+            if i % 2 == 0:  # a reply to a stored message spread over the mailbox
+                m["In-Reply-To"] = f"<m{(i * 7919) % n}@client.test>"
+            m["Date"] = "Mon, 01 Jan 2024 10:00:00 +0000"
+            m.set_content("A new business email body line.\n" * 20)
+            raw = m.as_bytes()
+            parsed = parse_message(raw)
+            env = parsed.envelope
+            roles = {"from": {a.email for a in env.from_}, "to": {a.email for a in env.to}}
+            links = tuple(decide(roles, book).links)
+            step.copies.append(
+                mail.Copy(
+                    uid=i + 1,
+                    flags=frozenset(),
+                    modseq=None,
+                    dedup_key=f"new{i}-{n}",
+                    new=mail.NewMessage(f"new{i}-{n}", parsed, raw, links),
+                )
+            )
+        steps.append(step)
+    t = time.perf_counter()
+    for step in steps:
+        db.run(lambda s, step=step: mail.apply_step(s, aid, step))
+    return count / (time.perf_counter() - t)
+
+
+def _serve_process(settings: Settings, port: int) -> None:
+    import uvicorn
+
+    from crmail.api_processes import listening_socket
+
+    app = create_app(Services.open(settings))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server.run(sockets=[listening_socket("127.0.0.1", port)])
+
+
+def _over_http(
+    services: Services, workers: int, headers: dict[str, str], clients: int, seconds: float = 3.0
+) -> float:
+    """Inbox requests/s over real HTTP against ``workers`` uvicorn processes on one port
+    (SO_REUSEPORT, as ``crmail run --api-workers``); the load comes from separate client
+    processes so the bench's own Python does not share the servers' interpreter."""
+    import multiprocessing
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ctx = multiprocessing.get_context("spawn")
+    servers = [
+        ctx.Process(target=_serve_process, args=(services.settings, port)) for _ in range(workers)
+    ]
+    for p in servers:
+        p.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        with ctx.Pool(2) as pool:
+            counts = pool.starmap(
+                _load,
+                [(url, headers, clients // 2 or 1, seconds)] * (2 if clients > 1 else 1),
+            )
+        return sum(counts) / seconds
+    finally:
+        for p in servers:
+            p.terminate()
+            p.join()
+
+
+def _load(url: str, headers: dict[str, str], clients: int, seconds: float) -> int:
+    async def run() -> int:
+        done = 0
+        stop = time.perf_counter() + seconds
+        limits = httpx.Limits(max_connections=clients)
+
+        async with httpx.AsyncClient(base_url=url, limits=limits) as c:
+
+            async def one() -> None:
+                nonlocal done
+                while time.perf_counter() < stop:
+                    r = await c.get("/api/inbox", headers=headers)
+                    assert r.status_code == 200, r.text[:200]
+                    done += 1
+
+            await asyncio.gather(*(one() for _ in range(clients)))
+        return done
+
+    return asyncio.run(run())
 
 
 async def _capture_async(
@@ -391,6 +537,8 @@ def _one_size(n: int, database_url: str, cluster: Any, requests: int) -> None:
                     conn.commit()
             print(f"\ngenerated {n:,} messages in {time.perf_counter() - t:.1f} s")
             asyncio.run(measure(world, requests))
+            rate = import_rate(world)
+            print(f"import into {n:,} messages: {rate:7.0f} msg/s (storage write path)")
         finally:
             services.close()
 

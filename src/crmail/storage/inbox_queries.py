@@ -13,7 +13,9 @@ query and the two are merged here:
 
 from __future__ import annotations
 
-from sqlalchemy import Select, select
+from datetime import datetime
+
+from sqlalchemy import Row, Select, select
 from sqlalchemy.orm import Session
 
 from crmail.domain.inbox import ItemState
@@ -46,6 +48,17 @@ def inbox_for(
     return _inbox(s, viewer, user_id, limit, before, include_read)
 
 
+#: what a page needs of an item: columns, not entities (an entity per row cost more than
+#: the page's SQL)
+_ITEM_COLUMNS = (
+    InboxItem.id,
+    InboxItem.message_id,
+    InboxItem.is_read,
+    InboxItem.state,
+    InboxItem.received_at,
+)
+
+
 def _inbox(
     s: Session,
     viewer: UserInfo,
@@ -55,13 +68,13 @@ def _inbox(
     include_read: bool,
 ) -> Page[InboxEntry]:
     n = paging.clamp(limit)
-    open_items = select(InboxItem).where(
+    open_items = select(*_ITEM_COLUMNS).where(
         InboxItem.user_id == user_id, InboxItem.state == ItemState.OPEN.value
     )
     rows = _page_of(s, viewer, open_items, n, before, include_read)
     # The due ones by their time alone (no received_at order to tempt the planner onto
     # the other index): few, since the waker reopens them; cursor and order applied here.
-    due = select(InboxItem).where(
+    due = select(*_ITEM_COLUMNS).where(
         InboxItem.user_id == user_id,
         InboxItem.state == ItemState.SNOOZED.value,
         InboxItem.snooze_until <= utcnow(),
@@ -70,7 +83,7 @@ def _inbox(
     if not include_read:
         due = due.where(InboxItem.is_read.is_(False))
     after = paging.decode_cursor(before) if before is not None else None
-    rows += [i for i in s.scalars(due) if after is None or (i.received_at, i.id) < after]
+    rows += [i for i in s.execute(due) if after is None or (i.received_at, i.id) < after]
     rows.sort(key=lambda i: (i.received_at, i.id), reverse=True)
     page = rows[:n]
     found = summaries(s, viewer.workspace_id, [i.message_id for i in page])
@@ -93,11 +106,11 @@ def _inbox(
 def _page_of(
     s: Session,
     viewer: UserInfo,
-    q: Select[InboxItem],
+    q: Select[int, int, bool, str, datetime],
     n: int,
     before: str | None,
     include_read: bool,
-) -> list[InboxItem]:
+) -> list[Row[int, int, bool, str, datetime]]:
     """At most a page (+1) of ``q``'s items ``viewer`` may see, newest first, after the cursor."""
     # In the query, not after it: pages, cursors and counts see only visible items.
     q = q.where(visibility.message_visible(viewer, InboxItem.message_id))
@@ -107,4 +120,4 @@ def _page_of(
     if cond is not None:
         q = q.where(cond)
     order = (InboxItem.received_at.desc(), InboxItem.id.desc())
-    return list(s.scalars(q.order_by(*order).limit(n + 1)))
+    return list(s.execute(q.order_by(*order).limit(n + 1)))
