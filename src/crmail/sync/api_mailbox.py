@@ -8,9 +8,7 @@ hold a batch of messages seen through their metadata, the rest is the same:
   that enters the CRM has its raw bytes fetched (``fetch_raw``), so private mail's
   bodies never leave the provider. A message whose dedup key is stored already (the
   Sent copy of a CRM send, a teammate's copy) is placed without fetching it;
-- :func:`worth`: whether a folder step changes anything;
-- :func:`run_outbox_action`: an outbox action run, its failure recorded in the words
-  the drain and the user read (retryable or not), an auth failure raised on.
+- :func:`worth`: whether a folder step changes anything.
 """
 
 from __future__ import annotations
@@ -25,10 +23,9 @@ from dataclasses import dataclass, field
 from crmail.domain import autocreate as auto_rule
 from crmail.domain.attachments import AttachmentPolicy, account_policy
 from crmail.domain.scope import Link, Scope, decide_in_scope
-from crmail.errors import AuthFailed, CrmailError, InvalidInput, ProviderError, StorageError
 from crmail.mime import Head, ParsedMessage, parse_head, parse_message
 from crmail.mime.keys import envelope_key, envelope_roles, needs_body
-from crmail.storage import actions, autocreate, mail, outbox
+from crmail.storage import autocreate, mail
 from crmail.storage.db import Database
 from crmail.sync import judging
 from crmail.sync.inbound import limit_attachments
@@ -151,36 +148,3 @@ def worth(step: mail.FolderStep) -> bool:
         or step.import_floor is not None
         or step.import_complete is not None
     )
-
-
-async def run_outbox_action(
-    db: Database,
-    account_id: int,
-    action: outbox.Action,
-    sync: Callable[[outbox.Action], Awaitable[None]] | None,
-    send: Callable[[outbox.Action], Awaitable[None]],
-) -> None:
-    """Run one outbox action; a failure is recorded on it (retried later when the
-    provider's refusal was transient) and the drain goes on, except after an auth
-    failure, which pauses the account."""
-    try:
-        if action.kind == "sync" and sync is not None:
-            await sync(action)
-        elif action.kind == "send":
-            await send(action)
-        else:
-            raise InvalidInput(f"unknown action kind {action.kind!r}")
-    except StorageError:
-        raise  # not the action's fault: requeued when the drain starts again
-    except CrmailError as exc:
-        retryable = isinstance(exc, ProviderError) and exc.retryable
-        message = exc.message
-        if action.kind == "sync":
-            await db.write(
-                lambda s: actions.sync_failed(s, action.id, message, retryable=retryable)
-            )
-        else:
-            await db.write(lambda s: outbox.fail(s, action.id, message, retryable=retryable))
-        log.warning("account %s: action %s failed: %s", account_id, action.id, message)
-        if isinstance(exc, AuthFailed):
-            raise

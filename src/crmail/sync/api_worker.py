@@ -5,7 +5,7 @@ Two loops share one HTTP client (the API has no per-connection state):
 - sync: rounds of the provider's changes (with a few pages of the import while it
   lasts); between rounds it waits for a push (:meth:`ApiMailboxWorker.pushed`) or the
   safety poll (``poll_interval``), whichever comes first;
-- outbox: CRM actions and sends (:func:`crmail.sync.api_mailbox.run_outbox_action`), in
+- outbox: CRM actions and sends (:func:`crmail.sync.drain.run_outbox_action`), in
   order, each recorded before the next;
 
 beside a third task of the provider's own that keeps its push set up. Retries,
@@ -26,8 +26,7 @@ from crmail.domain.account import AccountEvent
 from crmail.errors import AuthFailed, CrmailError
 from crmail.storage import mail, outbox
 from crmail.storage.db import Database
-from crmail.sync.api_mailbox import run_outbox_action
-from crmail.sync.drain import drain_outbox
+from crmail.sync.drain import drain_outbox, run_outbox_action
 from crmail.sync.worker import (
     IMPORT_SLICES_PER_ROUND,
     RETRYABLE,

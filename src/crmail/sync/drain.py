@@ -1,18 +1,23 @@
-"""Draining an outbox queue: the loop shared by account workers and the default sender."""
+"""Draining an outbox queue: the loop shared by account workers and the default sender,
+and the run of one account's action with its failure recorded (:func:`run_outbox_action`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from crmail.storage import outbox
+from crmail.errors import AuthFailed, CrmailError, InvalidInput, ProviderError, StorageError
+from crmail.storage import actions, outbox
 from crmail.storage.db import Database
 
 #: longest sleep between looks at the queue when nobody wakes the drainer: a safety
 #: net only, queued actions wake their drain (in-process, or by NOTIFY from another)
 IDLE_CHECK = 300.0
+
+log = logging.getLogger(__name__)
 
 
 async def drain_outbox(
@@ -44,3 +49,40 @@ async def drain_outbox(
         await run(action)
         if on_done is not None:
             on_done()
+
+
+async def run_outbox_action(
+    db: Database,
+    account_id: int,
+    action: outbox.Action,
+    sync: Callable[[outbox.Action], Awaitable[None]] | None,
+    send: Callable[[outbox.Action], Awaitable[None]],
+    *,
+    fatal: Callable[[outbox.Action, CrmailError], bool] = lambda _, exc: isinstance(
+        exc, AuthFailed
+    ),
+) -> None:
+    """Run one outbox action; a failure is recorded on it (retried later when the
+    provider's refusal was transient) and the drain goes on, except after a ``fatal``
+    one (by default an auth failure, which pauses the account), raised on."""
+    try:
+        if action.kind == "sync" and sync is not None:
+            await sync(action)
+        elif action.kind == "send":
+            await send(action)
+        else:
+            raise InvalidInput(f"unknown action kind {action.kind!r}")
+    except StorageError:
+        raise  # not the action's fault: requeued when the drain starts again
+    except CrmailError as exc:
+        retryable = isinstance(exc, ProviderError) and exc.retryable
+        message = exc.message
+        if action.kind == "sync":
+            await db.write(
+                lambda s: actions.sync_failed(s, action.id, message, retryable=retryable)
+            )
+        else:
+            await db.write(lambda s: outbox.fail(s, action.id, message, retryable=retryable))
+        log.warning("account %s: action %s failed: %s", account_id, action.id, message)
+        if fatal(action, exc):
+            raise

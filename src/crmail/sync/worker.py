@@ -35,15 +35,14 @@ from crmail.errors import (
     AuthFailed,
     ConnectFailed,
     CrmailError,
-    InvalidInput,
     ProviderError,
     StorageError,
 )
 from crmail.providers.imap import ImapClient, ImapSettings
 from crmail.providers.oauth import GrantRevoked, TokenKeeper
-from crmail.storage import accounts, actions, mail, outbox
+from crmail.storage import accounts, mail, outbox
 from crmail.storage.db import Database
-from crmail.sync.drain import drain_outbox
+from crmail.sync.drain import drain_outbox, run_outbox_action
 from crmail.sync.folders import FolderGone, discover
 from crmail.sync.gmail.options import GmailOptions
 from crmail.sync.graph.options import GraphOptions
@@ -480,34 +479,24 @@ class AccountWorker:
             # Dropped while it waited for work: reconnect first. The action is not held
             # against (no failed attempt, no delay); it is requeued when the drain restarts.
             raise ConnectFailed(f"the connection to {syncback.client.settings.host} was closed")
-        try:
-            if action.kind == "sync":
-                await syncback.run(action)
-            elif action.kind == "send":
-                sender = self._sending(syncback)
-                if (token := await self._fresh_token()) is not None:
-                    sender.settings = replace(sender.settings, oauth2_token=token)
-                await sender.run(action)
-            else:
-                raise InvalidInput(f"unknown action kind {action.kind!r}")
-        except StorageError:
-            # Not the action's fault: it stays claimed, is requeued when the drain starts
-            # again, and runs once the database takes writes again.
-            raise
-        except CrmailError as exc:
-            retryable = isinstance(exc, ProviderError) and exc.retryable
-            message = exc.message
-            if action.kind == "sync":
-                await self.db.write(
-                    lambda s: actions.sync_failed(s, action.id, message, retryable=retryable)
-                )
-            else:
-                await self.db.write(
-                    lambda s: outbox.fail(s, action.id, message, retryable=retryable)
-                )
-            log.warning("account %s: action %s failed: %s", self.account_id, action.id, message)
-            if action.kind == "sync" and isinstance(exc, ConnectFailed | AuthFailed):
-                raise  # the IMAP session is gone: reconnect (or pause) like any other loop
+
+        async def send(action: outbox.Action) -> None:
+            sender = self._sending(syncback)
+            if (token := await self._fresh_token()) is not None:
+                sender.settings = replace(sender.settings, oauth2_token=token)
+            await sender.run(action)
+
+        # A StorageError is not the action's fault: it stays claimed, is requeued when
+        # the drain starts again, and runs once the database takes writes again. A lost
+        # IMAP session reconnects (or pauses) like any other loop.
+        await run_outbox_action(
+            self.db,
+            self.account_id,
+            action,
+            syncback.run,
+            send,
+            fatal=lambda a, exc: a.kind == "sync" and isinstance(exc, ConnectFailed | AuthFailed),
+        )
 
     def _sending(self, syncback: SyncBack) -> Sending:
         if self._sender is None or self._sender.syncback is not syncback:
