@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 import httpx
 
@@ -26,6 +26,7 @@ from crmail.errors import ConnectFailed, ProtocolError, ProviderError
 
 __all__ = [
     "AccessTokenSource",
+    "ApiClient",
     "AuthorizedHttp",
     "ErrorRules",
     "NotFoundFactory",
@@ -244,3 +245,23 @@ class AuthorizedHttp(Generic[F]):
         if not isinstance(data, dict):
             raise ProtocolError(f"{self.rules.service} answered with JSON that is not an object.")
         return data
+
+
+class ApiClient:
+    """The life of a client over :class:`AuthorizedHttp`: its retry policy, closing it,
+    ``async with``."""
+
+    _http: AuthorizedHttp[Any]
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self._http.retry
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

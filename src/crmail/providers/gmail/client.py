@@ -40,7 +40,7 @@ from crmail.providers.gmail.resources import (
     Watch,
     b64url_encode,
 )
-from crmail.providers.http import AccessTokenSource, AuthorizedHttp, Retry, RetryPolicy
+from crmail.providers.http import AccessTokenSource, ApiClient, AuthorizedHttp, Retry, RetryPolicy
 
 __all__ = ["DEFAULT_BASE_URL", "AccessTokenSource", "GmailClient", "RetryPolicy"]
 
@@ -53,7 +53,7 @@ Format = Literal["minimal", "metadata", "raw"]
 MAX_MODIFY_IDS = 1000
 
 
-class GmailClient:
+class GmailClient(ApiClient):
     """One mailbox's Gmail API. ``user_id`` "me" is the token's own mailbox."""
 
     def __init__(
@@ -81,19 +81,6 @@ class GmailClient:
             rng=rng,
             timeout=timeout,
         )
-
-    @property
-    def retry(self) -> RetryPolicy:
-        return self._http.retry
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> GmailClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     # --- transport -------------------------------------------------------------------
 

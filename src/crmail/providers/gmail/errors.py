@@ -12,17 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from crmail.errors import (
-    AuthFailed,
     HistoryExpired,
     MessageNotInMailbox,
-    ProtocolError,
     ProviderError,
-    ProviderRateLimited,
-    ProviderRejected,
-    ProviderUnavailable,
 )
-from crmail.providers import OAUTH2_REFUSED_HINT
 from crmail.providers.http import ErrorRules, NotFoundFactory, Retry, parse_retry_after
+from crmail.providers.http_errors import ProviderWords, final_error
 
 __all__ = [
     "RULES",
@@ -82,42 +77,24 @@ def classify(failure: GmailFailure) -> Retry:
     return Retry.NO
 
 
-def _said(failure: GmailFailure) -> str:
-    return f" Gmail said: {failure.message}" if failure.message else ""
+WORDS = ProviderWords(
+    company="Google",
+    service="Gmail",
+    speaker="Gmail",
+    scope_refused="crmail was not given the Gmail permissions it needs for this mailbox.",
+    scope_hint="Reconnect the account with Google and allow every permission asked for.",
+)
 
 
 def to_error(failure: GmailFailure, not_found: NotFoundFactory | None = None) -> ProviderError:
     """The exception for ``failure`` once the client has stopped retrying."""
-    status, said = failure.status, _said(failure)
-    if status == 401:
-        return AuthFailed(
-            "Google no longer accepts crmail's access to this mailbox.", hint=OAUTH2_REFUSED_HINT
-        )
-    if classify(failure) is Retry.THROTTLED:
-        return ProviderRateLimited(
-            "Gmail is limiting how fast crmail may work on this mailbox; sync goes on "
-            "by itself a little later.",
-            retry_after=failure.retry_after,
-        )
-    if status == 403 and _SCOPE_REASONS.intersection(failure.reasons):
-        return AuthFailed(
-            "crmail was not given the Gmail permissions it needs for this mailbox.",
-            hint="Reconnect the account with Google and allow every permission asked for.",
-        )
-    if status == 403:
-        return ProviderRejected(f"Google refused crmail access to this mailbox.{said}")
-    if status == 404 and not_found is not None:
-        return not_found(failure.message)
-    if status == 404:
-        return ProviderRejected(f"Gmail does not know what crmail asked for.{said}")
-    if status >= 500:
-        return ProviderUnavailable(
-            f"Gmail is having trouble (HTTP {status}) and did not recover after several "
-            "tries; sync goes on by itself later."
-        )
-    if 400 <= status < 500:
-        return ProviderRejected(f"Gmail refused the request.{said}")
-    return ProtocolError(f"Gmail answered something unexpected (HTTP {status}).")
+    return final_error(
+        failure,
+        WORDS,
+        throttled=classify(failure) is Retry.THROTTLED,
+        scope_missing=bool(_SCOPE_REASONS.intersection(failure.reasons)),
+        not_found=not_found,
+    )
 
 
 def message_missing(message_id: str) -> NotFoundFactory:

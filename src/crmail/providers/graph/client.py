@@ -34,7 +34,7 @@ from crmail.providers.graph.resources import (
     Subscription,
     User,
 )
-from crmail.providers.http import AccessTokenSource, AuthorizedHttp, RetryPolicy
+from crmail.providers.http import AccessTokenSource, ApiClient, AuthorizedHttp, RetryPolicy
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -137,7 +137,7 @@ def _iso(when: dt.datetime) -> str:
     return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class GraphClient:
+class GraphClient(ApiClient):
     """One mailbox's Microsoft Graph mail (``/me``: the token's own mailbox)."""
 
     def __init__(
@@ -166,19 +166,6 @@ class GraphClient:
             headers={"Prefer": IMMUTABLE_IDS},
             concurrency=concurrency,
         )
-
-    @property
-    def retry(self) -> RetryPolicy:
-        return self._http.retry
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> GraphClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         return await self._http.json(method, path, **kwargs)

@@ -13,17 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from crmail.errors import (
-    AuthFailed,
     HistoryExpired,
     MessageNotInMailbox,
-    ProtocolError,
     ProviderError,
-    ProviderRateLimited,
-    ProviderRejected,
-    ProviderUnavailable,
 )
-from crmail.providers import OAUTH2_REFUSED_HINT
 from crmail.providers.http import ErrorRules, NotFoundFactory, Retry, parse_retry_after
+from crmail.providers.http_errors import ProviderWords, final_error
 
 __all__ = [
     "RESYNC_CODES",
@@ -80,49 +75,31 @@ def classify(failure: GraphFailure) -> Retry:
     return Retry.NO
 
 
-def _said(failure: GraphFailure) -> str:
-    return f" Microsoft said: {failure.message}" if failure.message else ""
+WORDS = ProviderWords(
+    company="Microsoft",
+    service="Microsoft Graph",
+    speaker="Microsoft",
+    scope_refused="crmail was not given the Microsoft 365 mail permissions it needs for "
+    "this mailbox.",
+    scope_hint="Reconnect the account with Microsoft and allow every permission asked "
+    "for (your administrator may have to consent).",
+)
 
 
 def to_error(failure: GraphFailure, not_found: NotFoundFactory | None = None) -> ProviderError:
     """The exception for ``failure`` once the client has stopped retrying."""
-    status, said = failure.status, _said(failure)
     if failure.needs_resync:
         return HistoryExpired(
             "Microsoft no longer keeps the changes since crmail's last sync of this "
             "folder: the folder is read again in full (nothing is duplicated)."
         )
-    if status == 401:
-        return AuthFailed(
-            "Microsoft no longer accepts crmail's access to this mailbox.",
-            hint=OAUTH2_REFUSED_HINT,
-        )
-    if status == 429:
-        return ProviderRateLimited(
-            "Microsoft is limiting how fast crmail may work on this mailbox; sync goes on "
-            "by itself a little later.",
-            retry_after=failure.retry_after,
-        )
-    if status == 403 and failure.code.lower() in _SCOPE_CODES:
-        return AuthFailed(
-            "crmail was not given the Microsoft 365 mail permissions it needs for this mailbox.",
-            hint="Reconnect the account with Microsoft and allow every permission asked "
-            "for (your administrator may have to consent).",
-        )
-    if status == 403:
-        return ProviderRejected(f"Microsoft refused crmail access to this mailbox.{said}")
-    if status == 404 and not_found is not None:
-        return not_found(failure.message)
-    if status == 404:
-        return ProviderRejected(f"Microsoft Graph does not know what crmail asked for.{said}")
-    if status >= 500:
-        return ProviderUnavailable(
-            f"Microsoft Graph is having trouble (HTTP {status}) and did not recover after "
-            "several tries; sync goes on by itself later."
-        )
-    if 400 <= status < 500:
-        return ProviderRejected(f"Microsoft Graph refused the request.{said}")
-    return ProtocolError(f"Microsoft Graph answered something unexpected (HTTP {status}).")
+    return final_error(
+        failure,
+        WORDS,
+        throttled=failure.status == 429,
+        scope_missing=failure.code.lower() in _SCOPE_CODES,
+        not_found=not_found,
+    )
 
 
 def message_missing(message_id: str) -> NotFoundFactory:
