@@ -8,7 +8,8 @@ hold a batch of messages seen through their metadata, the rest is the same:
   that enters the CRM has its raw bytes fetched (``fetch_raw``), so private mail's
   bodies never leave the provider. A message whose dedup key is stored already (the
   Sent copy of a CRM send, a teammate's copy) is placed without fetching it;
-- :func:`worth`: whether a folder step changes anything.
+- :func:`worth`: whether a folder step changes anything;
+- :class:`OnMailbox`: what a part of the session (ingest, sync-back) holds.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from crmail.domain import autocreate as auto_rule
 from crmail.domain.attachments import AttachmentPolicy, account_policy
@@ -148,3 +150,20 @@ def worth(step: mail.FolderStep) -> bool:
         or step.import_floor is not None
         or step.import_complete is not None
     )
+
+
+ClientT = TypeVar("ClientT")
+LayoutT = TypeVar("LayoutT")
+
+
+class OnMailbox(Generic[ClientT, LayoutT]):
+    """A part of an API-mailbox session (ingest, sync-back): the account, its client,
+    and the layout of its synced folders."""
+
+    def __init__(
+        self, db: Database, account: mail.AccountInfo, client: ClientT, layout: LayoutT
+    ) -> None:
+        self.db = db
+        self.account = account
+        self.client = client
+        self.layout = layout

@@ -8,8 +8,8 @@ folders hold it (:mod:`.labels`).
   to what its labels say: archive elsewhere removes the INBOX copy, read elsewhere sets
   ``\\Seen``; the Inbox items follow exactly as for an IMAP flag change or move.
 - A message not stored is judged on its envelope headers (the metadata) with the IMAP
-  path's rules (:mod:`crmail.domain.scope`, :mod:`crmail.sync.judging`); only mail that
-  enters the CRM has its raw bytes fetched, so private mail's bodies never leave Google.
+  path's rules (:class:`crmail.sync.api_mailbox.Judge`); only mail that enters the CRM
+  has its raw bytes fetched, so private mail's bodies never leave Google.
   A message whose dedup key is stored already (the Sent copy of a CRM send, a copy in
   a teammate's account) is placed without fetching it.
 - A message deleted for good loses its placements; the stored message and its
@@ -22,25 +22,19 @@ the unique keys (folder + uid, workspace + dedup key) keep the redo from adding 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from crmail.domain import autocreate as auto_rule
-from crmail.domain.attachments import AttachmentPolicy, account_policy
-from crmail.domain.scope import Link, Scope, decide_in_scope
 from crmail.errors import MessageNotInMailbox, ProviderError
-from crmail.mime import ENVELOPE_FIELDS, Head, ParsedMessage, parse_head, parse_message
-from crmail.mime.keys import envelope_key, envelope_roles, needs_body
+from crmail.mime import ENVELOPE_FIELDS
 from crmail.providers.gmail import GmailClient, Message
-from crmail.storage import autocreate, mail, remote
+from crmail.storage import mail, remote
 from crmail.storage.db import Database
-from crmail.sync import judging
+from crmail.sync.api_mailbox import Candidate, Judge, OnMailbox, header_block, worth
 from crmail.sync.gmail.labels import Layout, flags_of, uid_of
-from crmail.sync.inbound import limit_attachments
 
 log = logging.getLogger(__name__)
 
@@ -67,23 +61,12 @@ class Outcome:
     message_ids: tuple[int, ...] = ()
 
 
-def header_block(message: Message) -> bytes:
-    """The metadata headers as a header block, for the MIME layer's envelope parser."""
-    lines = "".join(f"{name}: {value}\r\n" for name, value in message.headers)
-    return (lines + "\r\n").encode("utf-8", "surrogateescape")
-
-
-class GmailIngest:
+class GmailIngest(OnMailbox[GmailClient, Layout]):
     def __init__(
         self, db: Database, account: mail.AccountInfo, client: GmailClient, layout: Layout
     ) -> None:
-        self.db = db
-        self.account = account
-        self.client = client
-        self.layout = layout
-        self.scope = Scope.of(account.settings.get("scope"))
-        self.auto = auto_rule.Options.of(account.settings)
-        self._blocklist: auto_rule.Blocklist | None = None
+        super().__init__(db, account, client, layout)
+        self.judge = Judge(db, account, "gmail")
         #: messages whose raw bytes were fetched (a figure for tests and the bench)
         self.raw_fetched = 0
 
@@ -155,7 +138,7 @@ class GmailIngest:
         home.highestmodseq = cursor.history_id
         home.import_floor = cursor.import_floor
         home.import_complete = cursor.import_complete
-        ordered = [steps[f.id] for f in all_folders if _worth(steps[f.id])]
+        ordered = [steps[f.id] for f in all_folders if worth(steps[f.id])]
         results = await self.db.write(lambda s: remote.apply_steps(s, account_id, ordered))
         outcome.stored = sum(r.stored for r in results)
         outcome.placed = sum(r.placed for r in results)
@@ -181,60 +164,17 @@ class GmailIngest:
     async def _judge(
         self, candidates: list[Message], steps: dict[int, mail.FolderStep], outcome: Outcome
     ) -> None:
-        heads = await asyncio.to_thread(lambda: [parse_head(header_block(m)) for m in candidates])
-        keys = [
-            _pending_key(m.id) if needs_body(h.envelope) else envelope_key(h.envelope)
-            for m, h in zip(candidates, heads, strict=True)
-        ]
-        ws = self.account.workspace_id
-        known = await self.db.read(lambda s: mail.known_keys(s, ws, keys))
-        fresh = {k: h.envelope for h, k in zip(heads, keys, strict=True) if k not in known}
-        in_crm: set[str] = set()
-        if self.scope is Scope.CRM_THREADS:
-            in_crm = await judging.in_crm_threads(self.db, self.account, fresh)
-        book = await self.db.read(lambda s: mail.address_book(s, ws))
-        if self.auto.any:
-            if self._blocklist is None:
-                self._blocklist = await self.db.read(lambda s: autocreate.blocklist(s, ws))
-            gated = [
-                e for k, e in fresh.items() if self.scope is not Scope.CRM_THREADS or k in in_crm
-            ]
-            book = await judging.auto_create(
-                self.db, self.account, self.auto, gated, book, self._blocklist
-            )
-
-        entering: dict[str, tuple[Message, Head, str, tuple[Link, ...]]] = {}
-        placing: list[tuple[Message, str]] = []
-        for m, head, key in zip(candidates, heads, keys, strict=True):
-            if key in known:
-                placing.append((m, key))
-                continue
-            decision = decide_in_scope(
-                self.scope, envelope_roles(head.envelope), book, in_crm_thread=key in in_crm
-            )
-            if decision.store:
-                entering[m.id] = (m, head, key, decision.links)
-            else:
-                assert decision.skip_reason is not None
-                outcome.skipped[decision.skip_reason.value] += 1
-
-        raws = await self._raw(list(entering), outcome)
-        policy = account_policy(self.account.settings)
-        news: list[tuple[Message, mail.NewMessage]] = []
-        for gid, raw in raws.items():
-            m, head, key, links = entering[gid]
-            if key == _pending_key(gid):
-                key = envelope_key(head.envelope, raw)
-            parsed = await asyncio.to_thread(_parse, raw, head, policy)
-            news.append((m, mail.NewMessage(key, parsed, raw, links)))
-        late = {n.dedup_key for _, n in news if n.dedup_key not in known}
-        known |= await self.db.read(lambda s: mail.known_keys(s, ws, late))
-
-        for m, key in placing:
-            self._place(m, key, None, steps)
-        for m, new in news:
+        by_id = {m.id: m for m in candidates}
+        judged = await self.judge.judge(
+            [Candidate(m.id, header_block(m.headers)) for m in candidates], self._raw
+        )
+        outcome.skipped.update(judged.skipped)
+        for gid, key in judged.placing:
+            self._place(by_id[gid], key, None, steps)
+        for gid, new in judged.news:
             # Stored meanwhile (a copy of the same mail earlier in this batch): placed only.
-            self._place(m, new.dedup_key, None if new.dedup_key in known else new, steps)
+            fresh = None if new.dedup_key in judged.known else new
+            self._place(by_id[gid], new.dedup_key, fresh, steps)
 
     def _place(
         self,
@@ -247,7 +187,7 @@ class GmailIngest:
         for n, folder in enumerate(self.layout.folders_for(m.label_ids)):
             steps[folder.id].copies.append(self._copy(m, key, flags, new if n == 0 else None))
 
-    async def _raw(self, ids: list[str], outcome: Outcome) -> dict[str, bytes]:
+    async def _raw(self, ids: list[str], skipped: Counter[str]) -> dict[str, bytes]:
         raws: dict[str, bytes] = {}
         for start in range(0, len(ids), RAW_PER_REQUEST):
             chunk = ids[start : start + RAW_PER_REQUEST]
@@ -267,27 +207,6 @@ class GmailIngest:
                         gid,
                         getattr(answer, "message", "no content"),
                     )
-                    outcome.skipped[UNREADABLE] += 1
+                    skipped[UNREADABLE] += 1
             self.raw_fetched += len(chunk)
         return raws
-
-
-def _parse(raw: bytes, head: Head, policy: AttachmentPolicy) -> ParsedMessage:
-    return limit_attachments(parse_message(raw, head=head), policy)
-
-
-def _pending_key(gmail_id: str) -> str:
-    """Stands in for the key of a message without Message-ID until its body is read."""
-    return f"gmail:{gmail_id}"
-
-
-def _worth(step: mail.FolderStep) -> bool:
-    return bool(
-        step.copies
-        or step.flag_changes
-        or step.removed_uids
-        or step.skipped
-        or step.highestmodseq is not None
-        or step.import_floor is not None
-        or step.import_complete is not None
-    )

@@ -25,19 +25,17 @@ from crmail.errors import InvalidInput, MessageNotInMailbox
 from crmail.providers.gmail import GmailClient
 from crmail.storage import mail, outbox, remote
 from crmail.storage.db import Database
+from crmail.sync.api_mailbox import OnMailbox
 from crmail.sync.gmail.labels import ALL_MAIL, INBOX, SPAM, Layout, label_changes
 
 log = logging.getLogger(__name__)
 
 
-class GmailSyncBack:
+class GmailSyncBack(OnMailbox[GmailClient, Layout]):
     def __init__(
         self, db: Database, account: mail.AccountInfo, client: GmailClient, layout: Layout
     ) -> None:
-        self.db = db
-        self.account = account
-        self.client = client
-        self.layout = layout
+        super().__init__(db, account, client, layout)
         self._user_labels: dict[str, str] | None = None
 
     async def _label_named(self, name: str) -> str | None:

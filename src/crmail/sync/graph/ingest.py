@@ -35,7 +35,7 @@ from crmail.mime import ENVELOPE_FIELDS
 from crmail.providers.graph import GraphClient, Message, Removal
 from crmail.storage import mail, remote, sync_links
 from crmail.storage.db import Database
-from crmail.sync.api_mailbox import Candidate, Judge, header_block, uid_of_remote, worth
+from crmail.sync.api_mailbox import Candidate, Judge, OnMailbox, header_block, uid_of_remote, worth
 from crmail.sync.graph.folders import Layout, flags_of
 
 log = logging.getLogger(__name__)
@@ -86,14 +86,11 @@ def _partial(m: Message) -> bool:
     return m.sender is None and m.subject is None and m.internet_message_id is None
 
 
-class GraphIngest:
+class GraphIngest(OnMailbox[GraphClient, Layout]):
     def __init__(
         self, db: Database, account: mail.AccountInfo, client: GraphClient, layout: Layout
     ) -> None:
-        self.db = db
-        self.account = account
-        self.client = client
-        self.layout = layout
+        super().__init__(db, account, client, layout)
         self.judge = Judge(db, account, "graph")
         #: messages whose MIME was fetched (a figure for tests and the bench)
         self.raw_fetched = 0

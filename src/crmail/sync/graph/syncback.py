@@ -22,19 +22,11 @@ from crmail.domain.folders import Role
 from crmail.errors import InvalidInput, MessageNotInMailbox
 from crmail.providers.graph import GraphClient
 from crmail.storage import mail, outbox, remote
-from crmail.storage.db import Database
+from crmail.sync.api_mailbox import OnMailbox
 from crmail.sync.graph.folders import SEEN, Layout
 
 
-class GraphSyncBack:
-    def __init__(
-        self, db: Database, account: mail.AccountInfo, client: GraphClient, layout: Layout
-    ) -> None:
-        self.db = db
-        self.account = account
-        self.client = client
-        self.layout = layout
-
+class GraphSyncBack(OnMailbox[GraphClient, Layout]):
     async def _destination(self, change: outbox.SyncChange) -> str | None:
         """The Graph folder id the message goes to, or None (it stays)."""
         role = change.move_to_role
