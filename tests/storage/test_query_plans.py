@@ -256,3 +256,26 @@ def test_each_list_is_read_in_index_order(
         return bad
 
     assert services.db.run(run) == []
+
+
+def test_a_reply_finds_its_thread_by_subject_through_the_subject_index(
+    services: Services, seeded: dict[str, int]
+) -> None:
+    """The import's lookup by subject seeks the candidates (workspace, subject, date);
+    read in id order through the workspace index instead, it walked every thread of
+    the workspace per imported reply."""
+    from crmail.storage.mail import _Threader
+
+    def run(s: Session) -> list[str]:
+        ws = s.get_one(User, seeded["me"]).workspace_id
+        with captured(services) as seen:
+            _Threader(s, ws, [])._by_subject("Re: Project kiwi 7", T0)
+        [(sql, params)] = [(q, p) for q, p in seen if "subject_key" in q]
+        plan = _plan(s, sql, params)
+        if s.get_bind().dialect.name == "sqlite":
+            ok = any("ix_threads_ws_subject" in line and "subject_key=?" in line for line in plan)
+        else:
+            ok = any("ix_threads_ws_subject" in line for line in plan)
+        return [] if ok else [f"threads not sought by subject: {plan}"]
+
+    assert services.db.run(run) == []

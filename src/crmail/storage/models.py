@@ -244,12 +244,16 @@ class Thread(Base):
     id: Mapped[int] = pk()
     workspace_id: Mapped[int] = fk("workspaces.id")
     subject: Mapped[str] = mapped_column(Text, default="")
-    subject_key: Mapped[str] = mapped_column(String(200), default="", index=True)
+    subject_key: Mapped[str] = mapped_column(String(200), default="")
     last_message_at: Mapped[datetime | None]
     #: dedup key of the message that started the thread in the CRM: lets a batch of new
     #: threads be inserted in one statement and found again (no per-row RETURNING)
     root_key: Mapped[str | None] = mapped_column(String(64))
-    __table_args__ = (UniqueConstraint("workspace_id", "root_key"),)
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "root_key"),
+        # A reply found by subject (storage.mail): the candidates, not the workspace.
+        Index("ix_threads_ws_subject", "workspace_id", "subject_key", "last_message_at"),
+    )
 
 
 class Message(Base):
