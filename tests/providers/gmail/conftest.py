@@ -4,37 +4,16 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
 from crmail.providers.gmail import GmailClient
 from tests.fakes.gmail import FakeGmail, Mailbox
 from tests.fakes.server import LoopbackServer
+from tests.fakes.tokens import Tokens
 
 _numbers = itertools.count(1)
-
-
-@dataclass
-class Tokens:
-    """Stands in for the OAuth layer: hands out the fake's current token and, on a
-    forced refresh, grants a new one (counting refreshes)."""
-
-    fake: FakeGmail
-    address: str
-    current: str
-    refreshes: int = 0
-    issued: list[str] = field(default_factory=list)
-
-    async def access_token(self) -> str:
-        return self.current
-
-    async def refresh(self) -> str:
-        self.refreshes += 1
-        self.current = f"{self.current}-r{self.refreshes}"
-        self.fake.grant(self.current, self.address)
-        self.issued.append(self.current)
-        return self.current
 
 
 @dataclass

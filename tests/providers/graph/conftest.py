@@ -11,28 +11,9 @@ import pytest
 from crmail.providers.graph import GraphClient
 from tests.fakes.graph import FakeGraph, Mailbox
 from tests.fakes.server import LoopbackServer
+from tests.fakes.tokens import Tokens
 
 _numbers = itertools.count(1)
-
-
-@dataclass
-class Tokens:
-    """Stands in for the OAuth layer: hands out the fake's current token and, on a
-    forced refresh, grants a new one (counting refreshes)."""
-
-    fake: FakeGraph
-    address: str
-    current: str
-    refreshes: int = 0
-
-    async def access_token(self) -> str:
-        return self.current
-
-    async def refresh(self) -> str:
-        self.refreshes += 1
-        self.current = f"{self.current}-r{self.refreshes}"
-        self.fake.grant(self.current, self.address)
-        return self.current
 
 
 @dataclass
