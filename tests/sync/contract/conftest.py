@@ -13,13 +13,14 @@ import pytest
 from sqlalchemy import func, select
 
 from crmail.services import Services
-from crmail.storage import accounts, crm
+from crmail.storage import crm
 from crmail.storage.models import InboxItem, Message, TimelineEntry
 from crmail.sync.gmail.worker import GmailWorker
 from crmail.sync.worker import AccountWorker
 from tests.factories import World, new_world
 from tests.fakes.gmail import FakeGmail, Mailbox, StoredMessage
 from tests.servers import Dovecot, MailboxAccount
+from tests.sync.api_fixtures import connect_api_account
 from tests.sync.gmail.conftest import gmail_fake, gmail_options
 from tests.sync.test_inbound import FAST, server_flags
 
@@ -215,16 +216,5 @@ def provider(request: pytest.FixtureRequest, services: Services) -> tuple[Mailbo
     address, token = f"kim{n}@gmail.test", f"contract-token-{n}"
     gbox = fake.add_mailbox(address, token=token)
     me = world.user(address)
-    secret = services.box.seal({"oauth2_token": token})
-    account_id = services.db.run(
-        lambda s: accounts.create_account(
-            s,
-            workspace_id=world.workspace_id,
-            user_id=me,
-            email=address,
-            provider="gmail",
-            settings={"history_days": 30},
-            secret=secret,
-        )
-    )
+    account_id = connect_api_account(services, world, me, address, token, "gmail")
     return GmailDriver(services, fake, url, gbox, account_id), Crm(services, world, me)

@@ -8,26 +8,21 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
 
-from crmail.providers.gmail import RetryPolicy
 from crmail.services import Services
-from crmail.storage import accounts, crm
-from crmail.storage.models import InboxItem, Message, Placement
+from crmail.storage import crm
 from crmail.sync.gmail.options import GmailOptions
 from crmail.sync.gmail.worker import GmailWorker
 from crmail.sync.worker import WorkerOptions
 from tests.factories import World, message, new_world
 from tests.fakes.gmail import FakeGmail, Mailbox
 from tests.fakes.server import LoopbackServer
+from tests.sync.api_fixtures import QUICK_RETRY, SyncedAccount, connect_api_account
 from tests.sync.test_inbound import FAST
 
 pytestmark = pytest.mark.db
 
 _numbers = itertools.count(1)
-
-#: retries that do not wait long: tests count requests, they never time them
-QUICK_RETRY = RetryPolicy(throttled_attempts=3, server_attempts=2, base_delay=0.01, jitter=0.0)
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +33,7 @@ def gmail_fake() -> Iterator[tuple[FakeGmail, str]]:
 
 
 @dataclass
-class Google:
+class Google(SyncedAccount):
     """One user's Gmail mailbox on the fake and their crmail account syncing it."""
 
     services: Services
@@ -89,53 +84,6 @@ class Google:
             if r.path.endswith(f"/messages/{gmail_id}") and "format=raw" in r.query
         )
 
-    def placements(self, gmail_id: str) -> list[tuple[str, list[str]]]:
-        from crmail.storage.models import Folder
-
-        return sorted(
-            self.services.db.run(
-                lambda s: [
-                    (name, list(flags))
-                    for name, flags in s.execute(
-                        select(Folder.name, Placement.flags)
-                        .join(Folder, Folder.id == Placement.folder_id)
-                        .where(
-                            Placement.account_id == self.account_id,
-                            Placement.remote_id == gmail_id,
-                        )
-                    ).all()
-                ]
-            )
-        )
-
-    def message_id_of(self, gmail_id: str) -> int | None:
-        return self.services.db.run(
-            lambda s: s.scalar(
-                select(Placement.message_id).where(
-                    Placement.account_id == self.account_id, Placement.remote_id == gmail_id
-                )
-            )
-        )
-
-    def item(self, message_id: int) -> tuple[str, bool] | None:
-        row = self.services.db.run(
-            lambda s: s.execute(
-                select(InboxItem.state, InboxItem.is_read).where(
-                    InboxItem.user_id == self.user_id, InboxItem.message_id == message_id
-                )
-            ).one_or_none()
-        )
-        return None if row is None else (row[0], row[1])
-
-    def stored(self) -> int:
-        return self.services.db.run(
-            lambda s: len(
-                s.scalars(
-                    select(Message.id).where(Message.workspace_id == self.world.workspace_id)
-                ).all()
-            )
-        )
-
 
 def gmail_options(url: str, **changes: object) -> WorkerOptions:
     return replace(
@@ -158,16 +106,5 @@ def google(services: Services, gmail_fake: tuple[FakeGmail, str]) -> Google:
     box = fake.add_mailbox(address, token=token)
     world = new_world(services)
     me = world.user(address)
-    secret = services.box.seal({"oauth2_token": token})
-    account_id = services.db.run(
-        lambda s: accounts.create_account(
-            s,
-            workspace_id=world.workspace_id,
-            user_id=me,
-            email=address,
-            provider="gmail",
-            settings={"history_days": 30},
-            secret=secret,
-        )
-    )
+    account_id = connect_api_account(services, world, me, address, token, "gmail")
     return Google(services, world, fake, url, box, me, account_id, gmail_options(url))

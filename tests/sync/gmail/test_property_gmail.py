@@ -20,12 +20,13 @@ from sqlalchemy import select
 
 from crmail.errors import CrmailError
 from crmail.services import Services
-from crmail.storage import accounts, actions, crm
+from crmail.storage import actions, crm
 from crmail.storage.models import Folder, InboxItem, Message, Placement
 from crmail.sync.gmail.labels import OUTSIDE
 from crmail.sync.gmail.worker import GmailWorker
 from tests.factories import message, new_world
 from tests.fakes.gmail import FakeGmail, GmailHTTPError, Mailbox
+from tests.sync.api_fixtures import connect_api_account
 from tests.sync.gmail.conftest import gmail_options
 
 N = 3
@@ -90,18 +91,7 @@ async def _run(
     world = new_world(services)
     me = world.user(address)
     world.contact(f"client{n}@client.test")
-    secret = services.box.seal({"oauth2_token": token})
-    account = services.db.run(
-        lambda s: accounts.create_account(
-            s,
-            workspace_id=world.workspace_id,
-            user_id=me,
-            email=address,
-            provider="gmail",
-            settings={"history_days": 30},
-            secret=secret,
-        )
-    )
+    account = connect_api_account(services, world, me, address, token, "gmail")
     ids = [f"g{n}-{i}@client.test" for i in range(N)]
     gids = [
         box.deliver(message(f"client{n}@client.test", address, f"topic {i}", msgid=f"<{mid}>")).id

@@ -8,24 +8,20 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
 
-from crmail.providers.http import RetryPolicy
 from crmail.services import Services
-from crmail.storage import accounts
-from crmail.storage.models import Folder, InboxItem, Message, Placement
 from crmail.sync.graph.options import GraphOptions
 from crmail.sync.graph.worker import GraphWorker
 from crmail.sync.worker import WorkerOptions
 from tests.factories import World, message, new_world
 from tests.fakes.graph import FakeGraph, Mailbox
 from tests.fakes.server import LoopbackServer
+from tests.sync.api_fixtures import QUICK_RETRY, SyncedAccount, connect_api_account
 from tests.sync.test_inbound import FAST
 
 pytestmark = pytest.mark.db
 
 _numbers = itertools.count(1)
-QUICK_RETRY = RetryPolicy(throttled_attempts=3, server_attempts=2, base_delay=0.01, jitter=0.0)
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +32,7 @@ def graph_fake() -> Iterator[tuple[FakeGraph, str]]:
 
 
 @dataclass
-class Outlook:
+class Outlook(SyncedAccount):
     services: Services
     world: World
     fake: FakeGraph
@@ -69,51 +65,6 @@ class Outlook:
     def mime_fetches(self, graph_id: str) -> int:
         return sum(1 for r in self.fake.requests if r.path.endswith(f"/messages/{graph_id}/$value"))
 
-    def placements(self, graph_id: str) -> list[tuple[str, list[str]]]:
-        return sorted(
-            self.services.db.run(
-                lambda s: [
-                    (name, list(flags))
-                    for name, flags in s.execute(
-                        select(Folder.name, Placement.flags)
-                        .join(Folder, Folder.id == Placement.folder_id)
-                        .where(
-                            Placement.account_id == self.account_id,
-                            Placement.remote_id == graph_id,
-                        )
-                    ).all()
-                ]
-            )
-        )
-
-    def message_id_of(self, graph_id: str) -> int | None:
-        return self.services.db.run(
-            lambda s: s.scalar(
-                select(Placement.message_id).where(
-                    Placement.account_id == self.account_id, Placement.remote_id == graph_id
-                )
-            )
-        )
-
-    def item(self, message_id: int) -> tuple[str, bool] | None:
-        row = self.services.db.run(
-            lambda s: s.execute(
-                select(InboxItem.state, InboxItem.is_read).where(
-                    InboxItem.user_id == self.user_id, InboxItem.message_id == message_id
-                )
-            ).one_or_none()
-        )
-        return None if row is None else (row[0], row[1])
-
-    def stored(self) -> int:
-        return self.services.db.run(
-            lambda s: len(
-                s.scalars(
-                    select(Message.id).where(Message.workspace_id == self.world.workspace_id)
-                ).all()
-            )
-        )
-
 
 @pytest.fixture
 def outlook(services: Services, graph_fake: tuple[FakeGraph, str]) -> Outlook:
@@ -126,18 +77,7 @@ def outlook(services: Services, graph_fake: tuple[FakeGraph, str]) -> Outlook:
     box = fake.add_mailbox(address, token=token)
     world = new_world(services)
     me = world.user(address)
-    secret = services.box.seal({"oauth2_token": token})
-    account_id = services.db.run(
-        lambda s: accounts.create_account(
-            s,
-            workspace_id=world.workspace_id,
-            user_id=me,
-            email=address,
-            provider="graph",
-            settings={"history_days": 30},
-            secret=secret,
-        )
-    )
+    account_id = connect_api_account(services, world, me, address, token, "graph")
     options = replace(
         FAST,
         graph=GraphOptions(base_url=url, retry=QUICK_RETRY, page_size=10),
