@@ -6,7 +6,11 @@ For each workspace size, in one run:
    of a message read, through the real app (FastAPI in-process over ASGI, httpx);
 2. the same SQL statements the endpoint issued, run alone on the same connection pool,
    as the baseline (ratio endpoint/SQL: what the app adds on top of the database);
-3. requests/s of the Inbox's first page at 1, 8 and 32 concurrent clients.
+3. the framework's floor: ``/healthz`` (no token, no database) through the same app and
+   client, and each endpoint's ratio to it;
+4. requests/s of the Inbox's first page at 1, 8 and 32 concurrent clients, in-process
+   and over real HTTP with 1 and 2 uvicorn processes on one port;
+5. import msg/s through the sync engine's write path into the workspace of that size.
 
 The workspace (5,000 contacts, one mailbox of N messages in threads of four, a contact
 with a twentieth of the mail on their timeline, an Inbox with 60% open and 10% snoozed
