@@ -27,7 +27,7 @@ from crmail.domain.attachments import AttachmentPolicy, account_policy
 from crmail.domain.scope import Link, Scope, decide_in_scope
 from crmail.mime import Head, ParsedMessage, parse_head, parse_message
 from crmail.mime.keys import envelope_key, envelope_roles, needs_body
-from crmail.storage import autocreate, mail
+from crmail.storage import autocreate, mail, outbox, remote
 from crmail.storage.db import Database
 from crmail.sync import judging
 from crmail.sync.inbound import limit_attachments
@@ -167,3 +167,33 @@ class OnMailbox(Generic[ClientT, LayoutT]):
         self.account = account
         self.client = client
         self.layout = layout
+
+    async def _action_target(
+        self, action: outbox.Action
+    ) -> tuple[outbox.SyncChange, dict[str, str | None], list[outbox.Copy]]:
+        """A sync action's change, the provider ids of its message (each with its
+        thread), and the message's placements in this account."""
+        assert action.message_id is not None
+        message_id, account_id = action.message_id, self.account.id
+        change = outbox.SyncChange.from_payload(action.payload)
+        ids = await self.db.read(lambda s: remote.remote_ids_of(s, account_id, message_id))
+        copies = await self.db.read(lambda s: outbox.copies(s, account_id, message_id))
+        return change, ids, copies
+
+    async def _record_syncback(
+        self,
+        action: outbox.Action,
+        change: outbox.SyncChange,
+        copies: list[outbox.Copy],
+        moved: dict[int, tuple[str, int | None]],
+        expunged: set[int],
+    ) -> None:
+        """What the provider did, made true in the CRM with the action's completion."""
+        assert action.message_id is not None
+        message_id, account_id, user_id = action.message_id, self.account.id, self.account.user_id
+        flags = {c.placement_id: (c.flags | change.add) - change.remove for c in copies}
+        await self.db.write(
+            lambda s: mail.apply_syncback(
+                s, account_id, user_id, action.id, message_id, flags, moved, expunged
+            )
+        )

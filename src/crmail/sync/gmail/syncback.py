@@ -23,7 +23,7 @@ import logging
 from crmail.domain.folders import Role
 from crmail.errors import InvalidInput, MessageNotInMailbox
 from crmail.providers.gmail import GmailClient
-from crmail.storage import mail, outbox, remote
+from crmail.storage import mail, outbox
 from crmail.storage.db import Database
 from crmail.sync.api_mailbox import OnMailbox
 from crmail.sync.gmail.labels import ALL_MAIL, INBOX, SPAM, Layout, label_changes
@@ -53,11 +53,7 @@ class GmailSyncBack(OnMailbox[GmailClient, Layout]):
         return label
 
     async def run(self, action: outbox.Action) -> None:
-        assert action.message_id is not None
-        message_id, account_id = action.message_id, self.account.id
-        change = outbox.SyncChange.from_payload(action.payload)
-        ids = await self.db.read(lambda s: remote.remote_ids_of(s, account_id, message_id))
-        copies = await self.db.read(lambda s: outbox.copies(s, account_id, message_id))
+        change, ids, copies = await self._action_target(action)
         trash = change.expunge or change.move_to_role == Role.TRASH.value
         if not ids and not trash:
             raise MessageNotInMailbox(
@@ -95,12 +91,6 @@ class GmailSyncBack(OnMailbox[GmailClient, Layout]):
             except MessageNotInMailbox:
                 if not trash:
                     raise
-                log.info("account %s: Gmail message %s already gone", account_id, gid)
-        flags = {c.placement_id: (c.flags | change.add) - change.remove for c in copies}
+                log.info("account %s: Gmail message %s already gone", self.account.id, gid)
         expunged = {c.placement_id for c in copies if c.role in leaves}
-        user_id = self.account.user_id
-        await self.db.write(
-            lambda s: mail.apply_syncback(
-                s, account_id, user_id, action.id, message_id, flags, {}, expunged
-            )
-        )
+        await self._record_syncback(action, change, copies, {}, expunged)

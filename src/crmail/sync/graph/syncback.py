@@ -21,7 +21,7 @@ from __future__ import annotations
 from crmail.domain.folders import Role
 from crmail.errors import InvalidInput, MessageNotInMailbox
 from crmail.providers.graph import GraphClient
-from crmail.storage import mail, outbox, remote
+from crmail.storage import outbox
 from crmail.sync.api_mailbox import OnMailbox
 from crmail.sync.graph.folders import SEEN, Layout
 
@@ -48,11 +48,7 @@ class GraphSyncBack(OnMailbox[GraphClient, Layout]):
         return None
 
     async def run(self, action: outbox.Action) -> None:
-        assert action.message_id is not None
-        message_id, account_id = action.message_id, self.account.id
-        change = outbox.SyncChange.from_payload(action.payload)
-        ids = await self.db.read(lambda s: remote.remote_ids_of(s, account_id, message_id))
-        copies = await self.db.read(lambda s: outbox.copies(s, account_id, message_id))
+        change, ids, copies = await self._action_target(action)
         if change.from_role:
             copies = [c for c in copies if c.role == change.from_role]
         if not ids:
@@ -68,7 +64,6 @@ class GraphSyncBack(OnMailbox[GraphClient, Layout]):
                 await self.client.update_message(gid, is_read=read)
             if destination is not None:
                 await self.client.move_message(gid, destination)
-        flags = {c.placement_id: (c.flags | change.add) - change.remove for c in copies}
         moved: dict[int, tuple[str, int | None]] = {}
         expunged: set[int] = set()
         target = self.layout.folder(destination)
@@ -79,9 +74,4 @@ class GraphSyncBack(OnMailbox[GraphClient, Layout]):
                 moved[c.placement_id] = (target.name, c.uid)
             else:
                 expunged.add(c.placement_id)
-        user_id = self.account.user_id
-        await self.db.write(
-            lambda s: mail.apply_syncback(
-                s, account_id, user_id, action.id, message_id, flags, moved, expunged
-            )
-        )
+        await self._record_syncback(action, change, copies, moved, expunged)

@@ -21,21 +21,18 @@ import contextlib
 import datetime as dt
 import logging
 import secrets
-from collections.abc import Callable
+from functools import cached_property
 
-from crmail.crypto import SecretBox
 from crmail.domain.account import AccountEvent
-from crmail.errors import AuthFailed, CrmailError, FolderMissing, ProviderError, ProviderRejected
+from crmail.errors import AuthFailed, FolderMissing, ProviderError, ProviderRejected
 from crmail.providers.graph import GraphClient, Subscription
 from crmail.storage import graph_push, mail
-from crmail.storage.db import Database
 from crmail.sync.api_worker import ApiMailboxWorker
 from crmail.sync.graph.folders import WELL_KNOWN, Layout, wanted_folders
 from crmail.sync.graph.ingest import GraphIngest
 from crmail.sync.graph.rounds import Rounds, window_start
 from crmail.sync.graph.sending import GraphSending
 from crmail.sync.graph.syncback import GraphSyncBack
-from crmail.sync.worker import WorkerOptions
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +50,10 @@ class GraphWorker(ApiMailboxWorker[GraphClient]):
     #: the session's ingest (tests and the bench read its figures)
     ingest: GraphIngest | None = None
 
-    def __init__(
-        self,
-        db: Database,
-        box: SecretBox,
-        account_id: int,
-        options: WorkerOptions | None = None,
-        *,
-        on_change: Callable[[int], None] | None = None,
-        problems: dict[int, CrmailError] | None = None,
-    ) -> None:
-        super().__init__(db, box, account_id, options, on_change=on_change, problems=problems)
-        self._subscription_wake = asyncio.Event()
+    @cached_property
+    def _subscription_wake(self) -> asyncio.Event:
+        """Set by any wake-up: a look at the subscription (made on first use)."""
+        return asyncio.Event()
 
     def wake(self) -> None:
         """Any wake-up (an action queued, a notification, a lifecycle event the
