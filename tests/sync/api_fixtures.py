@@ -3,13 +3,19 @@ the looks into the database that check what its sync made true."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any, ClassVar, Generic, TypeVar
+
 from sqlalchemy import select
 
 from crmail.providers.http import RetryPolicy
 from crmail.services import Services
 from crmail.storage import accounts
 from crmail.storage.models import Folder, InboxItem, Message, Placement
+from crmail.sync.worker import AccountWorker, WorkerOptions
 from tests.factories import World
+
+W = TypeVar("W", bound=AccountWorker)
 
 #: retries that do not wait long: tests count requests, they never time them
 QUICK_RETRY = RetryPolicy(throttled_attempts=3, server_attempts=2, base_delay=0.01, jitter=0.0)
@@ -33,13 +39,31 @@ def connect_api_account(
     )
 
 
-class SyncedAccount:
-    """Looks into what an API mailbox's sync stored (mixed into the fixtures' classes)."""
+class SyncedAccount(Generic[W]):
+    """An API mailbox's worker, and looks into what its sync stored (mixed into the
+    fixtures' classes)."""
 
+    worker_class: ClassVar[type[AccountWorker]]
     services: Services
     world: World
+    box: Any
     user_id: int
     account_id: int
+    options: WorkerOptions
+
+    @property
+    def address(self) -> str:
+        return str(self.box.address)
+
+    def worker(self, **changes: object) -> W:
+        options = replace(self.options, **changes) if changes else self.options  # type: ignore[arg-type]
+        made = self.worker_class(self.services.db, self.services.box, self.account_id, options)
+        return made  # type: ignore[return-value]
+
+    async def sync(self) -> W:
+        worker = self.worker()
+        await worker.run_once()
+        return worker
 
     def placements(self, remote_id: str) -> list[tuple[str, list[str]]]:
         return sorted(

@@ -33,8 +33,10 @@ def gmail_fake() -> Iterator[tuple[FakeGmail, str]]:
 
 
 @dataclass
-class Google(SyncedAccount):
+class Google(SyncedAccount[GmailWorker]):
     """One user's Gmail mailbox on the fake and their crmail account syncing it."""
+
+    worker_class = GmailWorker
 
     services: Services
     world: World
@@ -44,19 +46,6 @@ class Google(SyncedAccount):
     user_id: int
     account_id: int
     options: WorkerOptions
-
-    @property
-    def address(self) -> str:
-        return self.box.address
-
-    def worker(self, **changes: object) -> GmailWorker:
-        options = replace(self.options, **changes) if changes else self.options
-        return GmailWorker(self.services.db, self.services.box, self.account_id, options)
-
-    async def sync(self) -> GmailWorker:
-        worker = self.worker()
-        await worker.run_once()
-        return worker
 
     def user(self) -> crm.UserInfo:
         return self.services.db.run(

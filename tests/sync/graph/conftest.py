@@ -32,7 +32,9 @@ def graph_fake() -> Iterator[tuple[FakeGraph, str]]:
 
 
 @dataclass
-class Outlook(SyncedAccount):
+class Outlook(SyncedAccount[GraphWorker]):
+    worker_class = GraphWorker
+
     services: Services
     world: World
     fake: FakeGraph
@@ -40,19 +42,6 @@ class Outlook(SyncedAccount):
     user_id: int
     account_id: int
     options: WorkerOptions
-
-    @property
-    def address(self) -> str:
-        return self.box.address
-
-    def worker(self, **changes: object) -> GraphWorker:
-        options = replace(self.options, **changes) if changes else self.options
-        return GraphWorker(self.services.db, self.services.box, self.account_id, options)
-
-    async def sync(self) -> GraphWorker:
-        worker = self.worker()
-        await worker.run_once()
-        return worker
 
     def deliver(
         self, sender: str, subject: str = "Hello", *, minutes_ago: int = 5, **kw: object
