@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from crmail.domain.presets import preset
 from crmail.errors import AttachmentTypeNotAllowed, InvalidInput, MessageTooLarge
-from crmail.providers.presets import preset
 
 __all__ = [
     "MIB",

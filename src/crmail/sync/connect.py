@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from crmail.domain.addresses import normalize_email
 from crmail.domain.netpolicy import AddressPolicy
+from crmail.domain.presets import PRESETS, Preset
 from crmail.errors import (
     AddressNotAllowed,
     AuthFailed,
@@ -33,7 +34,6 @@ from crmail.errors import (
 )
 from crmail.providers.imap import ImapClient, ImapSettings
 from crmail.providers.netcheck import POLICY_HINT
-from crmail.providers.presets import PRESETS, Preset
 
 log = logging.getLogger(__name__)
 

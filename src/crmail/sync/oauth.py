@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from crmail.crypto import SecretBox
 from crmail.domain.addresses import normalize_email
+from crmail.domain.presets import preset
 from crmail.errors import Forbidden, InvalidInput, ProtocolError
 from crmail.providers.oauth import (
     Grant,
@@ -25,7 +26,6 @@ from crmail.providers.oauth import (
     authorize_error,
     provider_for,
 )
-from crmail.providers.presets import preset
 from crmail.storage import accounts, crm
 from crmail.storage import oauth as store
 from crmail.storage.crm import UserInfo

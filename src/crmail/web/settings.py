@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
 from crmail.domain.addresses import normalize_email
+from crmail.domain.presets import PRESETS, preset
 from crmail.errors import Conflict, CrmailError, InvalidInput, ProviderError
-from crmail.providers.presets import PRESETS, preset
 from crmail.storage import accounts, autocreate, crm
 from crmail.storage import web as store
 from crmail.sync import connect

@@ -26,8 +26,8 @@ from crmail.api.schemas import (
     ProviderOut,
 )
 from crmail.domain.addresses import normalize_email
+from crmail.domain.presets import PRESETS, preset
 from crmail.errors import AuthFailed, Conflict, InvalidInput, ProviderError
-from crmail.providers.presets import PRESETS, preset
 from crmail.services import Services
 from crmail.storage import accounts, autocreate, crm, drop
 from crmail.storage.crm import UserInfo

@@ -1,4 +1,4 @@
-"""CalDAV servers of common providers, in the style of :mod:`crmail.providers.presets`.
+"""CalDAV servers of common providers, in the style of :mod:`crmail.domain.presets`.
 
 ``url`` is where discovery starts: the server's context path (RFC 6764
 ``/.well-known/caldav`` is tried by the library when only a host is given).
@@ -17,7 +17,7 @@ class CalDavPreset:
     url: str
     #: shown when the server refuses the password
     app_password_hint: str
-    #: the mail preset (crmail.providers.presets) whose accounts have this calendar
+    #: the mail preset (crmail.domain.presets) whose accounts have this calendar
     mail_preset: str | None = None
 
 

@@ -80,7 +80,7 @@ class OAuthProvider:
     scopes: tuple[str, ...]
     #: what makes the provider hand out a refresh token
     authorize_params: tuple[tuple[str, str], ...]
-    #: the mail server preset an account connected this way gets (providers.presets)
+    #: the mail server preset an account connected this way gets (domain.presets)
     preset: str
     redirect_uri: str
 
