@@ -1,5 +1,6 @@
 """The two-way sync's promises, run against every provider (Dovecot over IMAP, the fake
-Gmail over the Gmail API): what enters, what changes elsewhere, what the CRM changes."""
+Gmail over the Gmail API, the fake Graph over Microsoft Graph): what enters, what changes
+elsewhere, what the CRM changes."""
 
 from __future__ import annotations
 
@@ -41,6 +42,39 @@ async def test_archive_elsewhere_leaves_the_inbox_and_stays_on_the_timeline(
     item = crm.item("a1@client.test")
     assert item is not None and item[0] != "open"
     assert crm.on_timeline("a1@client.test", contact)
+    assert crm.stored() == 1
+
+
+async def test_move_elsewhere_leaves_the_inbox_and_stays_on_the_timeline(
+    provider: Provider,
+) -> None:
+    server, crm = provider
+    contact = crm.world.contact(CUSTOMER)
+    server.deliver(message(CUSTOMER, server.address, "Filed", msgid="<m1@client.test>"))
+    await server.sync()
+    assert crm.item("m1@client.test") == ("open", False)
+    server.move_elsewhere("m1@client.test", "Projects")
+    await server.sync()
+    assert not server.in_inbox("m1@client.test")
+    item = crm.item("m1@client.test")
+    assert item is not None and item[0] != "open"
+    assert crm.on_timeline("m1@client.test", contact)
+    assert crm.stored() == 1
+
+
+async def test_delete_elsewhere_leaves_the_inbox_and_stays_on_the_timeline(
+    provider: Provider,
+) -> None:
+    server, crm = provider
+    contact = crm.world.contact(CUSTOMER)
+    server.deliver(message(CUSTOMER, server.address, "Spam-ish", msgid="<x1@client.test>"))
+    await server.sync()
+    assert crm.item("x1@client.test") == ("open", False)
+    server.delete_elsewhere("x1@client.test")
+    await server.sync()
+    item = crm.item("x1@client.test")
+    assert item is not None and item[0] != "open"
+    assert crm.on_timeline("x1@client.test", contact)
     assert crm.stored() == 1
 
 
