@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
@@ -59,8 +58,9 @@ def test_demo_starts_syncs_and_serves(tmp_path: Path) -> None:
             proc.wait()
 
 
-def _processes() -> list[tuple[int, str, int, int]]:
-    """(pid, command name, parent pid, process group) of every process."""
+def _processes(*, living: bool = False) -> list[tuple[int, str, int, int]]:
+    """(pid, command name, parent pid, process group) of every process; ``living``: not
+    of the zombies (killed, not yet reaped)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -71,21 +71,14 @@ def _processes() -> list[tuple[int, str, int, int]]:
             continue  # gone meanwhile
         comm = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
+        if living and fields[0] == "Z":
+            continue
         found.append((int(entry.name), comm, int(fields[1]), int(fields[2])))
     return found
 
 
 def _living(group: int) -> list[tuple[int, str, int, int]]:
-    """The processes of a process group that are not zombies."""
-    living = []
-    for proc in _processes():
-        if proc[3] != group:
-            continue
-        with contextlib.suppress(OSError):
-            stat = Path(f"/proc/{proc[0]}/stat").read_text()
-            if stat[stat.rindex(")") + 2] != "Z":
-                living.append(proc)
-    return living
+    return [p for p in _processes(living=True) if p[3] == group]
 
 
 def test_demo_stops_its_dovecot_on_sigterm(tmp_path: Path) -> None:
