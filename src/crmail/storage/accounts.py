@@ -11,7 +11,6 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
@@ -31,10 +30,7 @@ from crmail.storage.models import (
     User,
     utcnow,
 )
-
-if TYPE_CHECKING:
-    # Type only: storage.crm imports this module.
-    from crmail.storage.crm import UserInfo
+from crmail.storage.views import UserInfo
 
 
 def create_account(

@@ -8,7 +8,6 @@ passes the "contacts" scope).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -25,10 +24,7 @@ from crmail.domain.scope import AddressBook, ContactRef
 from crmail.errors import Forbidden, InvalidInput, NotFound
 from crmail.mime import Address, Envelope
 from crmail.storage.models import Contact, ContactEmail, MailAccount, Workspace
-
-if TYPE_CHECKING:
-    from crmail.storage.crm import UserInfo
-
+from crmail.storage.views import UserInfo
 
 #: entries a workspace's blocklist holds at most
 MAX_BLOCKLIST = 1000

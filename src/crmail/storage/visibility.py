@@ -18,16 +18,11 @@ query, so no list or count can show what reading by id answers "not found" for.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from sqlalchemy import ColumnElement, SQLColumnExpression, and_, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from crmail.storage.models import InboxItem, MailAccount, Message, Placement, TimelineEntry
-
-if TYPE_CHECKING:
-    from crmail.storage.crm import UserInfo
-
+from crmail.storage.views import UserInfo
 
 # Built once: adapting a fresh alias's columns costs milliseconds per request, more than
 # the query. An alias appears once per statement (the rule is applied once per query).
