@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
 from typing import TypeVar
 
 from sqlalchemy import Select, delete, exists, select
@@ -35,6 +34,7 @@ from crmail.storage.models import (
 from crmail.storage.paging import MAX_PAGE, clamp, decode_cursor, encode_cursor
 from crmail.storage.timeline import SUBJECT_TYPES, timeline
 from crmail.storage.views import (
+    UNSET,
     Address,
     AttachmentInfo,
     InboxEntry,
@@ -44,6 +44,7 @@ from crmail.storage.views import (
     Page,
     PlacementInfo,
     TimelineItem,
+    Unset,
     UserInfo,
 )
 
@@ -51,6 +52,7 @@ from crmail.storage.views import (
 __all__ = [
     "MAX_PAGE",
     "SUBJECT_TYPES",
+    "UNSET",
     "Address",
     "AttachmentInfo",
     "InboxEntry",
@@ -60,6 +62,7 @@ __all__ = [
     "Page",
     "PlacementInfo",
     "TimelineItem",
+    "Unset",
     "UserInfo",
     "decode_cursor",
     "encode_cursor",
@@ -74,15 +77,6 @@ _Row = TypeVar("_Row", Contact, Lead, Deal)
 
 ROLES = ("admin", "member")
 DEAL_STATUSES = ("open", "won", "lost")
-
-
-class Unset(Enum):
-    """Marks a PATCH field the client did not send (distinct from an explicit null)."""
-
-    UNSET = "unset"
-
-
-UNSET = Unset.UNSET
 
 
 # --- value objects handed to the API ----------------------------------------------------

@@ -25,8 +25,8 @@ from sqlalchemy.orm import Session
 
 from crmail.crypto import SecretBox
 from crmail.errors import Forbidden, InvalidInput, NotFound
-from crmail.storage.crm import UNSET, Unset, UserInfo
 from crmail.storage.models import WebhookDelivery, WebhookEndpoint, WebhookEvent, utcnow
+from crmail.storage.views import UNSET, Unset, UserInfo
 
 #: what an endpoint can subscribe to
 EVENT_TYPES: tuple[str, ...] = (

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from crmail.storage import events
 from crmail.storage.models import InboxItem, Message, TimelineEntry, WebhookEndpoint
 
 _CACHE_KEY = "crmail.webhook_endpoints"
@@ -45,10 +46,6 @@ def wants(s: Session, workspace_id: int, type: str) -> bool:
 def emit(s: Session, workspace_id: int, type: str, payload: dict[str, object]) -> None:
     if not wants(s, workspace_id, type):
         return
-    # Imported here: storage.events imports storage.crm, which imports storage.accounts,
-    # which emits through this module; a module-level import would be circular.
-    from crmail.storage import events
-
     events.emit(s, workspace_id, type, payload)
 
 

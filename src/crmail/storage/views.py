@@ -7,9 +7,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from typing import Generic, Literal, TypeVar
 
 T = TypeVar("T")
+
+
+class Unset(Enum):
+    """Marks a PATCH field the client did not send (distinct from an explicit null)."""
+
+    UNSET = "unset"
+
+
+UNSET = Unset.UNSET
 
 
 @dataclass(frozen=True, slots=True)
