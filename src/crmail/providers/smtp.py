@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -181,12 +182,15 @@ async def _session(s: SmtpSettings) -> AsyncIterator[tuple[aiosmtplib.SMTP, bool
     """
     if s.security not in _SECURITIES:
         raise ValueError(f"unknown SMTP security {s.security!r}")
-    if s.address_policy is not None:
-        await allowed_addresses(s.host, s.port, s.address_policy)
+    # Under a policy the connection goes to an address that passed it, never to a second
+    # DNS answer (rebinding); the name stays the TLS server name.
+    policy = s.address_policy
+    sock = await _checked_socket(s, policy) if policy is not None else None
     tls_context = _tls_context(s) if s.security != "none" else None
     smtp = aiosmtplib.SMTP(
         hostname=s.host,
-        port=s.port,
+        port=None if sock is not None else s.port,
+        sock=sock,
         timeout=s.timeout,
         use_tls=s.security == "tls",
         # "none" is an explicit choice: never upgrade (and then fail on a certificate
@@ -204,6 +208,31 @@ async def _session(s: SmtpSettings) -> AsyncIterator[tuple[aiosmtplib.SMTP, bool
         yield smtp, offered_starttls
     finally:
         await _close(smtp)
+        if sock is not None:
+            sock.close()  # the transport owns it once connected; before that, nobody does
+
+
+async def _checked_socket(s: SmtpSettings, policy: AddressPolicy) -> socket.socket:
+    """A socket connected to the first answering address of ``s.host`` that ``policy`` allows."""
+    addresses = await allowed_addresses(s.host, s.port, policy)
+    loop = asyncio.get_running_loop()
+    failure: BaseException | None = None
+    for address in addresses:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, (address, s.port)), s.timeout)
+        except (OSError, TimeoutError) as e:
+            sock.close()
+            failure = e  # like the resolver's own loop: the next address may answer
+            continue
+        return sock
+    assert failure is not None
+    raise ConnectFailed(
+        f"SMTP server {s.host}:{s.port} is unreachable: {_describe(failure)}",
+        hint=_UNREACHABLE_HINT,
+    ) from failure
 
 
 def _tls_context(s: SmtpSettings) -> ssl.SSLContext:

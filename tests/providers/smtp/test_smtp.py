@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from crmail.domain.addresses import sendable_address
+from crmail.domain.netpolicy import AddressPolicy, parse_networks
 from crmail.errors import (
+    AddressNotAllowed,
     AppPasswordRequired,
     AuthFailed,
     ConnectFailed,
@@ -290,6 +295,39 @@ async def test_closed_port_is_connect_failed() -> None:
         await probe(s)
     assert type(err.value) is ConnectFailed
     assert err.value.retryable
+
+
+async def test_connects_to_the_address_the_policy_checked_not_a_second_dns_answer(
+    dovecot: Dovecot, start: Start, mailbox: MailboxAccount, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: the name answers an allowed address for the check, then another."""
+    r = start()
+    loop = asyncio.get_running_loop()
+    asked: list[str] = []
+
+    async def rebinding_dns(host: str, port: int, *args: object, **kw: object) -> list[Any]:
+        # first answer: the relay (allowed); every later one: 127.0.0.2 (refused; and
+        # nothing listens there, so connecting to it fails the send)
+        address = "127.0.0.1" if not asked else "127.0.0.2"
+        asked.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(loop, "getaddrinfo", rebinding_dns)
+    policy = AddressPolicy(allowed_networks=parse_networks("127.0.0.1", setting="test"))
+    s = settings(r, dovecot, host="smtp.rebinding.test", address_policy=policy)
+    result = await send(s, mail_from=USER, recipients=[mailbox.email], raw=message(mailbox.email))
+    assert result.accepted == (mailbox.email,)
+    assert asked == ["smtp.rebinding.test"]  # resolved once, for the check
+
+
+async def test_policy_refusing_every_address_connects_nowhere(
+    dovecot: Dovecot, start: Start
+) -> None:
+    r = start()
+    s = settings(r, dovecot, address_policy=AddressPolicy())  # loopback not allowed
+    with pytest.raises(AddressNotAllowed):
+        await probe(s)
+    assert not r.accepted
 
 
 @pytest.mark.parametrize("tls", ["implicit", "starttls"])
