@@ -1,0 +1,108 @@
+"""Connect with Microsoft in a real browser, in the Microsoft Graph mode: consent at the
+fake identity platform, the import's progress on the account page, then Done in the CRM
+Inbox marks the message read and moves it to Archive in the fake Graph mailbox."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+from sqlalchemy import select
+
+from crmail.storage import crm
+from crmail.storage.models import MailAccount
+from crmail.sync.graph.options import GraphOptions
+from tests.browser.conftest import Crm, shot, sign_in
+from tests.browser.test_web_app import wait_until
+from tests.factories import message
+from tests.fakes.graph import FakeGraph
+from tests.fakes.oauth import RunningFakeOAuth
+from tests.fakes.server import LoopbackServer
+
+pytestmark = pytest.mark.browser
+
+MAILBOX = "megan@contoso.example.test"
+CUSTOMER = "buyer@client.example.test"
+
+
+@pytest.fixture
+def microsoft() -> Iterator[RunningFakeOAuth]:
+    with RunningFakeOAuth() as f:
+        yield f
+
+
+@pytest.fixture
+def graph() -> Iterator[tuple[FakeGraph, str]]:
+    g = FakeGraph(seed=9)
+    with LoopbackServer(g.app) as server:
+        yield g, server.url + "/v1.0"
+
+
+def test_connect_with_microsoft_imports_through_graph_and_done_reaches_outlook(
+    live: Crm, microsoft: RunningFakeOAuth, graph: tuple[FakeGraph, str], page: object
+) -> None:
+    g, graph_url = graph
+    client = microsoft.register("microsoft", f"{live.url}/oauth/microsoft/callback")
+    live.services.settings = replace(
+        live.services.settings,
+        public_url=live.url,
+        microsoft_client_id=client.client_id,
+        microsoft_client_secret=client.secret,
+        microsoft_auth_base=f"{microsoft.url}/microsoft",
+        microsoft_mail_api="graph",
+    )
+    sync = live.services.sync
+    sync.options = replace(sync.options, graph=GraphOptions(base_url=graph_url))  # type: ignore[attr-defined]
+    microsoft.auto_consent = False
+    microsoft.user_email = MAILBOX
+    box = g.add_mailbox(MAILBOX)
+    # Graph honours the access tokens the identity platform's token endpoint hands out.
+    g.issuer = lambda token: MAILBOX if token in microsoft.live_access_tokens(MAILBOX) else None
+    live.services.db.run(
+        lambda s: crm.create_contact(s, live.workspace_id, name="Buyer", emails=[CUSTOMER])
+    )
+    asked = box.deliver(message(CUSTOMER, MAILBOX, "Pricing via Outlook", msgid="<m1@client.test>"))
+    private = box.deliver(message("mum@family.test", MAILBOX, "Sunday lunch"))
+
+    p = page
+    sign_in(p, live.url, live.owner.email)
+    p.goto(f"{live.url}/settings/email")  # type: ignore[attr-defined]
+    p.click("button:has-text('Connect with Microsoft')")  # type: ignore[attr-defined]
+    p.wait_for_url(f"{microsoft.url}/microsoft/*/oauth2/v2.0/authorize*")  # type: ignore[attr-defined]
+    shot(p, "graph-00-consent")
+    p.click("button:has-text('Allow')")  # type: ignore[attr-defined]
+    p.wait_for_url(f"{live.url}/settings/email/accounts/*")  # type: ignore[attr-defined]
+    row = live.services.db.run(
+        lambda s: s.scalar(select(MailAccount).where(MailAccount.email == MAILBOX))
+    )
+    assert row is not None and row.provider == "graph"
+
+    def imported() -> bool:
+        pcts = p.locator("#health .pct").all_inner_texts()  # type: ignore[attr-defined]
+        return (
+            bool(pcts)
+            and all(t.strip() == "100%" for t in pcts)
+            and "live" in p.inner_text("#health")  # type: ignore[attr-defined]
+        )
+
+    wait_until(imported, 25)
+    shot(p, "graph-01-imported")
+    mime_fetched = {r.path for r in g.requests if r.path.endswith("/$value")}
+    assert any(asked.id in path for path in mime_fetched)
+    assert not any(private.id in path for path in mime_fetched)
+
+    p.goto(f"{live.url}/inbox")  # type: ignore[attr-defined]
+    item = p.locator("li.item", has_text="Pricing via Outlook")  # type: ignore[attr-defined]
+    assert item.count() == 1
+    assert p.locator("li.item", has_text="Sunday lunch").count() == 0  # type: ignore[attr-defined]
+    item.locator("button.done").click()
+    p.wait_for_load_state()  # type: ignore[attr-defined]
+    shot(p, "graph-02-done")
+    archive = box.folder("archive").id
+
+    def archived() -> bool:
+        stored = box.messages[asked.id]
+        return stored.is_read and stored.folder_id == archive
+
+    wait_until(archived)
