@@ -18,12 +18,13 @@ from crmail.providers import graph
 from crmail.providers.gmail import DEFAULT_BASE_URL
 from crmail.services import Services
 from crmail.storage import accounts
+from crmail.storage.db import Database
 from crmail.sync.calendar import CalendarOptions, CalendarSync
 from crmail.sync.dropbox import DropServer
 from crmail.sync.gmail.options import GmailOptions
 from crmail.sync.graph.options import GraphOptions
 from crmail.sync.inbound import SyncOptions
-from crmail.sync.leases import LeaseKeeper
+from crmail.sync.leases import LeaseKeeper, one_lease
 from crmail.sync.oauth import token_keeper
 from crmail.sync.sending import smtp_settings_from_url
 from crmail.sync.service import SyncService
@@ -240,7 +241,30 @@ async def _serve_api(
 async def sync_once(
     services: Services, account_id: int, *, progress: Callable[[str, int, int], None] | None = None
 ) -> None:
-    worker = await worker_for(services.db, services.box, account_id, worker_options(services))
+    """Import and catch up one account once (``crmail sync``).
+
+    On PostgreSQL it holds the account's lease meanwhile, so it never syncs beside the
+    ``crmail run`` process that owns the account (refused with :class:`AccountBusy`);
+    on SQLite the file lock (:mod:`crmail.storage.single`) already keeps it alone.
+    """
+    if services.db.is_sqlite:
+        await _sync_once(services, services.db, account_id, progress)
+        return
+    async with one_lease(services.db, account_id, ttl=services.settings.lease_ttl) as db:
+        await _sync_once(services, db, account_id, progress)
+    # The sync processes claim it now rather than at their next look.
+    wakeups = PgWakeups(services.db)
+    wakeups.publish("accounts")
+    wakeups.close()
+
+
+async def _sync_once(
+    services: Services,
+    db: Database,
+    account_id: int,
+    progress: Callable[[str, int, int], None] | None,
+) -> None:
+    worker = await worker_for(db, services.box, account_id, worker_options(services))
     task = asyncio.create_task(worker.run_once())
     shown: dict[str, tuple[int, int]] = {}
 

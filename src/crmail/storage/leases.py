@@ -214,6 +214,18 @@ def owners(s: Session) -> list[LeaseRow]:
     ]
 
 
+def holder(s: Session, account_id: int) -> LeaseRow | None:
+    """The account's lease if a process holds it now; None if it is free or expired."""
+    r = s.scalar(
+        select(AccountLease).where(
+            AccountLease.account_id == account_id,
+            AccountLease.owner.is_not(None),
+            AccountLease.expires_at > _now(s),
+        )
+    )
+    return None if r is None else LeaseRow(r.account_id, r.owner, r.epoch, r.expires_at)
+
+
 def next_expiry(s: Session, owner: str, wanted: list[int]) -> float | None:
     """Seconds until the first lease of another process among ``wanted`` expires."""
     if not wanted:

@@ -12,15 +12,19 @@ flight is refused by the fence.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
+from collections.abc import AsyncIterator
 
 from sqlalchemy.orm import Session
 
+from crmail.errors import CrmailError
 from crmail.storage import leases
 from crmail.storage.db import Database
 from crmail.storage.leases import FencedDatabase, Lease
+from crmail.storage.models import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -144,3 +148,78 @@ class LeaseKeeper:
     def _forget(self, account_id: int) -> None:
         self.held.pop(account_id, None)
         self._renewed.pop(account_id, None)
+
+
+class AccountBusy(CrmailError):
+    """Another process holds the account's lease: it is syncing it now."""
+
+    code = "account_busy"
+    http_status = 409
+
+
+@contextlib.asynccontextmanager
+async def one_lease(db: Database, account_id: int, *, ttl: float) -> AsyncIterator[Database]:
+    """Hold one account's lease for a foreground job (``crmail sync``): yields the fenced
+    database its worker must write through, renews the lease meanwhile, releases it at
+    the end. It does not join the live processes: the sync processes do not make room
+    for it, they just skip the account until it is given back.
+
+    Raises :class:`AccountBusy`, naming the holder and when its lease runs out, when
+    another process holds it.
+    """
+    owner = leases.new_owner()
+    started = time.monotonic()
+    got = await db.write(lambda s: leases.claim(s, owner, [account_id], 1, ttl))
+    if not got:
+        holder = await db.read(lambda s: leases.holder(s, account_id))
+        raise AccountBusy(_busy(account_id, holder), hint=_BUSY_HINT)
+    renewed = started
+    margin = ttl / 6
+
+    def valid() -> bool:
+        return time.monotonic() < renewed + ttl - margin
+
+    async def keep() -> None:
+        nonlocal renewed
+        while True:
+            await asyncio.sleep(ttl / 3)
+            beat = time.monotonic()
+            try:
+                held = await asyncio.to_thread(db.run, lambda s: leases.renew(s, owner, ttl))
+            except CrmailError as exc:
+                log.warning("could not renew the lease of account %s: %s", account_id, exc)
+                continue  # valid() runs out before the lease can expire elsewhere
+            if not held:
+                log.warning("lost the lease of account %s", account_id)
+                return
+            renewed = beat
+
+    keeper = asyncio.create_task(keep(), name=f"lease-{account_id}")
+    try:
+        yield FencedDatabase(db, got[0], valid)
+    finally:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+        try:
+            await asyncio.to_thread(db.run, lambda s: leases.release(s, owner))
+        except CrmailError as exc:
+            log.warning(
+                "could not release the lease of account %s (it expires): %s", account_id, exc
+            )
+
+
+_BUSY_HINT = (
+    "that process is syncing it: leave it to it, or stop it first (a stopped process "
+    "gives its leases back at once)"
+)
+
+
+def _busy(account_id: int, holder: leases.LeaseRow | None) -> str:
+    if holder is None or holder.owner is None:
+        return f"account {account_id} is being claimed by another crmail process right now"
+    left = max(0.0, (holder.expires_at - utcnow()).total_seconds())
+    return (
+        f"account {account_id} is being synced by {holder.owner}; its lease runs until "
+        f"{holder.expires_at:%Y-%m-%d %H:%M:%S} UTC ({left:.0f} s from now) and is renewed "
+        "while that process runs"
+    )
