@@ -88,6 +88,13 @@ class Settings:
     #: and the secret token in the push endpoint's path (/api/push/gmail/<token>)
     gmail_push_topic: str = ""
     gmail_push_token: str = ""
+    #: Gmail push authenticated by Pub/Sub's OIDC token (docs/providers/google.md "Push"):
+    #: the subscription's --push-auth-service-account and --push-auth-token-audience
+    #: (default {public_url}/api/push/gmail); set, every push needs a valid token
+    gmail_push_service_account: str = ""
+    gmail_push_audience: str = ""
+    #: where Google's token-signing keys are (a test's or the demo's fake); empty: Google's
+    google_certs_url: str = ""
     #: what "Connect with Microsoft" creates: "graph" (Microsoft Graph, with push) or
     #: "imap" (IMAP + SMTP over XOAUTH2)
     microsoft_mail_api: str = "graph"
@@ -148,6 +155,11 @@ class Settings:
             "gmail_push_token": e.get("CRMAIL_GMAIL_PUSH_TOKEN", "").strip(),
             "microsoft_mail_api": e.get("CRMAIL_MICROSOFT_MAIL_API", "").strip().lower() or "graph",
             "graph_api_url": e.get("CRMAIL_GRAPH_API_URL", "").strip().rstrip("/"),
+            "gmail_push_service_account": e.get("CRMAIL_GMAIL_PUSH_SERVICE_ACCOUNT", "")
+            .strip()
+            .lower(),
+            "gmail_push_audience": e.get("CRMAIL_GMAIL_PUSH_AUDIENCE", "").strip(),
+            "google_certs_url": e.get("CRMAIL_GOOGLE_CERTS_URL", "").strip(),
             "lease_ttl": float(e.get("CRMAIL_LEASE_TTL", "24")),
             "max_accounts_per_process": int(e.get("CRMAIL_MAX_ACCOUNTS_PER_PROCESS", "0")),
             "cookie_secure": e.get("CRMAIL_COOKIE_SECURE", "").lower()
@@ -167,7 +179,27 @@ class Settings:
         return s
 
     def ensure_secret_key(self) -> Settings:
+        if s.gmail_push_audience and not s.gmail_push_service_account:
+            # An audience alone proves nothing: any project can have Google sign for it.
+            raise InvalidInput(
+                "CRMAIL_GMAIL_PUSH_AUDIENCE is set without CRMAIL_GMAIL_PUSH_SERVICE_ACCOUNT",
+                hint="set the push subscription's service account too",
+            )
+        if s.gmail_push_service_account and not s.gmail_push_jwt_audience:
+            raise InvalidInput(
+                "CRMAIL_GMAIL_PUSH_SERVICE_ACCOUNT needs CRMAIL_GMAIL_PUSH_AUDIENCE or "
+                "CRMAIL_PUBLIC_URL (the audience defaults to the push endpoint's URL)"
+            )
         """Without a configured key, use (and on first run create) one in the data dir.
+
+    @property
+    def gmail_push_jwt_audience(self) -> str:
+        """The audience push tokens must name; empty: push tokens are not checked."""
+        if not self.gmail_push_service_account:
+            return ""
+        return self.gmail_push_audience or (
+            f"{self.public_url}/api/push/gmail" if self.public_url else ""
+        )
 
         Convenient for a single machine; a deployment passes CRMAIL_SECRET_KEY instead so
         the key does not sit beside the database it protects.

@@ -51,6 +51,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.fakes.pubsub import CERTS_PATH, PushSigner
+
 SYSTEM_LABELS = ("INBOX", "SENT", "DRAFT", "TRASH", "SPAM", "UNREAD", "STARRED", "IMPORTANT")
 NOT_ADDABLE = frozenset({"SENT", "DRAFT"})
 HIDDEN_FROM_LISTS = frozenset({"SPAM", "TRASH"})
@@ -468,6 +470,8 @@ class FakeGmail:
     push_url: str | None = None
     #: notifications pushed: (address, historyId, HTTP status or the error)
     pushed: list[tuple[str, int, object]] = field(default_factory=list)
+    #: Google's push-token signer; pushes carry its token when its audience is set
+    pubsub: PushSigner = field(default_factory=PushSigner)
     _push_numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
@@ -479,6 +483,7 @@ class FakeGmail:
                     for method, template, handler in ROUTES
                 ),
                 Route("/batch/gmail/v1", self._batch, methods=["POST"]),
+                Route(CERTS_PATH, self.pubsub.certs),
             ]
         )
 
@@ -548,10 +553,14 @@ class FakeGmail:
             "subscription": "projects/fake/subscriptions/crmail-gmail",
         }
 
+        headers = {}
+        if self.pubsub.audience is not None:
+            headers["Authorization"] = f"Bearer {self.pubsub.sign()}"
+
         def post() -> None:
             outcome: object
             try:
-                outcome = httpx.post(url, json=body, timeout=10).status_code
+                outcome = httpx.post(url, json=body, headers=headers, timeout=10).status_code
             except httpx.HTTPError as exc:
                 outcome = exc
             with self.lock:

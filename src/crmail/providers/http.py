@@ -32,6 +32,7 @@ __all__ = [
     "NotFoundFactory",
     "Retry",
     "RetryPolicy",
+    "get_public_json",
     "parse_retry_after",
 ]
 
@@ -265,3 +266,23 @@ class ApiClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+async def get_public_json(
+    http: httpx.AsyncClient, url: str, *, service: str
+) -> tuple[dict[str, Any], httpx.Headers]:
+    """A JSON document anyone may read (a provider's signing keys): no bearer token, no
+    retries (the caller's caller retries: Pub/Sub redelivers a refused push)."""
+    try:
+        response = await http.get(url)
+    except httpx.TransportError as exc:
+        raise ConnectFailed(f"{service} could not be reached.") from exc
+    if not response.is_success:
+        raise ProviderError(f"{service} answered HTTP {response.status_code}.")
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise ProtocolError(f"{service} answered with something that is not JSON.") from exc
+    if not isinstance(data, dict):
+        raise ProtocolError(f"{service} answered with JSON that is not an object.")
+    return data, response.headers

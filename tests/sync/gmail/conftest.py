@@ -89,6 +89,7 @@ def google(services: Services, gmail_fake: tuple[FakeGmail, str]) -> Google:
     fake, url = gmail_fake
     fake.faults.clear()
     fake.push_url = None
+    fake.pubsub.audience = None
     n = next(_numbers)
     address = f"pat{n}@gmail.test"
     token = f"gmail-token-{n}"

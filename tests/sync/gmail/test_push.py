@@ -16,6 +16,7 @@ from crmail.api.app import create_app
 from crmail.services import Services
 from crmail.storage.models import MailAccount
 from crmail.sync.gmail.worker import GmailWorker
+from tests.fakes.pubsub import CERTS_PATH
 from tests.fakes.server import LoopbackServer
 from tests.sync.gmail.conftest import Google
 from tests.sync.test_inbound import wait_for
@@ -51,14 +52,35 @@ def api(google: Google) -> Iterator[str]:
         yield server.url
 
 
+AUDIENCE = "https://crm.example.test/api/push/gmail"
+
+
+@pytest.fixture
+def signed_api(google: Google) -> Iterator[str]:
+    """Push tokens configured (the fake's keys stand in for Google's); the path token too."""
+    services: Services = google.services
+    services.settings = replace(
+        services.settings,
+        gmail_push_token=TOKEN,
+        gmail_push_service_account=google.fake.pubsub.service_account,
+        gmail_push_audience=AUDIENCE,
+        google_certs_url=google.url + CERTS_PATH,
+    )
+    google.fake.pubsub.audience = AUDIENCE
+    with LoopbackServer(create_app(services)) as server:
+        yield server.url
+
+
 def notification(address: str, history_id: int = 1) -> dict[str, object]:
     data = json.dumps({"emailAddress": address, "historyId": history_id}).encode()
     return {"message": {"data": base64.b64encode(data).decode(), "messageId": "1"}}
 
 
+@pytest.mark.parametrize("signed", [False, True], ids=["path-token", "push-token"])
 async def test_a_push_stores_new_mail_without_waiting_for_the_poll(
-    google: Google, api: str
+    google: Google, request: pytest.FixtureRequest, signed: bool
 ) -> None:
+    api = request.getfixturevalue("signed_api" if signed else "api")
     google.world.contact(CUSTOMER)
     # The safety poll would take an hour: only the push can bring the message in time.
     worker = google.worker(
@@ -67,7 +89,7 @@ async def test_a_push_stores_new_mail_without_waiting_for_the_poll(
     )
     wakes = Wakes(worker, asyncio.get_running_loop())
     google.services.sync = wakes  # type: ignore[assignment]
-    google.fake.push_url = f"{api}/api/push/gmail/{TOKEN}"
+    google.fake.push_url = f"{api}/api/push/gmail" + ("" if signed else f"/{TOKEN}")
     task = asyncio.create_task(worker.run())
     try:
         await wait_for(
@@ -114,3 +136,73 @@ async def test_the_push_endpoint_wants_its_token_and_a_notification(
         ok = await c.post(f"/api/push/gmail/{TOKEN}", json=notification(google.address.upper(), 99))
         assert ok.status_code == 204
     assert woken == [[google.account_id]]
+
+
+class Record:
+    def __init__(self) -> None:
+        self.woken: list[list[int]] = []
+
+    def accounts_changed(self) -> None:
+        pass
+
+    def actions_queued(self, ids: Iterable[int], default_provider: bool = False) -> None:
+        self.woken.append(list(ids))
+
+
+async def test_with_push_tokens_configured_a_push_needs_a_valid_one(
+    google: Google, signed_api: str
+) -> None:
+    record = Record()
+    google.services.sync = record  # type: ignore[assignment]
+    pubsub = google.fake.pubsub
+    note = notification(google.address)
+    async with httpx.AsyncClient(base_url=signed_api) as c:
+        refused = [
+            await c.post("/api/push/gmail", json=note),
+            await c.post("/api/push/gmail", json=note, headers={"Authorization": "Bearer x.y.z"}),
+            await c.post(
+                "/api/push/gmail",
+                json=note,
+                headers={"Authorization": f"Bearer {pubsub.sign(aud='https://other.test/')}"},
+            ),
+            await c.post(
+                "/api/push/gmail",
+                json={"not": "a notification"},
+                headers={"Authorization": f"Bearer {pubsub.sign(email='x@evil.test')}"},
+            ),
+            # The path token alone is not enough any more.
+            await c.post(f"/api/push/gmail/{TOKEN}", json=note),
+        ]
+        for answer in refused:
+            assert answer.status_code == 401, answer.text
+            error = answer.json()["error"]
+            assert error["code"] == "push_unauthenticated" and error["message"]
+        assert record.woken == []
+        good = {"Authorization": f"Bearer {pubsub.sign()}"}
+        ok = await c.post("/api/push/gmail", json=note, headers=good)
+        assert ok.status_code == 204
+        both = await c.post(f"/api/push/gmail/{TOKEN}", json=note, headers=good)
+        assert both.status_code == 204
+    assert record.woken == [[google.account_id], [google.account_id]]
+
+
+async def test_the_signed_endpoint_is_off_without_push_tokens(google: Google, api: str) -> None:
+    google.services.sync = Record()  # type: ignore[assignment]
+    async with httpx.AsyncClient(base_url=api) as c:
+        off = await c.post("/api/push/gmail", json=notification(google.address))
+    assert off.status_code == 404 and off.json()["error"]["code"] == "not_found"
+
+
+async def test_a_refused_push_token_is_not_logged(
+    google: Google, signed_api: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = google.fake.pubsub.sign(aud="https://other.test/")
+    async with httpx.AsyncClient(base_url=signed_api) as c:
+        answer = await c.post(
+            "/api/push/gmail",
+            json=notification(google.address),
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert answer.status_code == 401
+    assert "Gmail push refused" in caplog.text
+    assert token not in caplog.text and token.split(".")[1] not in caplog.text
