@@ -275,3 +275,23 @@ def test_openapi_docs(world: World) -> None:
     spec = world.client.get("/openapi.json").json()
     assert "/api/contacts/{contact_id}/timeline" in spec["paths"]
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
+
+
+@pytest.mark.db
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/leads", {"name": "Acme\x00Corp"}),
+        ("/api/contacts", {"name": "Ann\x00", "emails": ["ann@client.test"]}),
+    ],
+)
+def test_text_with_nul_is_refused_alike_on_every_database(
+    world: World, path: str, body: dict[str, Any]
+) -> None:
+    """PostgreSQL cannot hold NUL in text; SQLite could, but must answer the same."""
+    err = assert_error(
+        world.client.post(path, json=body, headers=world.admin.headers), 422, "invalid_input"
+    )
+    assert "NUL" in err["message"]
+    listed = world.client.get(path, headers=world.admin.headers).json()
+    assert listed == []  # nothing half-stored

@@ -46,6 +46,7 @@ def make_engine(url: str, *, lock_timeout: float = LOCK_TIMEOUT) -> Engine:
             cur.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
             cur.close()
 
+        event.listen(engine, "before_cursor_execute", _refuse_nul_text)
         return engine
     return create_engine(
         url,
@@ -56,6 +57,21 @@ def make_engine(url: str, *, lock_timeout: float = LOCK_TIMEOUT) -> Engine:
         # and retry, not a writer thread blocked for good.
         connect_args={"options": f"-c lock_timeout={int(lock_timeout * 1000)}"},
     )
+
+
+def _refuse_nul_text(
+    _conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, executemany: bool
+) -> None:
+    """SQLite would store text with NUL; PostgreSQL refuses it. Refuse it on both, alike."""
+    if not statement.startswith(("INSERT", "UPDATE")):
+        return
+    rows = parameters if executemany else (parameters,)
+    for row in rows:
+        values = row.values() if isinstance(row, dict) else row
+        if any(isinstance(v, str) and "\x00" in v for v in values):
+            raise InvalidInput(
+                "a value cannot be stored: text cannot contain NUL (0x00) characters"
+            )
 
 
 def storage_error(exc: Exception) -> StorageError:
