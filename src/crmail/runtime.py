@@ -19,7 +19,8 @@ from crmail.providers.gmail import DEFAULT_BASE_URL
 from crmail.services import Services
 from crmail.storage import accounts
 from crmail.storage.db import Database
-from crmail.sync.calendar import CalendarOptions, CalendarSync
+from crmail.sync.calendar import CalendarSync
+from crmail.sync.calendar import options_for as calendar_options_for
 from crmail.sync.dropbox import DropServer
 from crmail.sync.gmail.options import GmailOptions
 from crmail.sync.graph.options import GraphOptions
@@ -179,14 +180,11 @@ async def _serve_sync(
         ),
     )
     webhooks.start()
-    # Calendar accounts (CalDAV) sync in their own loop beside the mail workers.
+    # Calendar accounts (CalDAV, Google) sync in their own loop beside the mail workers.
     calendars = CalendarSync(
         services.db,
         services.box,
-        CalendarOptions(
-            interval=services.settings.calendar_sync_interval,
-            allow_plain_http=services.settings.calendar_allow_http,
-        ),
+        calendar_options_for(services.settings, services.db, services.box),
     )
     calendars.start()
     drops = None

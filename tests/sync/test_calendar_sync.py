@@ -1,13 +1,18 @@
-"""Calendar sync against a real Radicale: scope and links, recurrence, time zones,
-incremental sync-collection rounds, and recovery from a forgotten sync token.
+"""Calendar sync against a real Radicale and the fake Google Calendar API: scope and
+links, recurrence, time zones, incremental rounds (sync-collection, syncToken), and
+recovery from a forgotten sync token.
 
-"Another client" is a plain ``caldav`` client writing to the same calendar.
+Every test taking ``cal`` runs once per provider. "Another client" is a plain
+``caldav`` client writing to the same calendar, or Google's own app (the fake's
+controls, fed the same VCALENDAR as Google items).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +21,9 @@ import icalendar
 import pytest
 from sqlalchemy import func, select, update
 
+from crmail.providers.oauth import TokenKeeper
 from crmail.services import Services
+from crmail.storage import accounts
 from crmail.storage import calendar as store
 from crmail.storage.calendar_models import (
     CalendarEvent,
@@ -27,7 +34,11 @@ from crmail.storage.calendar_models import (
 from crmail.storage.crm import UserInfo
 from crmail.storage.models import ContactEmail, WebhookEndpoint, WebhookEvent
 from crmail.sync.calendar import AccountRound, CalendarOptions, CalendarSync, sync_account
+from crmail.sync.oauth import DatabaseTokenStore
 from tests.factories import World, new_world
+from tests.fakes.gcal import FakeGoogleCalendar, _event_id, items_from_ics
+from tests.fakes.gmail import FakeGmail
+from tests.fakes.server import LoopbackServer
 from tests.servers.radicale import Radicale
 
 NOW = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
@@ -39,6 +50,21 @@ _logins = itertools.count(1)
 def radicale() -> Iterator[Radicale]:
     with Radicale() as server:
         yield server
+
+
+@dataclass
+class GoogleApi:
+    gmail: FakeGmail
+    calendar: FakeGoogleCalendar
+    url: str
+
+
+@pytest.fixture(scope="module")
+def google_api() -> Iterator[GoogleApi]:
+    gmail = FakeGmail()
+    calendar = FakeGoogleCalendar(gmail)
+    with LoopbackServer(gmail.app) as server:
+        yield GoogleApi(gmail, calendar, server.url)
 
 
 @pytest.fixture
@@ -70,19 +96,74 @@ class Cal:
             )
         )
 
-    def put(self, uid: str, body: str) -> Any:
-        return self.calendar.save_event(vcal(uid, body))
+        self.options = OPTIONS
 
-    def other_client_object(self, uid: str) -> Any:
-        return self.calendar.get_event_by_uid(uid)
+    def put(self, uid: str, body: str) -> None:
+        self.calendar.save_event(vcal(uid, body))
+
+    def delete(self, uid: str) -> None:
+        self.calendar.get_event_by_uid(uid).delete()
+
+    def server_forgets_tokens(self) -> None:
+        """Radicale forgets nothing by itself: the test stores a token it never gave."""
 
     async def sync(self, **kw: Any) -> AccountRound:
         job = self.services.db.run(lambda s: store.job_for(s, self.user, self.account_id))
         if kw:
-            from dataclasses import replace
-
             job = replace(job, **kw)
-        return await sync_account(self.services.db, self.services.box, job, OPTIONS)
+        return await sync_account(self.services.db, self.services.box, job, self.options)
+
+
+class GoogleCal(Cal):
+    """A Gmail user's primary Google calendar on the fake API, reached through the
+    calendar account crmail makes for the Gmail account's grant."""
+
+    def __init__(self, services: Services, world: World, api: GoogleApi) -> None:
+        n = next(_logins)
+        self.email = f"grep{n}@example.test"
+        token = f"gcal-token-{n}"
+        api.gmail.add_mailbox(self.email, token=token)
+        api.calendar.add_calendar(self.email, "primary", "Work")
+        self.api = api
+        self.services = services
+        self.user_id = world.user(self.email, "Rep")
+        self.user = UserInfo(self.user_id, world.workspace_id, self.email, "Rep", "member")
+        secret = services.box.seal(
+            {
+                "oauth2_token": token,
+                "oauth2_refresh_token": "refresh",
+                "oauth2_expires_at": repr(time.time() + 86400),
+            }
+        )
+        services.db.run(
+            lambda s: accounts.create_account(
+                s,
+                workspace_id=world.workspace_id,
+                user_id=self.user_id,
+                email=self.email,
+                provider="gmail",
+                settings={"history_days": 30, "oauth_provider": "google"},
+                secret=secret,
+            )
+        )
+        services.db.run(lambda s: store.ensure_grant_calendars(s, services.box))
+        self.account_id = services.db.run(lambda s: store.list_accounts(s, self.user)[0].id)
+
+        def no_refresh(key: str) -> Any:
+            raise AssertionError("the stored access token is still valid")
+
+        keeper = TokenKeeper(DatabaseTokenStore(services.db, services.box), no_refresh)
+        self.options = replace(OPTIONS, google_api_url=api.url, tokens=keeper)
+
+    def put(self, uid: str, body: str) -> None:
+        for item in items_from_ics(vcal(uid, body)):
+            self.api.calendar.put(self.email, item)
+
+    def delete(self, uid: str) -> None:
+        self.api.calendar.remove(self.email, _event_id(uid))
+
+    def server_forgets_tokens(self) -> None:
+        self.api.calendar.invalidate_tokens()
 
 
 def vcal(uid: str, body: str) -> str:
@@ -111,8 +192,26 @@ def event(uid: str, start: str, end: str, *extra: str, summary: str = "Demo") ->
     return "\n".join(lines)
 
 
+PROVIDERS = ("caldav", "google")
+
+
+@pytest.fixture(params=PROVIDERS)
+def make_cal(request: pytest.FixtureRequest, services: Services, world: World) -> Callable[[], Cal]:
+    """Makes a user's calendar on the provider under test (CalDAV or Google)."""
+    if request.param == "google":
+        api = request.getfixturevalue("google_api")
+        return lambda: GoogleCal(services, world, api)
+    server = request.getfixturevalue("radicale")
+    return lambda: Cal(services, world, server)
+
+
 @pytest.fixture
-def cal(services: Services, world: World, radicale: Radicale) -> Cal:
+def cal(make_cal: Callable[[], Cal]) -> Cal:
+    return make_cal()
+
+
+@pytest.fixture
+def caldav_cal(services: Services, world: World, radicale: Radicale) -> Cal:
     return Cal(services, world, radicale)
 
 
@@ -287,7 +386,7 @@ async def test_incremental_round_after_another_client_moves_edits_and_deletes(
     # Another client moves "a" by a day, retitles "b" and deletes "c".
     cal.put("a", event("X", ":20270306T150000Z", ":20270306T160000Z", org, BOB))
     cal.put("b", event("X", ":20270306T100000Z", ":20270306T110000Z", org, BOB, summary="Renamed"))
-    cal.other_client_object("c").delete()
+    cal.delete("c")
 
     changed = await cal.sync()
 
@@ -332,7 +431,8 @@ async def test_forgotten_sync_token_lists_again_without_duplicates(
     cal.put("b", event("X", ":20270306T100000Z", ":20270306T110000Z", org, BOB))
     await cal.sync()
     # Meanwhile another client deletes "b"; then the server forgets our token.
-    cal.other_client_object("b").delete()
+    cal.delete("b")
+    cal.server_forgets_tokens()
     services.db.run(
         lambda s: s.execute(
             update(CalendarRow).values(sync_token="http://radicale.org/ns/sync/forgotten")
@@ -384,7 +484,10 @@ async def test_auto_create_makes_contacts_of_people_not_rooms_or_automated_invit
     assert set(events_by_uid(services)) == {"kickoff"}
 
 
-async def test_wrong_password_is_recorded_on_the_account(cal: Cal, services: Services) -> None:
+async def test_wrong_password_is_recorded_on_the_account(
+    caldav_cal: Cal, services: Services
+) -> None:
+    cal = caldav_cal
     from crmail.errors import AuthFailed
     from crmail.storage.calendar_models import CalendarAccount
 
@@ -402,8 +505,9 @@ async def test_wrong_password_is_recorded_on_the_account(cal: Cal, services: Ser
 
 
 async def test_the_loop_syncs_every_account_and_lists_calendars_once_an_hour(
-    cal: Cal, world: World, services: Services
+    caldav_cal: Cal, world: World, services: Services
 ) -> None:
+    cal = caldav_cal
     world.contact("bob@customer.test")
     org = ORG.format(me=cal.email)
     cal.put("a", event("X", ":20270305T100000Z", ":20270305T110000Z", org, BOB))
@@ -424,10 +528,10 @@ async def test_the_loop_syncs_every_account_and_lists_calendars_once_an_hour(
 
 
 async def test_a_meeting_in_two_teammates_calendars_is_stored_once(
-    services: Services, world: World, radicale: Radicale
+    services: Services, world: World, make_cal: Callable[[], Cal]
 ) -> None:
     world.contact("bob@customer.test")
-    first, second = Cal(services, world, radicale), Cal(services, world, radicale)
+    first, second = make_cal(), make_cal()
     for c in (first, second):
         c.put(
             "shared",
@@ -461,3 +565,100 @@ def test_one_process_at_a_time_runs_the_calendar_loop(services: Services) -> Non
         mine.release()
         theirs.release()
         other_db.close()
+
+
+async def test_meeting_from_the_crm_in_google_calendar_invites_through_google_and_takes_answers(
+    services: Services, world: World, google_api: GoogleApi
+) -> None:
+    from datetime import timedelta
+
+    from crmail.sync.meetings import MeetingRequest, cancel, reschedule, schedule
+
+    cal = GoogleCal(services, world, google_api)
+    bob = world.contact("bob@customer.test", name="Bob Buyer")
+    await cal.sync()
+    start = datetime(2027, 3, 10, 9, 0, tzinfo=UTC)
+
+    made = await schedule(
+        services.db,
+        services.box,
+        cal.options,
+        cal.user,
+        MeetingRequest(
+            "Demo call",
+            start,
+            start + timedelta(minutes=45),
+            contact_ids=(bob,),
+            tzid="Europe/Berlin",
+        ),
+    )
+
+    # In the Google calendar with the attendee; Google sent the invitation, not crmail.
+    [seen] = google_api.calendar.events(cal.email)
+    assert seen["iCalUID"] == made.meeting.uid
+    assert [a["email"] for a in seen["attendees"]] == ["bob@customer.test"]
+    assert seen["start"]["timeZone"] == "Europe/Berlin"
+    assert made.message_id is None
+    assert [(s.kind, s.to) for s in google_api.calendar.sent if s.event_id == seen["id"]] == [
+        ("invitation", ("bob@customer.test",))
+    ]
+    page = services.db.run(lambda s: store.meeting_timeline(s, cal.user, "contact", bob))
+    assert [i.meeting.id for i in page.items] == [made.meeting.id]
+
+    # Bob accepts in his own calendar: the next round brings the answer, no duplicate.
+    google_api.calendar.respond(cal.email, seen["id"], "bob@customer.test", "accepted")
+    await cal.sync()
+    meeting = services.db.run(lambda s: store.get_meeting(s, cal.user, made.meeting.id))
+    assert [(a.email, a.partstat) for a in meeting.attendees] == [("bob@customer.test", "ACCEPTED")]
+    assert services.db.run(lambda s: s.scalar(select(func.count()).select_from(CalendarEvent))) == 1
+
+    later = start + timedelta(days=1)
+    await reschedule(
+        services.db,
+        services.box,
+        cal.options,
+        cal.user,
+        made.meeting.id,
+        later,
+        later + timedelta(minutes=45),
+    )
+    [moved] = google_api.calendar.events(cal.email)
+    assert moved["start"]["dateTime"].startswith("2027-03-11T10:00:00")
+    await cancel(services.db, services.box, cal.options, cal.user, made.meeting.id)
+    assert google_api.calendar.events(cal.email) == []
+    assert [s.kind for s in google_api.calendar.sent if s.event_id == seen["id"]] == [
+        "invitation",
+        "update",
+        "cancellation",
+    ]
+    await cal.sync()
+    meeting = services.db.run(lambda s: store.get_meeting(s, cal.user, made.meeting.id))
+    assert meeting.status == "cancelled"
+
+
+async def test_a_google_grant_without_the_calendar_scope_says_so_and_mail_is_untouched(
+    services: Services, world: World, google_api: GoogleApi
+) -> None:
+    from crmail.providers.gcal import CalendarScopeMissing
+    from crmail.storage.calendar_models import CalendarAccount
+    from crmail.storage.models import MailAccount
+
+    cal = GoogleCal(services, world, google_api)
+    google_api.gmail.fail(
+        403, path_contains="/calendar/v3/", reason="insufficientPermissions", times=1
+    )
+
+    with pytest.raises(CalendarScopeMissing):
+        await cal.sync()
+
+    error = services.db.run(
+        lambda s: s.execute(
+            select(CalendarAccount.last_error, CalendarAccount.last_error_code).where(
+                CalendarAccount.id == cal.account_id
+            )
+        ).one()
+    )
+    assert error[1] == "calendar_scope_missing"
+    assert "Reconnect the account with Google" in error[0]
+    mail_state = services.db.run(lambda s: s.scalar(select(MailAccount.state)))
+    assert mail_state != "auth_error"

@@ -75,5 +75,8 @@ def test_the_gmail_api_mode_asks_google_for_the_narrower_scope(oauth_web: World)
     api_mode = replace(oauth_web.services.settings, google_mail_api="gmail")
     imap_mode = replace(oauth_web.services.settings, google_mail_api="imap")
     assert "https://www.googleapis.com/auth/gmail.modify" in provider_for(api_mode, "google").scopes
+    assert (
+        "https://www.googleapis.com/auth/calendar.events" in provider_for(api_mode, "google").scopes
+    )
     assert "https://mail.google.com/" not in provider_for(api_mode, "google").scopes
     assert "https://mail.google.com/" in provider_for(imap_mode, "google").scopes

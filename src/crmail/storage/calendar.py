@@ -81,6 +81,10 @@ class SyncJob:
     username: str
     sealed: bytes
     auto_create: bool
+    #: "caldav" | "google" (the calendar of a Gmail account's Google grant)
+    provider: str = "caldav"
+    #: the mail account whose OAuth grant a Google calendar uses
+    mail_account_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,15 +245,61 @@ def sync_jobs(s: Session) -> list[SyncJob]:
         .where(CalendarAccount.state != "disconnected")
         .order_by(CalendarAccount.id)
     )
-    return [
-        SyncJob(a.id, a.workspace_id, a.user_id, a.url, a.username, a.secret, a.auto_create)
-        for a in rows
-    ]
+    return [_job(a) for a in rows]
+
+
+def _job(a: CalendarAccount) -> SyncJob:
+    return SyncJob(
+        a.id,
+        a.workspace_id,
+        a.user_id,
+        a.url,
+        a.username,
+        a.secret,
+        a.auto_create,
+        a.provider,
+        a.mail_account_id,
+    )
 
 
 def job_for(s: Session, user: UserInfo, account_id: int) -> SyncJob:
-    a = _account_row(s, user, account_id)
-    return SyncJob(a.id, a.workspace_id, a.user_id, a.url, a.username, a.secret, a.auto_create)
+    return _job(_account_row(s, user, account_id))
+
+
+#: mail account providers whose OAuth grant also opens a calendar
+GRANT_CALENDARS = {"gmail": "google"}
+
+
+def ensure_grant_calendars(s: Session, box: SecretBox) -> int:
+    """A calendar account for every connected Gmail account that has none (its grant
+    reaches Google Calendar when it carries the calendar scope; a round finds out).
+    Returns how many were made."""
+    have = select(CalendarAccount.mail_account_id).where(
+        CalendarAccount.mail_account_id.is_not(None),
+        CalendarAccount.provider.in_(GRANT_CALENDARS.values()),
+    )
+    made = 0
+    for m in s.scalars(
+        select(MailAccount).where(
+            MailAccount.provider.in_(GRANT_CALENDARS),
+            MailAccount.state != "disconnected",
+            MailAccount.id.not_in(have),
+        )
+    ):
+        s.add(
+            CalendarAccount(
+                workspace_id=m.workspace_id,
+                user_id=m.user_id,
+                mail_account_id=m.id,
+                provider=GRANT_CALENDARS[m.provider],
+                url=GRANT_CALENDARS[m.provider],
+                username=m.email,
+                secret=box.seal({}),
+            )
+        )
+        made += 1
+    s.flush()
+    return made
 
 
 def record_account_result(s: Session, account_id: int, error: str | None, code: str | None) -> None:
@@ -812,8 +862,7 @@ def default_calendar(
             "no calendar of this account is selected or synced yet",
             hint="select a calendar in Settings → Calendar, or wait for the first sync",
         )
-    job = SyncJob(a.id, a.workspace_id, a.user_id, a.url, a.username, a.secret, a.auto_create)
-    return job, cals[0]
+    return _job(a), cals[0]
 
 
 def own_copy(s: Session, user: UserInfo, event_id: int) -> tuple[SyncJob, OwnCopy]:
@@ -830,8 +879,7 @@ def own_copy(s: Session, user: UserInfo, event_id: int) -> tuple[SyncJob, OwnCop
             "this meeting is not in your calendar", hint="only its organizer can change it"
         )
     p, c, a = row
-    job = SyncJob(a.id, a.workspace_id, a.user_id, a.url, a.username, a.secret, a.auto_create)
-    return job, OwnCopy(ev.id, c.id, c.url, p.href, p.etag, ev.sequence, ev.uid)
+    return _job(a), OwnCopy(ev.id, c.id, c.url, p.href, p.etag, ev.sequence, ev.uid)
 
 
 def record_own_copy(

@@ -13,7 +13,9 @@ A token the server forgot (403 valid-sync-token) is dropped and the round lists 
 whole collection instead: stored hrefs and etags, and events deduplicated by UID, make
 that a no-op for everything unchanged, and hrefs no longer listed are removed.
 
-Network calls run in a thread (the ``caldav`` library blocks).
+Each account is reached through its provider's calendar port
+(:mod:`crmail.providers.calendar_port`): CalDAV, or Google Calendar through the Google
+grant of the user's Gmail account.
 """
 
 from __future__ import annotations
@@ -26,19 +28,27 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from crmail.crypto import SecretBox
 from crmail.domain.ical import Window, parse_event
 from crmail.domain.netpolicy import AddressPolicy
-from crmail.errors import AuthFailed, CrmailError, InvalidInput, ProtocolError, StorageError
-from crmail.providers.caldav import CalDavClient, CalDavSettings, Listing, SyncTokenInvalid
+from crmail.errors import AuthFailed, CrmailError, InvalidInput, StorageError
+from crmail.providers.caldav import CalDavCalendar, CalDavClient, CalDavSettings
 from crmail.providers.caldav.presets import CALDAV_PRESETS, preset_url
+from crmail.providers.calendar_port import CalendarPort, Listing, SyncTokenInvalid
+from crmail.providers.gcal import DEFAULT_BASE_URL as GOOGLE_API
+from crmail.providers.gcal import GoogleCalendar
 from crmail.providers.netcheck import allowed_addresses
+from crmail.providers.oauth import TokenKeeper
 from crmail.storage import calendar as store
 from crmail.storage.calendar_lock import CalendarLoopLock
 from crmail.storage.db import Database
 from crmail.storage.views import UserInfo
+
+if TYPE_CHECKING:
+    from crmail.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +66,10 @@ class CalendarOptions:
     allow_plain_http: bool = False
     #: "now" for the window (tests pin it)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    #: Google's API base (CRMAIL_GMAIL_API_URL; the calendar is under /calendar/v3)
+    google_api_url: str = GOOGLE_API
+    #: access tokens of OAuth grants (Google calendars); None: such accounts cannot sync
+    tokens: TokenKeeper | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,26 +95,44 @@ def client_for(job: store.SyncJob, box: SecretBox, options: CalendarOptions) -> 
     )
 
 
-def _listing(client: CalDavClient, cal: store.CalendarState) -> tuple[Listing, str | None, int]:
-    """What changed, the ctag to store, and 1 if the whole collection was listed."""
+async def port_for(job: store.SyncJob, box: SecretBox, options: CalendarOptions) -> CalendarPort:
+    """The account's calendar port: CalDAV, or Google Calendar through the grant of the
+    account's Gmail mailbox."""
+    if job.provider == "google":
+        keeper, grant = options.tokens, job.mail_account_id
+        if keeper is None or grant is None:
+            raise InvalidInput("this Google calendar has no Google sign-in to use")
+        held: list[str] = []
+
+        async def token() -> str:
+            held[:] = [(await keeper.access_token(grant)).token]
+            return held[0]
+
+        async def refreshed() -> str:
+            held[:] = [(await keeper.access_token(grant, refused=held[0] if held else None)).token]
+            return held[0]
+
+        return GoogleCalendar(
+            token, refresh_access_token=refreshed, base_url=options.google_api_url
+        )
+    return CalDavCalendar(await asyncio.to_thread(client_for, job, box, options))
+
+
+async def _listing(port: CalendarPort, cal: store.CalendarState) -> tuple[Listing, int]:
+    """What changed, and 1 if the whole collection was listed."""
     try:
-        listing = client.changes(cal.url, cal.sync_token)
-        return listing, None, int(listing.full)
+        listing = await port.changes(cal.url, cal.sync_token, cal.ctag)
     except SyncTokenInvalid:
         log.info("calendar %s: sync token expired, listing the collection", cal.id)
-        return client.changes(cal.url, None), None, 1
-    except ProtocolError:
-        pass  # no sync-collection on this server: ctag, then etags
-    ctag = client.ctag(cal.url)
-    if ctag is not None and ctag == cal.ctag:
-        return Listing(cal.sync_token, {}, ()), ctag, 0
-    return client.etags(cal.url), ctag, 1
+        listing = await port.changes(cal.url, None, cal.ctag)
+        return listing, 1
+    return listing, int(listing.full)
 
 
-def _round_calendar(
-    client: CalDavClient, cal: store.CalendarState, window: Window
+async def _round_calendar(
+    port: CalendarPort, cal: store.CalendarState, window: Window
 ) -> tuple[list[store.Fetched], list[str], str | None, str | None, int]:
-    listing, ctag, full = _listing(client, cal)
+    listing, full = await _listing(port, cal)
     gone = set(listing.deleted)
     if listing.full:
         gone |= set(cal.etags) - set(listing.etags)
@@ -110,14 +142,14 @@ def _round_calendar(
         if href not in cal.etags or etag is None or cal.etags[href] != etag
     )
     fetched: list[store.Fetched] = []
-    for r in client.fetch(cal.url, wanted) if wanted else []:
+    for r in await port.fetch(cal.url, wanted) if wanted else []:
         try:
             event = parse_event(r.ics, window)
         except InvalidInput as exc:
             log.warning("calendar %s: %s unreadable: %s", cal.id, r.href, exc.message)
             event = None
         fetched.append(store.Fetched(r.href, r.etag or listing.etags.get(r.href), r.ics, event))
-    return fetched, sorted(gone - {f.href for f in fetched}), listing.token, ctag, full
+    return fetched, sorted(gone - {f.href for f in fetched}), listing.token, listing.ctag, full
 
 
 async def sync_account(
@@ -135,10 +167,10 @@ async def sync_account(
     now = options.clock()
     window = Window.around(now, options.days_back, options.days_ahead)
     try:
-        client = await asyncio.to_thread(client_for, job, box, options)
+        port = await port_for(job, box, options)
         try:
             if discover:
-                found = await asyncio.to_thread(client.calendars)
+                found = await port.calendars()
                 await db.write(
                     lambda s: store.upsert_calendars(
                         s, job.account_id, [(c.url, c.name) for c in found]
@@ -147,9 +179,7 @@ async def sync_account(
             cals = await db.read(lambda s: store.selected_calendars(s, job.account_id))
             totals = AccountRound(len(cals), 0, 0, 0, 0, {}, 0)
             for cal in cals:
-                fetched, gone, token, ctag, full = await asyncio.to_thread(
-                    _round_calendar, client, cal, window
-                )
+                fetched, gone, token, ctag, full = await _round_calendar(port, cal, window)
                 result = await db.write(
                     functools.partial(
                         store.apply_round,
@@ -174,11 +204,13 @@ async def sync_account(
                     totals.full_listings + full,
                 )
         finally:
-            await asyncio.to_thread(client.close)
+            await port.close()
     except StorageError:
         raise
     except CrmailError as exc:
-        message, code = exc.message, exc.code
+        # Shown in Settings as is: with what to do (e.g. reconnect to grant the calendar).
+        message = f"{exc.message} {exc.hint}" if exc.hint else exc.message
+        code = exc.code
         await db.write(lambda s: store.record_account_result(s, job.account_id, message, code))
         raise
     await db.write(lambda s: store.record_account_result(s, job.account_id, None, None))
@@ -261,6 +293,9 @@ class CalendarSync:
             self._task = None
 
     async def run_once(self) -> None:
+        if self.options.tokens is not None:
+            box = self.box
+            await self.db.write(lambda s: store.ensure_grant_calendars(s, box))
         jobs = await self.db.read(store.sync_jobs)
         now = time.monotonic()
         for job in jobs:
@@ -291,3 +326,15 @@ class CalendarSync:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.options.interval)
+
+
+def options_for(settings: Settings, db: Database, box: SecretBox) -> CalendarOptions:
+    """The calendar options of a running crmail (the sync loop, the API, the web app)."""
+    from crmail.sync.oauth import token_keeper
+
+    return CalendarOptions(
+        interval=settings.calendar_sync_interval,
+        allow_plain_http=settings.calendar_allow_http,
+        google_api_url=settings.gmail_api_url or GOOGLE_API,
+        tokens=token_keeper(settings, db, box),
+    )

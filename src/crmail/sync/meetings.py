@@ -1,6 +1,7 @@
 """Meetings scheduled from the CRM: into the user's calendar, invitations by iMIP mail.
 
-Shared by the API and the web app. Each change is written to the calendar first (a PUT
+Shared by the API and the web app. Google Calendar sends the invitations itself
+(``sendUpdates=all``); for CalDAV calendars crmail sends them as iMIP mail. Each change is written to the calendar first (a PUT
 that refuses to overwrite, or replaces only the version we last saw), then recorded in
 one transaction with the iMIP message queued on the user's mailbox through the ordinary
 sending queue (:func:`crmail.storage.outbound.queue_send`). A crash between the two leaves
@@ -12,7 +13,6 @@ update the attendee's status as they are synced (:mod:`crmail.storage.calendar_r
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -29,7 +29,7 @@ from crmail.storage import outbound
 from crmail.storage.db import Database
 from crmail.storage.models import Contact, ContactEmail, MailAccount
 from crmail.storage.views import UserInfo
-from crmail.sync.calendar import CalendarOptions, client_for
+from crmail.sync.calendar import CalendarOptions, port_for
 
 MAX_ATTENDEES = 100
 DEFAULT_LIMITS = outbound.SendLimits()
@@ -109,7 +109,9 @@ def _record_and_invite(
     subject: str,
     text: str,
     limits: outbound.SendLimits,
+    invites: bool,
 ) -> MeetingResult:
+    """``invites``: queue the iMIP message (False: the provider sends invitations)."""
     window = Window(min(draft.starts_at, datetime.now(UTC)), max(draft.ends_at, datetime.now(UTC)))
     pe = parse_event(stored_ics, window)
     assert pe is not None
@@ -117,7 +119,7 @@ def _record_and_invite(
     message_id: int | None = None
     accounts: frozenset[int] = frozenset()
     to = tuple(a.email for a in draft.attendees if a.email != draft.organizer.email)
-    if to:
+    if to and invites:
         queued = outbound.queue_send(
             s,
             user,
@@ -175,13 +177,12 @@ async def schedule(
         tzid=req.tzid,
     )
     ics = meeting_calendar(draft)
-    client = await asyncio.to_thread(client_for, job, box, options)
+    port = await port_for(job, box, options)
     try:
-        href, etag = await asyncio.to_thread(
-            client.put, cal.url, None, draft.uid, ics.decode(), None
-        )
+        href, etag = await port.put(cal.url, None, draft.uid, ics.decode(), None)
+        invites = not port.sends_invitations
     finally:
-        await asyncio.to_thread(client.close)
+        await port.close()
     return await db.write(
         lambda s: _record_and_invite(
             s,
@@ -195,6 +196,7 @@ async def schedule(
             f"Invitation: {draft.summary}",
             _invitation_text(draft),
             limits,
+            invites,
         )
     )
 
@@ -241,13 +243,12 @@ async def _change(
             draft, attendees=tuple(replace(a, partstat="NEEDS-ACTION") for a in draft.attendees)
         )
     ics = meeting_calendar(draft)
-    client = await asyncio.to_thread(client_for, job, box, options)
+    port = await port_for(job, box, options)
     try:
-        href, etag = await asyncio.to_thread(
-            client.put, copy.calendar_url, copy.href, copy.uid, ics.decode(), copy.etag
-        )
+        href, etag = await port.put(copy.calendar_url, copy.href, copy.uid, ics.decode(), copy.etag)
+        invites = not port.sends_invitations
     finally:
-        await asyncio.to_thread(client.close)
+        await port.close()
     method = "CANCEL" if cancel else "REQUEST"
     subject = ("Cancelled: " if cancel else "Updated invitation: ") + draft.summary
     return await db.write(
@@ -263,6 +264,7 @@ async def _change(
             subject,
             _invitation_text(draft),
             limits,
+            invites,
         )
     )
 

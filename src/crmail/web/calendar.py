@@ -14,7 +14,7 @@ from crmail.errors import InvalidInput
 from crmail.providers.caldav.presets import CALDAV_PRESETS
 from crmail.storage import calendar as store
 from crmail.storage import outbound
-from crmail.sync.calendar import CalendarOptions, connect_account
+from crmail.sync.calendar import CalendarOptions, connect_account, options_for
 from crmail.sync.meetings import MeetingRequest, schedule
 from crmail.web.common import Web, WebAction, WebRoute, WebUser, see_other
 
@@ -24,10 +24,7 @@ Text = Annotated[str, Form(max_length=300)]
 
 
 def _options(web: Web) -> CalendarOptions:
-    s = web.services.settings
-    return CalendarOptions(
-        interval=s.calendar_sync_interval, allow_plain_http=s.calendar_allow_http
-    )
+    return options_for(web.services.settings, web.services.db, web.services.box)
 
 
 async def _settings_page(web: Web, error: InvalidInput | None = None) -> Response:

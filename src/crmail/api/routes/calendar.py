@@ -22,7 +22,7 @@ from crmail.services import Services
 from crmail.storage import calendar as store
 from crmail.storage import outbound, paging
 from crmail.storage.crm import UserInfo
-from crmail.sync.calendar import CalendarOptions, connect_account
+from crmail.sync.calendar import CalendarOptions, connect_account, options_for
 from crmail.sync.connect import status_for
 from crmail.sync.meetings import MeetingRequest, MeetingResult, cancel, reschedule, schedule
 
@@ -35,10 +35,7 @@ Email = Annotated[str, Field(max_length=320)]
 
 
 def calendar_options(services: Services) -> CalendarOptions:
-    s = services.settings
-    return CalendarOptions(
-        interval=s.calendar_sync_interval, allow_plain_http=s.calendar_allow_http
-    )
+    return options_for(services.settings, services.db, services.box)
 
 
 def _limits(services: Services) -> outbound.SendLimits:

@@ -6,6 +6,7 @@ thread. Errors leave this package as :mod:`crmail.errors` exceptions.
 """
 
 from crmail.providers.caldav.client import (
+    CalDavCalendar,
     CalDavClient,
     CalDavSettings,
     Listing,
@@ -17,6 +18,7 @@ from crmail.providers.caldav.presets import CALDAV_PRESETS, CalDavPreset
 
 __all__ = [
     "CALDAV_PRESETS",
+    "CalDavCalendar",
     "CalDavClient",
     "CalDavPreset",
     "CalDavSettings",

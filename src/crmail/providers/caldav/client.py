@@ -9,6 +9,7 @@ while the calendar's ctag is unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,20 +28,24 @@ from crmail.errors import (
     CrmailError,
     InvalidInput,
     ProtocolError,
-    ProviderError,
     ProviderRateLimited,
 )
+from crmail.providers.calendar_port import Listing, RemoteCalendar, Resource, SyncTokenInvalid
+
+__all__ = [
+    "CalDavCalendar",
+    "CalDavClient",
+    "CalDavSettings",
+    "Listing",
+    "RemoteCalendar",
+    "Resource",
+    "SyncTokenInvalid",
+]
 
 log = logging.getLogger(__name__)
 
 #: hrefs per calendar-multiget REPORT
 MULTIGET_BATCH = 200
-
-
-class SyncTokenInvalid(ProviderError):
-    """The server no longer knows the sync token (RFC 6578 valid-sync-token): list again."""
-
-    code = "sync_token_invalid"
 
 
 class _GetCTag(ValuedBaseElement):
@@ -56,31 +61,6 @@ class CalDavSettings:
     #: plain http is refused unless this is False (tests, a server on loopback)
     require_tls: bool = True
     timeout: int = 30
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteCalendar:
-    url: str
-    name: str
-    ctag: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Listing:
-    """What changed in a calendar: hrefs with their new etag, and hrefs gone."""
-
-    token: str | None
-    etags: dict[str, str | None]
-    deleted: tuple[str, ...] = ()
-    #: ``etags`` names every member: whatever is stored but not listed is gone
-    full: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Resource:
-    href: str
-    etag: str | None
-    ics: str
 
 
 def _path(url: Any) -> str:
@@ -282,3 +262,46 @@ def _components(cal: Any) -> list[str]:
         return [str(c) for c in cal.get_supported_components()]
     except Exception:  # servers that do not say support events
         return []
+
+
+class CalDavCalendar:
+    """The calendar port over :class:`CalDavClient`: each call runs in a thread (the
+    ``caldav`` library blocks). Invitations are crmail's to send (iMIP)."""
+
+    sends_invitations = False
+
+    def __init__(self, client: CalDavClient) -> None:
+        self.client = client
+
+    async def calendars(self) -> list[RemoteCalendar]:
+        return await asyncio.to_thread(self.client.calendars)
+
+    def _changes(self, calendar_url: str, token: str | None, ctag: str | None) -> Listing:
+        try:
+            return self.client.changes(calendar_url, token)
+        except SyncTokenInvalid:
+            raise
+        except ProtocolError:
+            pass  # no sync-collection on this server: ctag, then etags
+        new_ctag = self.client.ctag(calendar_url)
+        if new_ctag is not None and new_ctag == ctag:
+            return Listing(token, {}, (), ctag=new_ctag)
+        listing = self.client.etags(calendar_url)
+        return Listing(None, listing.etags, (), full=True, ctag=new_ctag)
+
+    async def changes(self, calendar_url: str, token: str | None, ctag: str | None) -> Listing:
+        return await asyncio.to_thread(self._changes, calendar_url, token, ctag)
+
+    async def fetch(self, calendar_url: str, hrefs: Sequence[str]) -> list[Resource]:
+        return await asyncio.to_thread(self.client.fetch, calendar_url, hrefs)
+
+    async def put(
+        self, calendar_url: str, href: str | None, uid: str, ics: str, etag: str | None
+    ) -> tuple[str, str | None]:
+        return await asyncio.to_thread(self.client.put, calendar_url, href, uid, ics, etag)
+
+    async def delete(self, calendar_url: str, href: str) -> None:
+        await asyncio.to_thread(self.client.delete, calendar_url, href)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.client.close)

@@ -19,8 +19,14 @@ MICROSOFT = "microsoft"
 #: open IMAP/SMTP
 GOOGLE_SCOPES = ("openid", "email", "https://mail.google.com/")
 #: the Gmail API provider needs only gmail.modify: read, label, trash, send (no
-#: permanent delete)
-GOOGLE_API_SCOPES = ("openid", "email", "https://www.googleapis.com/auth/gmail.modify")
+#: permanent delete); calendar.events: the events of the user's calendars (meetings
+#: both ways), not their settings or list
+GOOGLE_API_SCOPES = (
+    "openid",
+    "email",
+    "https://www.googleapis.com/auth/gmail.modify",
+    "https://www.googleapis.com/auth/calendar.events",
+)
 #: the Outlook resource's IMAP/SMTP scopes (CRMAIL_MICROSOFT_MAIL_API=imap): one token
 #: audience (outlook.office.com) for both
 MICROSOFT_SCOPES = (

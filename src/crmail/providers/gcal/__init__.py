@@ -1,0 +1,5 @@
+"""Google Calendar API v3: the calendar port for accounts connected with Google."""
+
+from crmail.providers.gcal.client import DEFAULT_BASE_URL, CalendarScopeMissing, GoogleCalendar
+
+__all__ = ["DEFAULT_BASE_URL", "CalendarScopeMissing", "GoogleCalendar"]
