@@ -65,7 +65,9 @@ def _refuse_nul_text(
     """SQLite would store text with NUL; PostgreSQL refuses it. Refuse it on both, alike."""
     if not statement.startswith(("INSERT", "UPDATE")):
         return
-    rows = parameters if executemany else (parameters,)
+    # insertmanyvalues batches arrive as executemany with one flat row of values
+    flat = executemany and not any(isinstance(r, (dict, list, tuple)) for r in parameters)
+    rows = parameters if executemany and not flat else (parameters,)
     for row in rows:
         values = row.values() if isinstance(row, dict) else row
         if any(isinstance(v, str) and "\x00" in v for v in values):
