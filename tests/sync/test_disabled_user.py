@@ -83,7 +83,7 @@ async def test_disabled_user_stops_sync_and_queue_until_enabled(
     await wait_for(lambda: env.messages() == 4)
     await wait_for(lambda: count(env.services, OutboxAction, OutboxAction.state != "done") == 0)
     rows = env.services.db.run(
-        lambda s: s.execute(select(OutboxAction.kind, OutboxAction.state)).tuples().all()
+        lambda s: [tuple(r) for r in s.execute(select(OutboxAction.kind, OutboxAction.state))]
     )
     assert sorted(rows) == [("send", "done"), ("sync", "done")]
 
