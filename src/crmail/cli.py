@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,6 +15,9 @@ from crmail.config import Settings
 from crmail.crypto import new_key
 from crmail.errors import CrmailError
 from crmail.services import Services
+
+if TYPE_CHECKING:
+    from crmail.storage.metrics import Snapshot
 
 
 def _services(**overrides: Any) -> Services:
@@ -122,13 +125,21 @@ def demo(port: int | None) -> None:
 
 
 @main.command()
+@click.option(
+    "--summary", is_flag=True, help="Only the cluster's figures, not every account's lines."
+)
 @_fail_cleanly
-def status() -> None:
-    """Show every account's sync status."""
+def status(summary: bool) -> None:
+    """Show every account's sync status, then the cluster's figures (as GET /metrics)."""
     from crmail.storage import accounts
+    from crmail.storage.metrics import snapshot
     from crmail.storage.models import MailAccount
 
     services = _services()
+    if summary:
+        _echo_summary(services.db.run(snapshot))
+        services.close()
+        return
 
     def collect(s: Any) -> list[accounts.AccountStatus]:
         from sqlalchemy import select
@@ -151,7 +162,33 @@ def status() -> None:
             click.echo(
                 f"    {f.name:<20} {bar} {f.import_done}/{f.import_total} synced={f.synced} skipped: {skipped}"
             )
+    _echo_summary(services.db.run(snapshot))
     services.close()
+
+
+def _echo_summary(snap: Snapshot) -> None:
+    def seconds(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f}s"
+
+    counts = " ".join(f"{state}={n}" for state, n in sorted(snap.accounts.items()) if n)
+    click.echo(f"accounts: {counts or 'none'}; not held by any process: {snap.unowned}")
+    click.echo(f"sync processes: {snap.processes}")
+    for owner, n in sorted(snap.leases.items()):
+        click.echo(f"    {owner}: {n} account lease(s)")
+    click.echo(
+        f"outbox: pending={snap.outbox['pending']} running={snap.outbox['running']} "
+        f"failed={snap.outbox['failed']}, oldest pending {seconds(snap.outbox_oldest_age)}"
+    )
+    click.echo(
+        f"webhook deliveries: pending={snap.webhooks['pending']} failed={snap.webhooks['failed']}"
+    )
+    click.echo(
+        f"last check of an account's folders: p50 {seconds(snap.check_age_p50)}, "
+        f"max {seconds(snap.check_age_max)}"
+    )
+    click.echo(
+        f"sends in the last hour: sent={snap.sends_last_hour} failed={snap.sends_failed_last_hour}"
+    )
 
 
 def _bar(progress: float, width: int = 20) -> str:

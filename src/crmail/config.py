@@ -106,6 +106,8 @@ class Settings:
     lease_ttl: float = 24.0
     #: most accounts one process syncs; 0: a fair share of the live processes
     max_accounts_per_process: int = 0
+    #: the bearer secret of GET /metrics (Prometheus); empty: the endpoint is off (404)
+    metrics_token: str = ""
 
     @property
     def mail_policy(self) -> AddressPolicy:
@@ -153,15 +155,16 @@ class Settings:
             "gmail_api_url": e.get("CRMAIL_GMAIL_API_URL", "").strip().rstrip("/"),
             "gmail_push_topic": e.get("CRMAIL_GMAIL_PUSH_TOPIC", "").strip(),
             "gmail_push_token": e.get("CRMAIL_GMAIL_PUSH_TOKEN", "").strip(),
-            "microsoft_mail_api": e.get("CRMAIL_MICROSOFT_MAIL_API", "").strip().lower() or "graph",
-            "graph_api_url": e.get("CRMAIL_GRAPH_API_URL", "").strip().rstrip("/"),
             "gmail_push_service_account": e.get("CRMAIL_GMAIL_PUSH_SERVICE_ACCOUNT", "")
             .strip()
             .lower(),
             "gmail_push_audience": e.get("CRMAIL_GMAIL_PUSH_AUDIENCE", "").strip(),
             "google_certs_url": e.get("CRMAIL_GOOGLE_CERTS_URL", "").strip(),
+            "microsoft_mail_api": e.get("CRMAIL_MICROSOFT_MAIL_API", "").strip().lower() or "graph",
+            "graph_api_url": e.get("CRMAIL_GRAPH_API_URL", "").strip().rstrip("/"),
             "lease_ttl": float(e.get("CRMAIL_LEASE_TTL", "24")),
             "max_accounts_per_process": int(e.get("CRMAIL_MAX_ACCOUNTS_PER_PROCESS", "0")),
+            "metrics_token": _metrics_token(e.get("CRMAIL_METRICS_TOKEN", "").strip()),
             "cookie_secure": e.get("CRMAIL_COOKIE_SECURE", "").lower()
             in ("1", "true", "yes", "on"),
             "trusted_proxies": _networks(e, "CRMAIL_TRUSTED_PROXIES"),
@@ -176,9 +179,6 @@ class Settings:
         s = cls(**values)  # type: ignore[arg-type]
         if not s.database_url:
             s = _with(s, database_url=f"sqlite:///{s.sqlite_path}")
-        return s
-
-    def ensure_secret_key(self) -> Settings:
         if s.gmail_push_audience and not s.gmail_push_service_account:
             # An audience alone proves nothing: any project can have Google sign for it.
             raise InvalidInput(
@@ -190,7 +190,7 @@ class Settings:
                 "CRMAIL_GMAIL_PUSH_SERVICE_ACCOUNT needs CRMAIL_GMAIL_PUSH_AUDIENCE or "
                 "CRMAIL_PUBLIC_URL (the audience defaults to the push endpoint's URL)"
             )
-        """Without a configured key, use (and on first run create) one in the data dir.
+        return s
 
     @property
     def gmail_push_jwt_audience(self) -> str:
@@ -200,6 +200,9 @@ class Settings:
         return self.gmail_push_audience or (
             f"{self.public_url}/api/push/gmail" if self.public_url else ""
         )
+
+    def ensure_secret_key(self) -> Settings:
+        """Without a configured key, use (and on first run create) one in the data dir.
 
         Convenient for a single machine; a deployment passes CRMAIL_SECRET_KEY instead so
         the key does not sit beside the database it protects.
@@ -213,6 +216,16 @@ class Settings:
             with os.fdopen(fd, "w") as fh:
                 fh.write(new_key())
         return _with(self, secret_keys=(path.read_text().strip(),))
+
+
+def _metrics_token(token: str) -> str:
+    if token and len(token) < 24:
+        # It guards every workspace's figures: a guessable one is refused, not used.
+        raise InvalidInput(
+            "CRMAIL_METRICS_TOKEN is too short (at least 24 characters)",
+            hint="make one with: openssl rand -hex 32",
+        )
+    return token
 
 
 def _networks(env: dict[str, str], name: str) -> tuple[IPNetwork, ...]:

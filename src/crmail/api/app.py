@@ -25,6 +25,7 @@ from crmail.api.routes import (
     links,
     mail,
     me,
+    metrics,
     oauth,
     push,
     sending,
@@ -60,6 +61,7 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     for module in (
         health,
+        metrics,
         me,
         users,
         crm,
