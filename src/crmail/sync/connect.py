@@ -271,6 +271,44 @@ def resolve_patch(
     return new_email, resolve(full, default_history_days=default_history_days, allow_ca_file=allow)
 
 
+#: providers reached through their own API with OAuth tokens: no IMAP/SMTP server and
+#: no password to change or test (their sign-in is renewed by Connect with ...)
+API_PROVIDERS = frozenset({"gmail", "graph"})
+_SIGN_IN = {"gmail": "Google", "graph": "Microsoft"}
+
+
+def is_api_mailbox(provider: str) -> bool:
+    return provider in API_PROVIDERS
+
+
+def api_mailbox_sign_in(provider: str) -> str:
+    """Whose sign-in an API mailbox uses ("Google", "Microsoft"); "" for IMAP."""
+    return _SIGN_IN.get(provider, "")
+
+
+def check_api_mailbox_patch(
+    provider: str, email: str, settings: Mapping[str, object], body: AccountConnectionPatch
+) -> None:
+    """An API mailbox keeps its address and sign-in: a patch may repeat them (a form
+    sending everything back) but not change them; nothing is probed."""
+    label = _SIGN_IN.get(provider, "its provider")
+    changed = sorted(
+        name
+        for name in AccountConnectionPatch.model_fields
+        if getattr(body, name) is not None
+        and not (name == "email" and normalize_email(str(body.email)) == email)
+        and not (name == "provider" and body.provider == settings.get("preset"))
+    )
+    if changed:
+        raise InvalidInput(
+            f"this mailbox signs in with {label}: {', '.join(changed)} cannot be changed here",
+            hint=(
+                f"to renew access or connect another address, use Settings → Email → "
+                f"Connect with {label}; options (mode, scope, folders...) can be changed"
+            ),
+        )
+
+
 def _strings(value: object) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list | tuple) else []
 

@@ -219,6 +219,7 @@ async def account(account_id: int, web: WebUser) -> Response:
         owner=view.user_id == web.user.id,
         presets=list(PRESETS.values()),
         opts={**accounts.OPTION_DEFAULTS, **view.settings},
+        sign_in=connect.api_mailbox_sign_in(view.provider),
     )
 
 
@@ -246,6 +247,13 @@ async def reconnect(account_id: int, request: Request, web: WebAction) -> Respon
     me = web.user
     form = await request.form()
     view = await web.services.db.read(lambda s: crm.get_account(s, me, account_id))
+    label = connect.api_mailbox_sign_in(view.provider)
+    if label:
+        # No server or password to test: the sign-in is renewed by Connect with ...
+        raise InvalidInput(
+            f"this mailbox signs in with {label}",
+            hint=f"use Settings → Email → Connect with {label} to renew its access",
+        )
     r = None
     try:
         body = _account_in(form)

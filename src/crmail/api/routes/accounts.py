@@ -153,9 +153,13 @@ async def update_account(
     """
     options = body.option_changes()
     if body.connection_changes():
-        return await _change_connection(
-            account_id, body, user, services, resume=False, options=options
-        )
+        view = await services.db.read(lambda s: crm.get_account(s, user, account_id))
+        if not connect.is_api_mailbox(view.provider):
+            return await _change_connection(
+                account_id, body, user, services, resume=False, options=options
+            )
+        # A Gmail API or Graph mailbox has no server or password to test.
+        connect.check_api_mailbox_patch(view.provider, view.email, view.settings, body)
 
     def write(s: Session) -> crm.AccountView:
         accounts.update_options(s, user, account_id, options)
@@ -176,9 +180,23 @@ async def reconnect_account(
     """Resume sync after a refused password or a disconnect (owner only).
 
     Give the new password (and anything else that changed); the login is tested first.
-    Sync continues from where it stopped: nothing is imported again.
+    Sync continues from where it stopped: nothing is imported again. A Gmail API or
+    Graph mailbox resumes with its stored sign-in (renewed by Connect with Google or
+    Microsoft), untested: its worker reports a refused one.
     """
-    return await _change_connection(account_id, body, user, services, resume=True)
+    view = await services.db.read(lambda s: crm.get_account(s, user, account_id))
+    if not connect.is_api_mailbox(view.provider):
+        return await _change_connection(account_id, body, user, services, resume=True)
+    connect.check_api_mailbox_patch(view.provider, view.email, view.settings, body)
+
+    def write(s: Session) -> crm.AccountView:
+        accounts.update_connection(s, user, account_id, settings={}, resume=True)
+        return crm.get_account(s, user, account_id)
+
+    resumed = await services.db.write(write)
+    services.sync.accounts_changed()
+    out = (await _outs([resumed], user, services))[0]
+    return JSONResponse(out.model_dump(mode="json"))
 
 
 async def _change_connection(
