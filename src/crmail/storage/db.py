@@ -60,20 +60,25 @@ def make_engine(url: str, *, lock_timeout: float = LOCK_TIMEOUT) -> Engine:
 
 
 def _refuse_nul_text(
-    _conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, executemany: bool
+    _conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool
 ) -> None:
     """SQLite would store text with NUL; PostgreSQL refuses it. Refuse it on both, alike."""
-    if not statement.startswith(("INSERT", "UPDATE")):
-        return
-    # insertmanyvalues batches arrive as executemany with one flat row of values
-    flat = executemany and not any(isinstance(r, (dict, list, tuple)) for r in parameters)
-    rows = parameters if executemany and not flat else (parameters,)
-    for row in rows:
-        values = row.values() if isinstance(row, dict) else row
-        if any(isinstance(v, str) and "\x00" in v for v in values):
-            raise InvalidInput(
-                "a value cannot be stored: text cannot contain NUL (0x00) characters"
-            )
+    if statement.startswith(("INSERT", "UPDATE")) and any(
+        isinstance(v, str) and "\x00" in v for v in _bound_values(parameters)
+    ):
+        raise InvalidInput("a value cannot be stored: text cannot contain NUL (0x00) characters")
+
+
+def _bound_values(parameters: Any) -> Iterator[object]:
+    """Every value of one statement's parameters, whatever their shape: one row (tuple or
+    dict), many rows (executemany), or insertmanyvalues' batch as one flat row."""
+    for item in (parameters,) if isinstance(parameters, dict) else parameters:
+        if isinstance(item, dict):
+            yield from item.values()
+        elif isinstance(item, (list, tuple)):
+            yield from item
+        else:
+            yield item
 
 
 def storage_error(exc: Exception) -> StorageError:
