@@ -23,6 +23,7 @@ from crmail.domain.meetings import EventSkip, decide_event
 from crmail.domain.scope import AddressBook, Link
 from crmail.errors import InvalidInput, NotFound
 from crmail.storage import autocreate, mail, notify, paging
+from crmail.storage.bulk import insert_rows
 from crmail.storage.calendar_models import (
     CalendarAccount,
     CalendarEvent,
@@ -585,6 +586,114 @@ def _cancel_if_orphan(s: Session, event_id: int) -> bool:
     return True
 
 
+def _insert_events(
+    s: Session,
+    workspace_id: int,
+    fresh: dict[tuple[str, str], tuple[ParsedEvent, str, dict[tuple[str, int], Link]]],
+) -> dict[tuple[str, str], int]:
+    """Insert events new to the workspace with their occurrences, attendees and links,
+    one INSERT per table (:func:`crmail.storage.bulk.insert_rows`); their ids by key."""
+    if not fresh:
+        return {}
+    insert_rows(
+        s,
+        CalendarEvent,
+        [
+            {
+                "workspace_id": workspace_id,
+                "uid": pe.uid,
+                "recurrence_id": pe.recurrence_id,
+                "summary": pe.summary,
+                "description": pe.description,
+                "location": pe.location,
+                "organizer_email": pe.organizer.email if pe.organizer else None,
+                "organizer_name": pe.organizer.name if pe.organizer else "",
+                "status": pe.status,
+                "starts_at": pe.starts_at,
+                "ends_at": pe.ends_at,
+                "all_day": pe.all_day,
+                "tzid": pe.tzid,
+                "rrule": pe.rrule,
+                "sequence": pe.sequence,
+                "origin": "sync",
+                "created_by": None,
+                "ics": ics,
+            }
+            for pe, ics, _ in fresh.values()
+        ],
+    )
+    ids: dict[tuple[str, str], int] = {}
+    uids = sorted({uid for uid, _ in fresh})
+    for i in range(0, len(uids), 500):
+        for eid, uid, rid in s.execute(
+            select(CalendarEvent.id, CalendarEvent.uid, CalendarEvent.recurrence_id).where(
+                CalendarEvent.workspace_id == workspace_id,
+                CalendarEvent.uid.in_(uids[i : i + 500]),
+            )
+        ):
+            if (uid, rid) in fresh:
+                ids[(uid, rid)] = eid
+    occurrences: list[dict[str, object]] = []
+    attendees: list[dict[str, object]] = []
+    links: list[dict[str, object]] = []
+    hooks = notify.wants(s, workspace_id, "meeting.created")
+    for key, (pe, _, found) in fresh.items():
+        eid = ids[key]
+        occurrences.extend(
+            {
+                "event_id": eid,
+                "recurrence_id": o.recurrence_id,
+                "starts_at": o.starts_at,
+                "ends_at": o.ends_at,
+                "all_day": o.all_day,
+                "tzid": o.tzid,
+                "status": o.status,
+                "summary": o.summary,
+            }
+            for o in pe.occurrences
+        )
+        attendees.extend(
+            {
+                "event_id": eid,
+                "email": a.email,
+                "name": a.name,
+                "partstat": a.partstat,
+                "role": a.role,
+                "cutype": a.cutype,
+            }
+            for a in pe.attendees
+        )
+        links.extend(
+            {
+                "workspace_id": workspace_id,
+                "event_id": eid,
+                "subject_type": x.subject_type,
+                "subject_id": x.subject_id,
+                "reason": x.reason,
+                "starts_at": pe.starts_at,
+            }
+            for x in found.values()
+        )
+        if hooks:
+            notify.emit(
+                s,
+                workspace_id,
+                "meeting.created",
+                {
+                    "meeting_id": eid,
+                    "uid": pe.uid,
+                    "summary": pe.summary[:200],
+                    "starts_at": pe.starts_at.isoformat(),
+                    "ends_at": pe.ends_at.isoformat(),
+                    "status": pe.status,
+                },
+            )
+    insert_rows(s, EventOccurrence, occurrences)
+    insert_rows(s, EventAttendee, attendees)
+    insert_rows(s, EventLink, links)
+    return ids
+
+
 def apply_round(
     s: Session,
     job: SyncJob,
@@ -631,6 +740,13 @@ def apply_round(
         ):
             known[(ev.uid, ev.recurrence_id)] = ev
     touched: set[int] = set()
+    # Events new to the workspace are inserted set-based after the loop (one INSERT per
+    # table for the batch); updates of stored ones go through the ORM one by one.
+    fresh: dict[tuple[str, str], tuple[ParsedEvent, str, dict[tuple[str, int], Link]]] = {}
+    #: href -> the new event it holds (its id is known once inserted)
+    fresh_hrefs: dict[str, tuple[str, str]] = {}
+    #: placements of hrefs not seen before: href -> (etag, event id or None)
+    new_placements: dict[str, tuple[str | None, int | None]] = {}
     for f in fetched:
         event_id: int | None = None
         pe = f.event
@@ -648,7 +764,14 @@ def apply_round(
                 new = autocreate.create_contacts(s, job.workspace_id, decision.create)
                 book = autocreate.with_contacts(book, new)
                 decision = decide_event(pe, book, auto_create=False, blocklist=Blocklist())
-            if decision.store:
+            key = (pe.uid, pe.recurrence_id)
+            if decision.store and key not in known:
+                if key not in fresh:
+                    fresh[key] = (pe, f.ics, {})
+                    stored += 1
+                fresh[key][2].update(((x.subject_type, x.subject_id), x) for x in decision.links)
+                fresh_hrefs[f.href] = key
+            elif decision.store:
                 event_id, kind = store_event(
                     s, job.workspace_id, pe, f.ics, decision.links, known=known
                 )
@@ -663,13 +786,32 @@ def apply_round(
                 skipped[reason] = skipped.get(reason, 0) + 1
         p = placements.get(f.href)
         if p is None:
-            p = EventPlacement(calendar_id=calendar_id, user_id=job.user_id, href=f.href[:2000])
-            s.add(p)
-            placements[f.href] = p
-        elif p.event_id is not None and p.event_id != event_id:
+            new_placements[f.href] = (f.etag, event_id)
+            continue
+        if p.event_id is not None and p.event_id != event_id:
             touched.add(p.event_id)
         p.etag = f.etag
         p.event_id = event_id
+    ids = _insert_events(s, job.workspace_id, fresh)
+    for href, key in fresh_hrefs.items():
+        if href in new_placements:
+            new_placements[href] = (new_placements[href][0], ids[key])
+        else:
+            placements[href].event_id = ids[key]
+    insert_rows(
+        s,
+        EventPlacement,
+        [
+            {
+                "calendar_id": calendar_id,
+                "user_id": job.user_id,
+                "href": href[:2000],
+                "etag": etag,
+                "event_id": event_id,
+            }
+            for href, (etag, event_id) in new_placements.items()
+        ],
+    )
     for href in skip_unreadable:
         p = placements.get(href)
         if p is None:
