@@ -109,3 +109,31 @@ def test_two_api_processes_answer_on_one_port(settings: Settings, services: Serv
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     assert all(not Path(f"/proc/{c}").exists() for c in children)
+
+
+def test_the_shared_port_sends_responses_without_waiting_for_acks() -> None:
+    """Connections accepted on the ``--api-workers`` socket have Nagle off, as uvicorn's
+    own sockets do: otherwise a response's headers and body (two writes) waited for the
+    client's delayed ACK, 40 ms per request on a kept-alive connection."""
+    import asyncio
+
+    from crmail.api_processes import listening_socket
+
+    async def accepted_nodelay() -> int:
+        accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                sock = transport.get_extra_info("socket")
+                accepted.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+        sock = listening_socket("127.0.0.1", 0)
+        server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
+        async with server:
+            _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+            try:
+                return await asyncio.wait_for(accepted, 10)
+            finally:
+                writer.close()
+
+    assert asyncio.run(accepted_nodelay()) == 1
