@@ -8,11 +8,15 @@ import signal
 import subprocess
 import sys
 import time
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import urljoin
 
 import httpx
 
 from tests.servers.dovecot import free_port
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 def test_demo_starts_syncs_and_serves(tmp_path: Path) -> None:
@@ -124,3 +128,145 @@ def test_demo_stops_its_dovecot_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+class _Form(HTMLParser):
+    """The fake consent page's form: its action and hidden fields."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.action = ""
+        self.fields: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self.action = a.get("action", "")
+        elif tag == "input" and a.get("type") == "hidden":
+            self.fields[a["name"]] = a.get("value", "")
+
+
+def _start_demo(
+    tmp_path: Path, *args: str, cwd: Path | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
+    env = {**os.environ, "CRMAIL_DATA_DIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crmail.cli", "demo", "--port", str(port), *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def _banner(proc: subprocess.Popen[str]) -> str:
+    banner = ""
+    deadline = time.monotonic() + 90
+    assert proc.stdout is not None
+    while "Ctrl-C stops" not in banner:
+        line = proc.stdout.readline()
+        assert line or proc.poll() is None, banner
+        banner += line
+        assert time.monotonic() < deadline, banner
+    return banner
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_the_demo_with_fake_providers_connects_a_gmail_mailbox(tmp_path: Path) -> None:
+    proc, base = _start_demo(tmp_path, "--fake-providers")
+    try:
+        banner = _banner(proc)
+        assert "Connect with Google" in banner and "Connect with Microsoft" in banner
+        token = re.search(r"Bearer ([\w-]+)", banner)
+        user = re.search(r"/signin\s+as (\S+) / (\S+)", banner)
+        assert token and user, banner
+        api = {"Authorization": f"Bearer {token.group(1)}"}
+        with httpx.Client(base_url=base, timeout=10) as web:
+            page = web.get("/signin")
+            signed_in = web.post(
+                "/signin",
+                data={
+                    "email": user.group(1),
+                    "password": user.group(2),
+                    "csrf_token": CSRF.search(page.text).group(1),  # type: ignore[union-attr]
+                },
+            )
+            assert signed_in.status_code == 303, signed_in.text
+            settings = web.get("/settings/email")
+            assert (
+                "Connect with Google" in settings.text and "Connect with Microsoft" in settings.text
+            )
+            csrf = CSRF.search(settings.text).group(1)  # type: ignore[union-attr]
+            start = web.post("/settings/email/oauth/google/start", data={"csrf_token": csrf})
+            assert start.status_code == 303, start.text
+            # The fake Google's consent page, as a browser would show it: press Allow.
+            at_google = httpx.get(start.headers["location"], timeout=10)
+            assert at_google.status_code == 200 and "Allow" in at_google.text, at_google.text
+            form = _Form()
+            form.feed(at_google.text)
+            allowed = httpx.post(
+                urljoin(start.headers["location"], form.action),
+                data={**form.fields, "answer": "allow"},
+                timeout=10,
+            )
+            assert allowed.status_code == 302, allowed.text
+            back = web.get(allowed.headers["location"])
+            assert back.status_code == 303, back.text
+            assert "/settings/email/accounts/" in back.headers["location"]
+
+        # The Gmail mailbox imports through the fake Gmail API: the three contacts'
+        # mail reaches the Inbox, the private message stays out.
+        subjects: list[str] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            inbox = httpx.get(f"{base}/api/inbox", headers=api, timeout=5).json()
+            subjects = [str(item["message"]["subject"]) for item in inbox["items"]]
+            if sum("checking in" in s for s in subjects) == 3:
+                break
+            time.sleep(0.2)
+        assert sum("checking in" in s for s in subjects) == 3, inbox
+        assert not any("Sunday lunch" in s for s in subjects)
+        accounts = httpx.get(f"{base}/api/accounts", headers=api, timeout=5).json()
+        gmail = [a for a in accounts if a["provider"] == "gmail"]
+        assert len(gmail) == 1 and gmail[0]["email"] == "you@gmail.demo.test", accounts
+    finally:
+        _stop(proc)
+
+
+def test_fake_providers_outside_the_checkout_fail_in_one_line(tmp_path: Path) -> None:
+    # An installed crmail (no tests/ beside it), started elsewhere: simulated by a copy
+    # of the package outside the checkout.
+    import shutil
+
+    import crmail
+
+    site = tmp_path / "site"
+    shutil.copytree(Path(crmail.__file__).parent, site / "crmail")
+    env = {
+        **os.environ,
+        "CRMAIL_DATA_DIR": str(tmp_path / "data"),
+        "PYTHONPATH": str(site),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "crmail.cli", "demo", "--fake-providers"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: --fake-providers needs crmail's repository checkout")

@@ -115,13 +115,23 @@ def run(host: str | None, port: int | None, role: str, api_workers: int) -> None
 
 @main.command()
 @click.option("--port", type=int, default=None, help="API port.")
+@click.option(
+    "--fake-providers",
+    is_flag=True,
+    help="Also start fake Google and Microsoft on loopback, to try Connect with Google / "
+    "Microsoft (needs the repository checkout: the fakes are in tests/fakes/).",
+)
 @_fail_cleanly
-def demo(port: int | None) -> None:
+def demo(port: int | None, fake_providers: bool) -> None:
     """Start crmail on SQLite against a local demo mailbox (Dovecot) with seeded mail."""
     from crmail.demo import run_demo
     from crmail.runtime import run_until_stopped
 
-    sys.exit(run_until_stopped(run_demo(port=port)))
+    if fake_providers:
+        from crmail.demo.fakes import check_available
+
+        check_available()
+    sys.exit(run_until_stopped(run_demo(port=port, with_fake_providers=fake_providers)))
 
 
 @main.command()

@@ -26,7 +26,11 @@ from crmail.services import Services
 from crmail.storage import accounts, crm, web
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sqlalchemy.orm import Session
+
+    from crmail.demo.fakes import FakeProviders
 
 USER = "you@demo.test"
 PASSWORD = "demo-password"
@@ -135,20 +139,55 @@ def seed_crm(services: Services) -> tuple[str, int, int]:
     return services.db.run(make)
 
 
-async def run_demo(port: int | None = None, data_dir: Path | None = None) -> None:
+def _fake_provider_mail() -> list[tuple[datetime, Callable[[str], bytes]]]:
+    """What the fake Google and Microsoft mailboxes hold: the contacts' mail and one
+    private message."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    mail: list[tuple[datetime, Callable[[str], bytes]]] = []
+
+    def letter(sender: tuple[str, str], subject: str, body: str, when: datetime) -> None:
+        mail.append((when, lambda to: _mail(sender, to, subject, body, when)[1]))
+
+    for i, (name, email, lead) in enumerate(CONTACTS):
+        letter(
+            (name, email), f"{lead}: checking in", f"Hi, {name} here.", now - timedelta(days=2 - i)
+        )
+    letter(STRANGERS[1], "Sunday lunch?", "Not for the CRM.", now - timedelta(hours=3))
+    return mail
+
+
+async def run_demo(
+    port: int | None = None, data_dir: Path | None = None, *, with_fake_providers: bool = False
+) -> None:
     base = Settings.from_env()
     root = data_dir or (base.data_dir / "demo")
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(mode=0o700, parents=True)  # the demo's database and key: yours alone
-    settings = Settings.from_env(
-        data_dir=root,
-        database_url=f"sqlite:///{root / 'crmail.db'}",
-        secret_keys=(new_key(),),
-        port=port or base.port,
-        poll_interval=5.0,
-        # The demo's Dovecot and SMTP relay listen on loopback.
-        mail_allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),),
-    )
+    port = port or base.port
+    with contextlib.ExitStack() as stack:
+        fakes = None
+        if with_fake_providers:
+            from crmail.demo.fakes import fake_providers
+
+            host = "127.0.0.1" if base.host in ("", "0.0.0.0", "::") else base.host
+            fakes = stack.enter_context(
+                fake_providers(f"http://{host}:{port}", _fake_provider_mail())
+            )
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(mode=0o700, parents=True)  # the demo's database and key: yours alone
+        settings = Settings.from_env(
+            None,
+            data_dir=root,
+            database_url=f"sqlite:///{root / 'crmail.db'}",
+            secret_keys=(new_key(),),
+            port=port,
+            poll_interval=5.0,
+            # The demo's Dovecot and SMTP relay listen on loopback.
+            mail_allowed_networks=(ipaddress.ip_network("127.0.0.0/8"),),
+            **(fakes.settings if fakes else {}),
+        )
+        await _run(settings, fakes)
+
+
+async def _run(settings: Settings, fakes: FakeProviders | None) -> None:
     with (
         # Dovecot's own users must reach its files: a private temp dir under /tmp works
         # wherever crmail was started (a home directory is often closed to them).
@@ -194,7 +233,8 @@ async def run_demo(port: int | None = None, data_dir: Path | None = None) -> Non
                 f"  API          : {url}/docs  (Authorization: Bearer {token})\n"
                 f"  try          : curl -H 'Authorization: Bearer {token}' {url}/api/inbox\n"
                 f"                 curl -H 'Authorization: Bearer {token}' {url}/api/accounts\n"
-                "  a contact writes again every 60 s (watch /api/inbox); Ctrl-C stops.\n",
+                + (_fakes_banner(fakes) if fakes else "")
+                + "  a contact writes again every 60 s (watch /api/inbox); Ctrl-C stops.\n",
                 flush=True,
             )
 
@@ -208,6 +248,15 @@ async def run_demo(port: int | None = None, data_dir: Path | None = None) -> Non
                     (name, email), USER, f"{lead}: follow-up #{i}", "Any news?", datetime.now(UTC)
                 )
                 await asyncio.to_thread(dovecot.deliver, USER, raw)
+                if fakes:
+                    _, raw = _mail(
+                        (name, email),
+                        fakes.google_mailbox[0],
+                        f"{lead}: follow-up #{i}",
+                        "Any news?",
+                        datetime.now(UTC),
+                    )
+                    await asyncio.to_thread(fakes.deliver_gmail, raw)
                 print(f"delivered follow-up #{i} from {email}", flush=True)
 
         writer = asyncio.create_task(keep_writing())
@@ -217,3 +266,17 @@ async def run_demo(port: int | None = None, data_dir: Path | None = None) -> Non
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
+
+
+def _fakes_banner(fakes: FakeProviders) -> str:
+    google, microsoft = fakes.google_mailbox, fakes.microsoft_mailbox
+    return (
+        "  fake Google and Microsoft (loopback stand-ins, not the real services):\n"
+        "                 Settings → Email → Connect with Google / Connect with Microsoft;\n"
+        "                 the fake's consent page signs you in, press Allow: the mailbox\n"
+        "                 connects and imports through the Gmail API (push) or Microsoft Graph\n"
+        f"                 Google    : {google[0]} ({google[1]} messages) at "
+        f"{fakes.google_consent}\n"
+        f"                 Microsoft : {microsoft[0]} ({microsoft[1]} messages) at "
+        f"{fakes.microsoft_consent}\n"
+    )
