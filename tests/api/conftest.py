@@ -22,7 +22,7 @@ from crmail.domain.folders import Role
 from crmail.domain.scope import AddressBook, ContactRef, decide
 from crmail.mime import parse_message
 from crmail.services import Services
-from crmail.storage import accounts, crm, mail
+from crmail.storage import accounts, crm, item_sharing, mail
 from crmail.storage.models import (
     Attachment,
     Contact,
@@ -196,6 +196,7 @@ class World:
                     )
                 )
             s.flush()
+            item_sharing.refresh(s, [m.id])  # as the sync's apply_step does
             return m.id
 
         return self.services.db.run(store)

@@ -25,8 +25,9 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from crmail.api import create_app
+from crmail.storage import mail as mail_store
 from crmail.storage import web as web_store
-from crmail.storage.models import Attachment, Message, Placement, Thread
+from crmail.storage.models import Attachment, Message, Thread
 from crmail.web import mail as web_mail
 from crmail.web.common import SESSION_COOKIE
 from tests.api.conftest import Actor, Mailbox, World
@@ -217,15 +218,13 @@ def test_mail_the_teammate_has_a_copy_of_shows_in_the_owners_inbox_view(
     mate_box = world.mailbox(world.teammate)
 
     def copy_to_teammate(s: Session) -> None:
-        s.add(
-            Placement(
-                message_id=PRIVATE_ID,
-                account_id=mate_box.account_id,
-                folder_id=mate_box.inbox,
-                uid=1,
-                flags=[],
-            )
+        # Through the sync's step, which keeps the owner's item flagged as shared.
+        key = s.get_one(Message, PRIVATE_ID).dedup_key
+        step = mail_store.FolderStep(
+            folder_id=mate_box.inbox,
+            copies=[mail_store.Copy(uid=1, flags=frozenset(), modseq=None, dedup_key=key)],
         )
+        mail_store.apply_step(s, mate_box.account_id, step)
 
     world.services.db.run(copy_to_teammate)
     r = world.client.get(f"/api/inbox?user_id={world.owner.id}", headers=world.teammate.headers)

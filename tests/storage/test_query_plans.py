@@ -17,11 +17,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from crmail.services import Services
-from crmail.storage import crm, visibility
+from crmail.storage import crm, item_sharing, visibility
 from crmail.storage import web as web_store
 from crmail.storage.models import (
     Contact,
@@ -113,6 +113,7 @@ def seeded(services: Services) -> dict[str, int]:
                     )
                 )
         s.flush()
+        item_sharing.refresh(s, s.scalars(select(Message.id)))
         return {
             "me": me.id,
             "mate": mate.id,
@@ -277,5 +278,26 @@ def test_a_reply_finds_its_thread_by_subject_through_the_subject_index(
         else:
             ok = any("ix_threads_ws_subject" in line for line in plan)
         return [] if ok else [f"threads not sought by subject: {plan}"]
+
+    assert services.db.run(run) == []
+
+
+def test_a_teammates_inbox_reads_only_items_others_may_see(
+    services: Services, seeded: dict[str, int]
+) -> None:
+    """The teammate's page is a range of (user, state, shared, received_at, id): the
+    owner's private items are not in it, so none is read and dropped to fill a page."""
+
+    def run(s: Session) -> list[str]:
+        me = web_store.user_by_id(s, seeded["me"])
+        with captured(services) as seen:
+            crm.inbox_for(s, me, seeded["mate"], 10)
+        [(sql, params)] = [(q, p) for q, p in _list_statements(seen) if "LIMIT" in q]
+        plan = _plan(s, sql, params)
+        if s.get_bind().dialect.name == "sqlite":
+            ok = any("ix_inbox_user_state_shared" in line and "shared=?" in line for line in plan)
+        else:
+            ok = any("Index Cond" in line and "shared" in line for line in plan)
+        return [] if ok else [f"not a range of the owner's shared items: {plan}"]
 
     assert services.db.run(run) == []

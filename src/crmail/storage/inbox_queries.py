@@ -9,13 +9,17 @@ query and the two are merged here:
 - due snoozed items found by their time on (user, state, snooze_until): the few the
   waker has not reopened yet, cursor and order applied in Python. Read in received_at
   order instead, every snoozed item of the user would be walked to find the due ones.
+
+A teammate's Inbox reads only the owner's ``shared`` items (on a timeline or in another
+member's mail, ``storage/item_sharing.py``) through (user, state, shared, received_at,
+id), then applies the visibility rule to them: the owner's private mail is never read.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Row, Select, select
+from sqlalchemy import Row, Select, select, true
 from sqlalchemy.orm import Session
 
 from crmail.domain.inbox import ItemState
@@ -71,15 +75,20 @@ def _inbox(
     open_items = select(*_ITEM_COLUMNS).where(
         InboxItem.user_id == user_id, InboxItem.state == ItemState.OPEN.value
     )
-    rows = _page_of(s, viewer, open_items, n, before, include_read)
-    # The due ones by their time alone (no received_at order to tempt the planner onto
-    # the other index): few, since the waker reopens them; cursor and order applied here.
     due = select(*_ITEM_COLUMNS).where(
         InboxItem.user_id == user_id,
         InboxItem.state == ItemState.SNOOZED.value,
         InboxItem.snooze_until <= utcnow(),
         visibility.message_visible(viewer, InboxItem.message_id),
     )
+    if user_id != viewer.id:
+        # Only items others may see, read in (user, state, shared, received_at) order:
+        # the owner's private mail is never read, however much of it there is.
+        open_items = open_items.where(InboxItem.shared == true())
+        due = due.where(InboxItem.shared == true())
+    rows = _page_of(s, viewer, open_items, n, before, include_read)
+    # The due ones by their time alone (no received_at order to tempt the planner onto
+    # the other index): few, since the waker reopens them; cursor and order applied here.
     if not include_read:
         due = due.where(InboxItem.is_read.is_(False))
     after = paging.decode_cursor(before) if before is not None else None

@@ -14,7 +14,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from crmail.errors import NotFound
-from crmail.storage import crm, notify, visibility
+from crmail.storage import crm, item_sharing, notify, visibility
 from crmail.storage.models import Message, TimelineEntry
 
 
@@ -83,6 +83,7 @@ def link(
     ]
     s.add_all(entries)
     s.flush()
+    item_sharing.refresh(s, new)
     for entry in entries:
         notify.linked(s, entry)
     return LinkResult(tuple(new))
@@ -110,5 +111,6 @@ def unlink(
             TimelineEntry.subject_id == subject_id,
         )
     )
+    item_sharing.refresh(s, gone)
     s.flush()
     return LinkResult((), tuple(gone))

@@ -21,7 +21,7 @@ from crmail.domain.folders import Role
 from crmail.domain.inbox import ItemState, is_read, next_state
 from crmail.domain.scope import AddressBook, ContactRef, Link
 from crmail.mime import ParsedMessage, normalize_subject
-from crmail.storage import calendar_replies, notify, outbox
+from crmail.storage import calendar_replies, item_sharing, notify, outbox
 from crmail.storage.bulk import insert_rows
 from crmail.storage.models import (
     Attachment,
@@ -337,6 +337,8 @@ def apply_step(s: Session, account_id: int, step: FolderStep) -> StepResult:
         )
     if touched:
         _refresh_inbox(s, account.user_id, ws, touched)
+    # New links, copies and items may show a message to other members: their items' flag.
+    item_sharing.refresh(s, touched | new_ids)
 
     _advance_folder(folder, step, len(step.copies))
     account.last_sync_at = utcnow()

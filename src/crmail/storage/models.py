@@ -421,9 +421,16 @@ class InboxItem(Base):
     snooze_until: Mapped[datetime | None]
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    #: someone besides the owner may see the message: it is on a timeline, or in another
+    #: member's own mail (a copy, an Inbox item, sent by them). True whenever that may
+    #: hold (kept by ``storage/item_sharing.py``), so a teammate's Inbox reads only these
+    #: rows in index order and applies the exact rule to them; false means private.
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
     __table_args__ = (
         UniqueConstraint("user_id", "message_id"),
         Index("ix_inbox_user_state_received", "user_id", "state", "received_at", "id"),
+        # A teammate's Inbox: the owner's shared items in order, private ones never read.
+        Index("ix_inbox_user_state_shared", "user_id", "state", "shared", "received_at", "id"),
         # Due snoozed items, found by their time (few: the waker reopens them).
         Index("ix_inbox_user_snoozed_due", "user_id", "state", "snooze_until"),
     )
