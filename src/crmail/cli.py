@@ -208,9 +208,18 @@ def _bar(progress: float, width: int = 20) -> str:
 
 @main.command()
 @click.argument("account_id", type=int)
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="If another process syncs the account, wait until it lets it go (PostgreSQL).",
+)
 @_fail_cleanly
-def sync(account_id: int) -> None:
-    """Import and catch up one account once, showing progress, then exit."""
+def sync(account_id: int, wait: bool) -> None:
+    """Import and catch up one account once, showing progress, then exit.
+
+    On PostgreSQL it holds the account's lease meanwhile: it refuses (or with --wait,
+    waits) while another crmail process syncs the account.
+    """
     from crmail.runtime import sync_once
     from crmail.storage.single import only_process
 
@@ -218,9 +227,20 @@ def sync(account_id: int) -> None:
     with only_process(settings.database_url):
         services = Services.open(settings)
         try:
-            asyncio.run(sync_once(services, account_id, progress=_print_progress))
+            asyncio.run(
+                sync_once(
+                    services,
+                    account_id,
+                    progress=_print_progress,
+                    waiting=_print_waiting if wait else None,
+                )
+            )
         finally:
             services.close()
+
+
+def _print_waiting(message: str) -> None:
+    click.echo(f"waiting: {message}", err=True)
 
 
 def _print_progress(name: str, done: int, total: int) -> None:

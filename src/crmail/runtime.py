@@ -237,18 +237,24 @@ async def _serve_api(
 
 
 async def sync_once(
-    services: Services, account_id: int, *, progress: Callable[[str, int, int], None] | None = None
+    services: Services,
+    account_id: int,
+    *,
+    progress: Callable[[str, int, int], None] | None = None,
+    waiting: Callable[[str], None] | None = None,
 ) -> None:
     """Import and catch up one account once (``crmail sync``).
 
     On PostgreSQL it holds the account's lease meanwhile, so it never syncs beside the
-    ``crmail run`` process that owns the account (refused with :class:`AccountBusy`);
-    on SQLite the file lock (:mod:`crmail.storage.single`) already keeps it alone.
+    ``crmail run`` process that owns the account (refused with :class:`AccountBusy`, or
+    with ``waiting``, told and waited for); on SQLite the file lock
+    (:mod:`crmail.storage.single`) already keeps it alone.
     """
     if services.db.is_sqlite:
         await _sync_once(services, services.db, account_id, progress)
         return
-    async with one_lease(services.db, account_id, ttl=services.settings.lease_ttl) as db:
+    ttl = services.settings.lease_ttl
+    async with one_lease(services.db, account_id, ttl=ttl, waiting=waiting) as db:
         await _sync_once(services, db, account_id, progress)
     # The sync processes claim it now rather than at their next look.
     wakeups = PgWakeups(services.db)

@@ -1,6 +1,6 @@
 """`crmail sync ACCOUNT_ID` holds the account's lease: beside a running `crmail run` that
-owns the account it refuses in one line naming the holder, and once that process has
-stopped it syncs, then gives the lease back."""
+owns the account it refuses in one line naming the holder (with --wait, waits for it to
+let go), and once that process has stopped it syncs, then gives the lease back."""
 
 from __future__ import annotations
 
@@ -95,15 +95,33 @@ def test_crmail_sync_refuses_an_account_a_running_process_holds(
     assert "its lease runs until" in first
     assert _owner(services, account) == owner, "the refused command must not touch the lease"
 
-    running.send_signal(signal.SIGTERM)
-    assert running.wait(timeout=30) == 0
+    # --wait: told who holds it, and waits until that process lets the account go.
     dovecot.deliver(
         mailbox.email, message("hal@client.test", mailbox.email, "after", msgid="<a@c.test>")
     )
-    done = _sync(settings, account)
-    assert done.returncode == 0, done.stderr
+    waiter = subprocess.Popen(
+        [sys.executable, "-m", "crmail.cli", "sync", "--wait", str(account)],
+        env=_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert waiter.stderr is not None
+        told = waiter.stderr.readline()
+        assert told.startswith(f"waiting: account {account} is being synced by {owner}"), told
+        assert waiter.poll() is None and _owner(services, account) == owner
+        running.send_signal(signal.SIGTERM)
+        assert running.wait(timeout=30) == 0
+        assert waiter.wait(timeout=120) == 0, waiter.stderr.read()
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+            waiter.wait()
     stored = services.db.run(lambda s: s.scalar(select(func.count()).select_from(Message)))
-    assert stored == 1
+    assert stored == 1, "stored once, whichever process fetched it"
+    again = _sync(settings, account)
+    assert again.returncode == 0, again.stderr
     assert _owner(services, account) is None, "the lease is given back at the end"
     row = next(r for r in services.db.run(leases.owners) if r.account_id == account)
     assert row.owner is None and row.expires_at <= utcnow()

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from sqlalchemy.orm import Session
 
@@ -158,21 +158,34 @@ class AccountBusy(CrmailError):
 
 
 @contextlib.asynccontextmanager
-async def one_lease(db: Database, account_id: int, *, ttl: float) -> AsyncIterator[Database]:
+async def one_lease(
+    db: Database,
+    account_id: int,
+    *,
+    ttl: float,
+    waiting: Callable[[str], None] | None = None,
+) -> AsyncIterator[Database]:
     """Hold one account's lease for a foreground job (``crmail sync``): yields the fenced
     database its worker must write through, renews the lease meanwhile, releases it at
     the end. It does not join the live processes: the sync processes do not make room
     for it, they just skip the account until it is given back.
 
-    Raises :class:`AccountBusy`, naming the holder and when its lease runs out, when
-    another process holds it.
+    When another process holds the lease: raises :class:`AccountBusy`, naming the holder
+    and when its lease runs out; or, given ``waiting``, tells it that once and waits
+    until the lease is free.
     """
     owner = leases.new_owner()
-    started = time.monotonic()
-    got = await db.write(lambda s: leases.claim(s, owner, [account_id], 1, ttl))
-    if not got:
+    while True:
+        started = time.monotonic()
+        got = await db.write(lambda s: leases.claim(s, owner, [account_id], 1, ttl))
+        if got:
+            break
         holder = await db.read(lambda s: leases.holder(s, account_id))
-        raise AccountBusy(_busy(account_id, holder), hint=_BUSY_HINT)
+        if waiting is None:
+            raise AccountBusy(_busy(account_id, holder), hint=_BUSY_HINT)
+        waiting(_busy(account_id, holder))
+        waiting = _quiet
+        await asyncio.sleep(WAIT_POLL)
     renewed = started
     margin = ttl / 6
 
@@ -206,6 +219,15 @@ async def one_lease(db: Database, account_id: int, *, ttl: float) -> AsyncIterat
             log.warning(
                 "could not release the lease of account %s (it expires): %s", account_id, exc
             )
+
+
+#: how often a waiting ``crmail sync --wait`` looks again (a stopped holder frees the
+#: lease at once; a crashed one when it expires)
+WAIT_POLL = 1.0
+
+
+def _quiet(message: str) -> None:
+    pass
 
 
 _BUSY_HINT = (
