@@ -87,6 +87,22 @@ def test_connect_schedule_and_read_meetings(cal_world: World, radicale: Radicale
     )
     upcoming = c.get("/api/meetings/upcoming", headers=h).json()
     assert [u["meeting"]["id"] for u in upcoming] == [meeting["meeting"]["id"]]
+    # The contact's activity: the meeting (in two days) above the invitation mail (now).
+    activity = c.get(f"/api/contacts/{ann}/activity", headers=h).json()
+    assert [
+        (i["kind"], (i["meeting"] or {}).get("summary"), (i["message"] or {}).get("subject"))
+        for i in activity["items"]
+    ] == [("meeting", "Kickoff", None), ("mail", None, "Invitation: Kickoff")]
+    first = c.get(f"/api/contacts/{ann}/activity", params={"limit": 1}, headers=h).json()
+    rest = c.get(
+        f"/api/contacts/{ann}/activity",
+        params={"limit": 1, "before": first["next_before"]},
+        headers=h,
+    ).json()
+    assert [i["kind"] for i in first["items"] + rest["items"]] == ["meeting", "mail"]
+    assert rest["next_before"] is None
+    bad = c.get(f"/api/contacts/{ann}/activity", params={"before": "nope"}, headers=h)
+    assert bad.status_code == 422 and bad.json()["error"]["code"]
 
     types = w.services.db.run(lambda s: list(s.scalars(select(WebhookEvent.type))))
     assert types.count("meeting.created") == 1

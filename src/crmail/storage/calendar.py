@@ -869,6 +869,11 @@ def set_partstat(s: Session, workspace_id: int, uid: str, email: str, partstat: 
 # --- reads -----------------------------------------------------------------------------------------
 
 
+def meetings_by_id(s: Session, ids: Sequence[int]) -> dict[int, MeetingView]:
+    """The meetings of ``ids`` (two queries, whatever their number)."""
+    return _meetings(s, ids)
+
+
 def _meetings(s: Session, ids: Sequence[int]) -> dict[int, MeetingView]:
     if not ids:
         return {}

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, Response
 from sqlalchemy.orm import Session
 
 from crmail.errors import InvalidInput
-from crmail.storage import calendar, crm
+from crmail.storage import activity, crm
 from crmail.web.common import Web, WebAction, WebRoute, WebUser, see_other
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
@@ -46,9 +46,9 @@ async def _subject_page(web: Web, kind: str, ident: int, template: str) -> Respo
     ws = web.user.workspace_id
 
     def load(s: Session) -> dict[str, object]:
-        page = crm.timeline(s, web.user, kind, ident, limit=100)
-        ctx: dict[str, object] = {"timeline": page.items}
-        ctx["meetings"] = calendar.meeting_timeline(s, web.user, kind, ident, limit=50).items
+        ctx: dict[str, object] = {
+            "activity": activity.activity(s, web.user, kind, ident, limit=100).items
+        }
         leads = crm.list_leads(s, ws, limit=200)
         ctx["leads"] = leads
         ctx["lead_names"] = {lead.id: lead.name for lead in leads}

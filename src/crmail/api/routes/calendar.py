@@ -15,12 +15,12 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from crmail.api.deps import CurrentUser, ServicesDep
-from crmail.api.schemas import Id, IdPath, In, Out
+from crmail.api.schemas import Id, IdPath, In, MessageSummaryOut, Out
 from crmail.errors import ProviderError
 from crmail.providers.caldav.presets import CALDAV_PRESETS
 from crmail.services import Services
+from crmail.storage import activity, outbound, paging
 from crmail.storage import calendar as store
-from crmail.storage import outbound, paging
 from crmail.storage.crm import UserInfo
 from crmail.sync.calendar import CalendarOptions, connect_account, options_for
 from crmail.sync.connect import status_for
@@ -124,6 +124,22 @@ class MeetingItemOut(Out):
 
 class MeetingTimelineOut(Out):
     items: list[MeetingItemOut]
+    #: pass as ``before`` for the next page; None on the last page
+    next_before: str | None
+
+
+class ActivityItemOut(Out):
+    #: "mail" or "meeting"
+    kind: str
+    #: the message's date, or the meeting's start
+    at: datetime
+    reason: str
+    message: MessageSummaryOut | None
+    meeting: MeetingOut | None
+
+
+class ActivityOut(Out):
+    items: list[ActivityItemOut]
     #: pass as ``before`` for the next page; None on the last page
     next_before: str | None
 
@@ -312,6 +328,48 @@ async def deal_meetings(
     before: Before = None,
 ) -> MeetingTimelineOut:
     return await _meetings_of(services, user, "deal", deal_id, limit, before)
+
+
+async def _activity_of(
+    services: Services, user: UserInfo, kind: str, ident: int, limit: int, before: str | None
+) -> ActivityOut:
+    page = await services.db.read(lambda s: activity.activity(s, user, kind, ident, limit, before))
+    return ActivityOut.model_validate(page)
+
+
+@router.get("/contacts/{contact_id}/activity", tags=["contacts"])
+async def contact_activity(
+    contact_id: IdPath,
+    user: CurrentUser,
+    services: ServicesDep,
+    limit: Limit = 50,
+    before: Before = None,
+) -> ActivityOut:
+    """The contact's mail and meetings interleaved by date (a meeting at its start),
+    newest first, with why each is there."""
+    return await _activity_of(services, user, "contact", contact_id, limit, before)
+
+
+@router.get("/leads/{lead_id}/activity", tags=["leads"])
+async def lead_activity(
+    lead_id: IdPath,
+    user: CurrentUser,
+    services: ServicesDep,
+    limit: Limit = 50,
+    before: Before = None,
+) -> ActivityOut:
+    return await _activity_of(services, user, "lead", lead_id, limit, before)
+
+
+@router.get("/deals/{deal_id}/activity", tags=["deals"])
+async def deal_activity(
+    deal_id: IdPath,
+    user: CurrentUser,
+    services: ServicesDep,
+    limit: Limit = 50,
+    before: Before = None,
+) -> ActivityOut:
+    return await _activity_of(services, user, "deal", deal_id, limit, before)
 
 
 @router.post("/meetings", status_code=201)

@@ -1,0 +1,67 @@
+"""A contact's page lists its mail and meetings as one list, newest first."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import timedelta
+
+from sqlalchemy.orm import Session
+
+from crmail.storage import crm
+from crmail.storage.calendar_models import CalendarEvent, EventLink
+from tests.api.conftest import Actor, World
+from tests.api.test_mail_routes import T0
+from tests.factories import message
+from tests.web.conftest import Browser
+
+
+def test_the_contact_page_interleaves_mail_and_meetings_by_date(
+    web: World, browser: Callable[[Actor], Browser]
+) -> None:
+    ws = web.owner.workspace_id
+    ivy = web.services.db.run(
+        lambda s: crm.create_contact(s, ws, name="Ivy", emails=["ivy@client.test"]).id
+    )
+    box = web.mailbox(web.owner)
+    for subject, hours in (("Older mail", 0), ("Newer mail", 48)):
+        web.deliver(
+            box,
+            message(
+                "Ivy <ivy@client.test>",
+                web.owner.email,
+                subject,
+                "hi",
+                date=T0 + timedelta(hours=hours),
+            ),
+        )
+
+    def meeting(s: Session) -> None:
+        start = T0 + timedelta(hours=24)
+        ev = CalendarEvent(
+            workspace_id=ws,
+            uid="demo",
+            summary="Demo call",
+            starts_at=start,
+            ends_at=start + timedelta(hours=1),
+        )
+        s.add(ev)
+        s.flush()
+        s.add(
+            EventLink(
+                workspace_id=ws,
+                event_id=ev.id,
+                subject_type="contact",
+                subject_id=ivy,
+                reason="ivy@client.test is the attendee",
+                starts_at=start,
+            )
+        )
+
+    web.services.db.run(meeting)
+
+    page = browser(web.owner).get(f"/contacts/{ivy}").text
+
+    order = [m.group(0) for m in re.finditer(r"Newer mail|Demo call|Older mail", page)]
+    assert order == ["Newer mail", "Demo call", "Older mail"]
+    assert "ivy@client.test is the attendee" in page
