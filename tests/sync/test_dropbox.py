@@ -23,9 +23,9 @@ from crmail.storage import accounts, crm, drop
 from crmail.storage.models import MailAccount, Message, MessageRaw, TimelineEntry
 from crmail.sync.dropbox import DropServer
 from tests.factories import World, message, new_world
-from tests.servers import Dovecot, MailboxAccount
+from tests.servers import MailboxAccount
 from tests.sync.test_inbound import count
-from tests.sync.test_scopes import links_of, stored, sync_once
+from tests.sync.test_scopes import links_of
 
 DOMAIN = "drop.example.test"
 
@@ -58,41 +58,6 @@ async def asend(
 
 def address_of(services: Services, account: int) -> str:
     return services.db.run(lambda s: drop.drop_address(s, account, DOMAIN))
-
-
-async def test_bcc_to_the_drop_address_stores_and_links(
-    services: Services,
-    world: World,
-    dovecot: Dovecot,
-    mailbox: MailboxAccount,
-    drops: DropServer,
-) -> None:
-    me = world.user(mailbox.email)
-    bob = world.contact("bob@client.test")
-    deal = world.deal("Upsell", bob)
-    account = world.connect(me, mailbox, mode="one_way")
-    addr = address_of(services, account)
-    token = addr.split("@")[0]
-    assert addr.endswith("@" + DOMAIN) and len(token) >= 16
-    assert address_of(services, account) == addr  # made once, then kept
-
-    raw = message(mailbox.email, "Bob <bob@client.test>", "Offer", msgid="<o1@me.test>")
-    # The user's client sends to Bob and Bccs the CRM: the CRM gets the same bytes.
-    assert await asend(drops, mailbox.email, [addr.upper()], raw) == {}
-
-    rows = services.db.run(lambda s: s.execute(select(Message.message_id, Message.origin)).all())
-    assert [tuple(r) for r in rows] == [("o1@me.test", "bcc")]
-    assert links_of(services, "o1@me.test") == {("contact", bob), ("deal", deal)}
-    # a second Bcc of the same message stores nothing twice
-    await asend(drops, mailbox.email, [addr], raw)
-    assert count(services, Message) == 1
-
-    # 1-way: the mailbox itself is never read, even for a contact's mail
-    dovecot.deliver(
-        mailbox.email, message("bob@client.test", mailbox.email, "Re: Offer", msgid="<b1@c.test>")
-    )
-    await sync_once(services, account)
-    assert stored(services) == {"o1@me.test"}
 
 
 async def test_unknown_token_or_domain_refused_at_rcpt(

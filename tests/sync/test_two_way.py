@@ -9,10 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from crmail.errors import Forbidden
 from crmail.services import Services
-from crmail.storage import actions, crm, outbox
-from crmail.storage.models import Folder, InboxItem, Message, OutboxAction, Placement, TimelineEntry
+from crmail.storage import actions, crm
+from crmail.storage.models import InboxItem, Message, OutboxAction, Placement, TimelineEntry
 from crmail.sync.worker import AccountWorker
 from tests.factories import World, message, new_world
 from tests.servers import Dovecot, MailboxAccount
@@ -102,62 +101,6 @@ async def setup(
     await wait_for(lambda: count(services, InboxItem, InboxItem.state == "open") == 3)
     yield me, account, run
     await run.stop()
-
-
-async def test_done_marks_read_and_archives_on_server(
-    services: Services,
-    world: World,
-    dovecot: Dovecot,
-    mailbox: MailboxAccount,
-    setup: tuple[int, int, Running],
-) -> None:
-    me, _, _ = setup
-    await services.act(
-        lambda s: actions.done(s, user(services, world, me), thread_of(services, "i0@client.test"))
-    )
-    assert item_state(services, me, "i0@client.test") == (
-        "done",
-        True,
-    )  # at once, before the server
-    await wait_for(
-        lambda: folders_on_server(dovecot, mailbox.email, "<i0@client.test>") == ["Archive"]
-    )
-    assert "\\Seen" in server_flags(dovecot, mailbox.email, "Archive")["<i0@client.test>"]
-    # the new UID is known: the placement follows the message into Archive
-    await wait_for(
-        lambda: (
-            services.db.run(
-                lambda s: (
-                    s.execute(
-                        select(Folder.name)
-                        .join(Placement, Placement.folder_id == Folder.id)
-                        .join(Message, Message.id == Placement.message_id)
-                        .where(Message.message_id == "i0@client.test")
-                    )
-                    .scalars()
-                    .all()
-                )
-            )
-            == ["Archive"]
-        )
-    )
-    assert count(services, TimelineEntry) == 3
-    # after the server caught up, the item stays done (no flip-flop)
-    await asyncio.sleep(0.3)
-    assert item_state(services, me, "i0@client.test") == ("done", True)
-    # moved back to INBOX by another client: it is actionable again
-    dovecot.doveadm(
-        "move",
-        "-u",
-        mailbox.email,
-        "INBOX",
-        "mailbox",
-        "Archive",
-        "header",
-        "Message-ID",
-        "<i0@client.test>",
-    )
-    await wait_for(lambda: item_state(services, me, "i0@client.test")[0] == "open")
 
 
 async def test_done_without_archiving_only_marks_read(
@@ -336,36 +279,6 @@ async def test_snooze_leaves_and_comes_back(
     assert "topic 0" in {i.message.subject for i in inbox.items}
     assert services.db.run(actions.wake_snoozed) == 1
     assert item_state(services, me, "i0@client.test")[0] == "open"
-
-
-async def test_teammates_cannot_act_and_done_touches_only_my_copy(
-    services: Services, world: World, dovecot: Dovecot
-) -> None:
-    a = dovecot.add_user("amy@team.test", "pw-amy-1")
-    b = dovecot.add_user("bo@team.test", "pw-bo-1")
-    ua, ub = world.user(a.email), world.user(b.email)
-    c = world.user("cy@team.test")  # a teammate without that mail
-    world.contact("lee@client.test")
-    raw = message("lee@client.test", [a.email, b.email], "both", msgid="<both2@client.test>")
-    dovecot.deliver(a.email, raw)
-    dovecot.deliver(b.email, raw)
-    acc_a, acc_b = world.connect(ua, a), world.connect(ub, b)
-    for acc in (acc_a, acc_b):
-        await AccountWorker(services.db, services.box, acc, FAST).run_once()
-    tid = thread_of(services, "both2@client.test")
-    with pytest.raises(Forbidden):
-        services.db.run(lambda s: actions.done(s, user(services, world, c), tid))
-    services.db.run(lambda s: actions.done(s, user(services, world, ua), tid))
-    for acc in (acc_a, acc_b):
-        await AccountWorker(services.db, services.box, acc, FAST).run_once()
-    assert folders_on_server(dovecot, a.email, "<both2@client.test>") == ["Archive"]
-    assert folders_on_server(dovecot, b.email, "<both2@client.test>") == ["INBOX"]
-    assert "\\Seen" not in server_flags(dovecot, b.email)["<both2@client.test>"]
-    assert item_state(services, ua, "both2@client.test") == ("done", True)
-    assert item_state(services, ub, "both2@client.test") == ("open", False)
-    assert (
-        services.db.run(lambda s: outbox.pending_message_ids(s, [acc_a, acc_b], [1, 2, 3])) == set()
-    )
 
 
 async def test_done_creates_the_archive_folder_when_the_server_has_none(

@@ -1,217 +1,45 @@
-"""One contract for every mail provider: a "mailbox driver" per provider gives the tests
-the same hands on the server (deliver, archive or read in another client, look) and
-the same CRM account, so each rule is proven against Dovecot (IMAP), the fake Gmail
-(the Gmail API) and the fake Graph (Microsoft Graph) alike."""
+"""One contract for every mail provider: a mailbox driver per provider
+(:mod:`tests.sync.contract.drivers`) gives the tests the same hands on the server and the
+same CRM account, so each rule is proven against Dovecot (IMAP), the fake Gmail (the
+Gmail API) and the fake Graph (Microsoft Graph) alike."""
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, replace
-from typing import Protocol
+from collections import Counter
+from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import func, select
 
 from crmail.services import Services
-from crmail.storage import crm
-from crmail.storage.models import InboxItem, Message, TimelineEntry
-from crmail.sync.gmail.worker import GmailWorker
-from crmail.sync.graph.options import GraphOptions
-from crmail.sync.graph.worker import GraphWorker
-from crmail.sync.worker import AccountWorker
+from crmail.storage import accounts, crm
+from crmail.storage.models import (
+    ContactEmail,
+    Folder,
+    InboxItem,
+    Message,
+    Placement,
+    TimelineEntry,
+)
 from tests.factories import World, new_world
-from tests.fakes import graph
-from tests.fakes.gmail import FakeGmail, Mailbox, StoredMessage
-from tests.servers import Dovecot, MailboxAccount
-from tests.sync.api_fixtures import QUICK_RETRY, connect_api_account
-from tests.sync.gmail.conftest import gmail_fake, gmail_options
+from tests.servers import Dovecot, SmtpRelay
+from tests.sync.contract.drivers import (
+    Copy,
+    DovecotDriver,
+    GmailDriver,
+    GraphDriver,
+    MailboxDriver,
+)
+from tests.sync.gmail.conftest import gmail_fake
 from tests.sync.graph.conftest import graph_fake
-from tests.sync.test_inbound import FAST, server_flags
+from tests.sync.test_sending import smtp_settings
 
 # the fakes' session fixtures, shared with tests/sync/gmail and tests/sync/graph
 __all__ = ["gmail_fake", "graph_fake"]
 
+PROVIDERS = ["imap", "gmail", "graph"]
 _numbers = itertools.count(1)
-
-
-class MailboxDriver(Protocol):
-    """The server side of a test, whatever the provider."""
-
-    account_id: int
-
-    @property
-    def address(self) -> str: ...
-    def deliver(self, raw: bytes) -> None: ...
-    def archive_elsewhere(self, msgid: str) -> None: ...
-    def read_elsewhere(self, msgid: str) -> None: ...
-    def move_elsewhere(self, msgid: str, folder: str) -> None: ...
-    def delete_elsewhere(self, msgid: str) -> None: ...
-    def in_inbox(self, msgid: str) -> bool: ...
-    def is_read(self, msgid: str) -> bool: ...
-    async def sync(self) -> None: ...
-
-
-@dataclass
-class DovecotDriver:
-    services: Services
-    dovecot: Dovecot
-    box: MailboxAccount
-    account_id: int
-
-    @property
-    def address(self) -> str:
-        return self.box.email
-
-    def deliver(self, raw: bytes) -> None:
-        self.dovecot.deliver(self.box.email, raw)
-
-    def archive_elsewhere(self, msgid: str) -> None:
-        self.dovecot.doveadm(
-            "move",
-            "-u",
-            self.box.email,
-            "Archive",
-            "mailbox",
-            "INBOX",
-            "header",
-            "Message-ID",
-            msgid,
-        )
-
-    def read_elsewhere(self, msgid: str) -> None:
-        self.dovecot.doveadm(
-            "flags",
-            "add",
-            "-u",
-            self.box.email,
-            "\\Seen",
-            "mailbox",
-            "*",
-            "header",
-            "Message-ID",
-            msgid,
-        )
-
-    def move_elsewhere(self, msgid: str, folder: str) -> None:
-        self.dovecot.doveadm("mailbox", "create", "-u", self.box.email, folder)
-        self.dovecot.doveadm(
-            "move", "-u", self.box.email, folder, "mailbox", "INBOX", "header", "Message-ID", msgid
-        )
-
-    def delete_elsewhere(self, msgid: str) -> None:
-        self.dovecot.doveadm(
-            "expunge", "-u", self.box.email, "mailbox", "*", "header", "Message-ID", msgid
-        )
-
-    def _flags(self, msgid: str) -> str | None:
-        for folder in ("INBOX", "Archive"):
-            flags = server_flags(self.dovecot, self.box.email, folder).get(f"<{msgid}>")
-            if flags is not None:
-                return flags
-        return None
-
-    def in_inbox(self, msgid: str) -> bool:
-        return f"<{msgid}>" in server_flags(self.dovecot, self.box.email, "INBOX")
-
-    def is_read(self, msgid: str) -> bool:
-        return "\\Seen" in (self._flags(msgid) or "")
-
-    async def sync(self) -> None:
-        await AccountWorker(self.services.db, self.services.box, self.account_id, FAST).run_once()
-
-
-@dataclass
-class GmailDriver:
-    services: Services
-    fake: FakeGmail
-    url: str
-    box: Mailbox
-    account_id: int
-
-    @property
-    def address(self) -> str:
-        return self.box.address
-
-    def _message(self, msgid: str) -> StoredMessage:
-        return next(
-            m
-            for m in self.box.messages.values()
-            if str(m.parsed.get("Message-ID", "")).strip("<> ") == msgid
-        )
-
-    def deliver(self, raw: bytes) -> None:
-        self.box.deliver(raw)
-
-    def archive_elsewhere(self, msgid: str) -> None:
-        self.box.modify(self._message(msgid).id, remove=("INBOX",))
-
-    def read_elsewhere(self, msgid: str) -> None:
-        self.box.modify(self._message(msgid).id, remove=("UNREAD",))
-
-    def move_elsewhere(self, msgid: str, folder: str) -> None:
-        label = self.box.create_label(folder)["id"]
-        self.box.modify(self._message(msgid).id, add=(label,), remove=("INBOX",))
-
-    def delete_elsewhere(self, msgid: str) -> None:
-        self.box.delete(self._message(msgid).id)
-
-    def in_inbox(self, msgid: str) -> bool:
-        return "INBOX" in self._message(msgid).labels
-
-    def is_read(self, msgid: str) -> bool:
-        return "UNREAD" not in self._message(msgid).labels
-
-    async def sync(self) -> None:
-        options = gmail_options(self.url)
-        await GmailWorker(self.services.db, self.services.box, self.account_id, options).run_once()
-
-
-@dataclass
-class GraphDriver:
-    """Outlook has folders, not labels: archived is "moved to Archive", read is isRead."""
-
-    services: Services
-    fake: graph.FakeGraph
-    url: str
-    box: graph.Mailbox
-    account_id: int
-
-    @property
-    def address(self) -> str:
-        return self.box.address
-
-    def _message(self, msgid: str) -> graph.StoredMessage:
-        return next(
-            m
-            for m in self.box.messages.values()
-            if str(m.parsed.get("Message-ID", "")).strip("<> ") == msgid
-        )
-
-    def deliver(self, raw: bytes) -> None:
-        self.box.deliver(raw)
-
-    def archive_elsewhere(self, msgid: str) -> None:
-        self.box.move(self._message(msgid).id, "archive")
-
-    def read_elsewhere(self, msgid: str) -> None:
-        self.box.mark_read(self._message(msgid).id)
-
-    def move_elsewhere(self, msgid: str, folder: str) -> None:
-        target = self.box.create_folder(folder)
-        self.box.move(self._message(msgid).id, target.id)
-
-    def delete_elsewhere(self, msgid: str) -> None:
-        self.box.delete(self._message(msgid).id)
-
-    def in_inbox(self, msgid: str) -> bool:
-        return self._message(msgid).folder_id == self.box.folder("inbox").id
-
-    def is_read(self, msgid: str) -> bool:
-        return self._message(msgid).is_read
-
-    async def sync(self) -> None:
-        options = replace(FAST, graph=GraphOptions(base_url=self.url, retry=QUICK_RETRY))
-        await GraphWorker(self.services.db, self.services.box, self.account_id, options).run_once()
 
 
 @dataclass
@@ -221,6 +49,7 @@ class Crm:
     services: Services
     world: World
     user_id: int
+    account_id: int
 
     def user(self) -> crm.UserInfo:
         return self.services.db.run(
@@ -232,6 +61,17 @@ class Crm:
             lambda s: s.scalar(
                 select(Message).where(
                     Message.workspace_id == self.world.workspace_id, Message.message_id == msgid
+                )
+            )
+        )
+
+    def stored_ids(self) -> list[str]:
+        return self.services.db.run(
+            lambda s: sorted(
+                s.scalars(
+                    select(Message.message_id).where(
+                        Message.workspace_id == self.world.workspace_id
+                    )
                 )
             )
         )
@@ -260,44 +100,160 @@ class Crm:
         )
         return None if row is None else (row[0], row[1])
 
-    def on_timeline(self, msgid: str, contact_id: int) -> bool:
+    def links(self, msgid: str) -> set[tuple[str, int]]:
         m = self.message(msgid)
-        assert m is not None
-        return bool(
+        assert m is not None, f"{msgid} is not stored"
+        return self.services.db.run(
+            lambda s: {
+                (kind, subject)
+                for kind, subject in s.execute(
+                    select(TimelineEntry.subject_type, TimelineEntry.subject_id).where(
+                        TimelineEntry.message_id == m.id
+                    )
+                ).all()
+            }
+        )
+
+    def on_timeline(self, msgid: str, contact_id: int) -> bool:
+        return ("contact", contact_id) in self.links(msgid)
+
+    def placements(self, msgid: str) -> list[Copy]:
+        """Where crmail knows the message is in this user's mailbox, and read or not."""
+        return self.services.db.run(
+            lambda s: sorted(
+                (name, "\\Seen" in flags)
+                for name, flags in s.execute(
+                    select(Folder.name, Placement.flags)
+                    .join(Placement, Placement.folder_id == Folder.id)
+                    .join(Message, Message.id == Placement.message_id)
+                    .where(Folder.account_id == self.account_id, Message.message_id == msgid)
+                ).all()
+            )
+        )
+
+    def skipped(self) -> Counter[str]:
+        """Mail judged and left out, counted by reason over the account's folders."""
+        rows = self.services.db.run(
+            lambda s: list(
+                s.scalars(select(Folder.skipped).where(Folder.account_id == self.account_id))
+            )
+        )
+        total: Counter[str] = Counter()
+        for row in rows:
+            total.update(row or {})
+        return total
+
+    def folders(self) -> int:
+        return int(
             self.services.db.run(
                 lambda s: s.scalar(
-                    select(TimelineEntry.id).where(
-                        TimelineEntry.message_id == m.id, TimelineEntry.subject_id == contact_id
+                    select(func.count())
+                    .select_from(Folder)
+                    .where(Folder.account_id == self.account_id)
+                )
+            )
+            or 0
+        )
+
+    def contacts(self) -> set[str]:
+        return self.services.db.run(
+            lambda s: set(
+                s.scalars(
+                    select(ContactEmail.email).where(
+                        ContactEmail.workspace_id == self.world.workspace_id
                     )
                 )
             )
         )
 
 
-@pytest.fixture(params=["imap", "gmail", "graph"])
-def provider(request: pytest.FixtureRequest, services: Services) -> tuple[MailboxDriver, Crm]:
-    world = new_world(services)
-    if request.param == "imap":
-        dovecot: Dovecot = request.getfixturevalue("dovecot")
-        box: MailboxAccount = request.getfixturevalue("mailbox")
-        me = world.user(box.email)
-        account_id = world.connect(me, box)
-        imap = DovecotDriver(services, dovecot, box, account_id)
-        return imap, Crm(services, world, me)
-    n = next(_numbers)
-    if request.param == "graph":
-        outlook, graph_url = request.getfixturevalue("graph_fake")
-        outlook.faults.clear()
-        outlook.pending.clear()
-        address, token = f"sam{n}@contoso.test", f"contract-graph-token-{n}"
-        obox = outlook.add_mailbox(address, token=token)
+@dataclass
+class Mailboxes:
+    """Connects CRM users of a world to fresh mailboxes on one provider."""
+
+    kind: str
+    services: Services
+    request: pytest.FixtureRequest
+
+    def new_world(self) -> World:
+        return new_world(self.services)
+
+    def recipient(self, name: str) -> str:
+        """An outside address mail can be sent to (IMAP's relay delivers into Dovecot)."""
+        n = next(_numbers)
+        if self.kind != "imap":
+            return f"{name}{n}@client.test"
+        dovecot: Dovecot = self.request.getfixturevalue("dovecot")
+        return dovecot.add_user(f"{name}{n}@client.test", f"pw-outside-{n}").email
+
+    def connect(
+        self,
+        world: World,
+        name: str = "sam",
+        *,
+        sending: bool = False,
+        **settings: object,
+    ) -> tuple[MailboxDriver, Crm]:
+        """A new mailbox ``name<N>@…`` for a new user of ``world``, with account settings
+        (scope, folders, mode, auto_create_contacts…). ``sending``: IMAP needs an SMTP
+        relay to send (the API providers send through their API)."""
+        n = next(_numbers)
+        chosen = tuple(str(f) for f in settings.get("folders", ()))  # type: ignore[attr-defined]
+        driver: MailboxDriver
+        if self.kind == "imap":
+            dovecot: Dovecot = self.request.getfixturevalue("dovecot")
+            box = dovecot.add_user(f"{name}{n}@example.test", f"pw-contract-{n}")
+            if sending:
+                relay: SmtpRelay = self.request.getfixturevalue("smtp_relay")
+                settings = {**smtp_settings(relay), **settings}
+            me = world.user(box.email)
+            account = world.connect(me, box, **settings)
+            driver = DovecotDriver(self.services, dovecot, box, account, chosen)
+            return driver, Crm(self.services, world, me, account)
+        token = f"contract-{self.kind}-token-{n}"
+        if self.kind == "graph":
+            outlook, graph_url = self.request.getfixturevalue("graph_fake")
+            outlook.faults.clear()
+            outlook.pending.clear()
+            address = f"{name}{n}@contoso.test"
+            obox = outlook.add_mailbox(address, token=token)
+            me = world.user(address)
+            account = self._api_account(world, me, address, token, settings)
+            driver = GraphDriver(self.services, outlook, graph_url, obox, account, chosen)
+            return driver, Crm(self.services, world, me, account)
+        fake, url = self.request.getfixturevalue("gmail_fake")
+        fake.faults.clear()
+        address = f"{name}{n}@gmail.test"
+        gbox = fake.add_mailbox(address, token=token)
         me = world.user(address)
-        account_id = connect_api_account(services, world, me, address, token, "graph")
-        return GraphDriver(services, outlook, graph_url, obox, account_id), Crm(services, world, me)
-    fake, url = request.getfixturevalue("gmail_fake")
-    fake.faults.clear()
-    address, token = f"kim{n}@gmail.test", f"contract-token-{n}"
-    gbox = fake.add_mailbox(address, token=token)
-    me = world.user(address)
-    account_id = connect_api_account(services, world, me, address, token, "gmail")
-    return GmailDriver(services, fake, url, gbox, account_id), Crm(services, world, me)
+        account = self._api_account(world, me, address, token, settings)
+        return GmailDriver(self.services, fake, url, gbox, account, chosen), Crm(
+            self.services, world, me, account
+        )
+
+    def _api_account(
+        self, world: World, user_id: int, address: str, token: str, settings: dict[str, object]
+    ) -> int:
+        secret = self.services.box.seal({"oauth2_token": token})
+        return self.services.db.run(
+            lambda s: accounts.create_account(
+                s,
+                workspace_id=world.workspace_id,
+                user_id=user_id,
+                email=address,
+                provider=self.kind,
+                settings={"history_days": 30, **settings},
+                secret=secret,
+            )
+        )
+
+
+@pytest.fixture(params=PROVIDERS)
+def mailboxes(request: pytest.FixtureRequest, services: Services) -> Mailboxes:
+    return Mailboxes(request.param, services, request)
+
+
+@pytest.fixture
+def provider(mailboxes: Mailboxes) -> tuple[MailboxDriver, Crm]:
+    """One user of a new workspace with a fresh mailbox, default settings."""
+    return mailboxes.connect(mailboxes.new_world())
