@@ -27,8 +27,11 @@ def _sync_cmd(settings: Settings, account: int) -> tuple[list[str], dict[str, st
         CRMAIL_DATA_DIR=str(settings.data_dir),
         CRMAIL_BATCH_SIZE="40",
         CRMAIL_MAIL_ALLOWED_NETWORKS="127.0.0.1",  # the test's Dovecot is on loopback
+        # On PostgreSQL the killed run's lease outlives it until it expires: the rerun
+        # waits for that (--wait), a short lease keeps the wait short.
+        CRMAIL_LEASE_TTL="10",
     )
-    return [sys.executable, "-m", "crmail.cli", "sync", str(account)], env
+    return [sys.executable, "-m", "crmail.cli", "sync", "--wait", str(account)], env
 
 
 def test_kill_mid_import_then_resume(
