@@ -227,6 +227,7 @@ async def test_a_reply_keeps_the_thread_and_leaves_exactly_one_sent_copy(
     sent = crm.services.db.run(lambda s: s.get_one(Message, reply.message_id))
     assert sent.send_state == "sent"
     assert sent.thread_id == parent.thread_id
+    assert sent.message_id is not None
     assert crm.placements(sent.message_id) == server.copies(sent.message_id) != []
 
 

@@ -19,7 +19,9 @@ pytestmark = pytest.mark.db
 
 
 def header_of(crm: Crm, message_pk: int) -> str:
-    return crm.services.db.run(lambda s: s.get_one(Message, message_pk).message_id)
+    header = crm.services.db.run(lambda s: s.get_one(Message, message_pk).message_id)
+    assert header is not None
+    return header
 
 
 def send_state(crm: Crm, message_pk: int) -> str | None:
