@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session
 
 from crmail.errors import AuthFailed, CrmailError, InvalidInput, ProviderError, StorageError
 from crmail.storage import actions, outbox
@@ -34,13 +37,18 @@ async def drain_outbox(
     ``run`` records an action's outcome itself (done, or failed with backoff). With
     ``follow=False`` the loop returns once nothing is due.
     """
-    await db.write(lambda s: outbox.requeue_running(s, account_id))
+    # One transaction per look: the recovery of what a dead process left running, the
+    # claim, and when nothing is due now, when the next action is (a thousand accounts
+    # starting together made three each).
+    recover = True
     while True:
-        action = await db.write(lambda s: outbox.claim_next(s, account_id))
+        action, due = await db.write(
+            functools.partial(_claim_or_next_due, account_id=account_id, recover=recover)
+        )
+        recover = False
         if action is None:
             if not follow:
                 return
-            due = await db.read(lambda s: outbox.next_due(s, account_id))
             wait = IDLE_CHECK if due is None else (due - datetime.now(UTC)).total_seconds()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), max(0.01, min(wait, IDLE_CHECK)))
@@ -49,6 +57,15 @@ async def drain_outbox(
         await run(action)
         if on_done is not None:
             on_done()
+
+
+def _claim_or_next_due(
+    s: Session, *, account_id: int | None, recover: bool
+) -> tuple[outbox.Action | None, datetime | None]:
+    if recover:
+        outbox.requeue_running(s, account_id)
+    action = outbox.claim_next(s, account_id)
+    return action, None if action is not None else outbox.next_due(s, account_id)
 
 
 async def run_outbox_action(
