@@ -21,6 +21,8 @@ from crmail.providers.tls import client_context
 from crmail.services import Services
 from crmail.storage import actions, crm, mail
 from crmail.storage.models import Message, OutboxAction, Placement
+from crmail.sync import worker as worker_module
+from crmail.sync.folders import discover
 from crmail.sync.inbound import FolderSync
 from crmail.sync.worker import AccountWorker, WorkerOptions, imap_settings
 from tests.factories import World, message, new_world
@@ -218,3 +220,54 @@ async def test_every_connection_with_one_trust_store_shares_one_tls_context(
     finally:
         for c in clients:
             await c.close()
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["small-folders", "big-folders"])
+async def test_the_other_folders_get_an_import_connection_only_when_they_hold_much_mail(
+    services: Services,
+    world: World,
+    dovecot: Dovecot,
+    mailbox: MailboxAccount,
+    me: int,
+    big: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A new account's Sent and Archive often hold little: a second TLS handshake and
+    # login for them cost more than importing them on the watch connection.
+    dovecot.append(mailbox.email, "Sent", sent_copy(mailbox, "s0"))
+    if big:
+        monkeypatch.setattr(worker_module, "OWN_IMPORT_CONNECTION_FROM", 0)
+    with FaultProxy(dovecot.host, dovecot.imaps_port) as proxy:
+        account = world.connect(me, mailbox, imap_port=proxy.port)
+        run = Following(services, account, FAST)
+        try:
+            await wait_for(lambda: account_state(services, account) == "live", 20)
+            assert stored("s0@example.test", services)
+            assert stored("h0@client.test", services)
+            assert proxy.accepted == (2 if big else 1)
+        finally:
+            await run.stop()
+
+
+def account_state(services: Services, account: int) -> str:
+    from crmail.storage.models import MailAccount
+
+    return services.db.run(lambda s: s.get_one(MailAccount, account).state)
+
+
+async def test_a_session_starting_over_known_folders_writes_none_of_them(
+    services: Services, world: World, mailbox: MailboxAccount, me: int
+) -> None:
+    # A thousand accounts restarting made a thousand writes that changed nothing.
+    account = world.connect(me, mailbox)
+    await AccountWorker(services.db, services.box, account, FAST).run_once()
+    info = services.db.run(lambda s: mail.account_info(s, account))
+    known = services.db.run(lambda s: mail.folders(s, account))
+    client = await ImapClient.connect(imap_settings(info, services.box))
+    try:
+        with commits(services) as done:
+            found = await discover(services.db, account, client, account=info)
+        assert len(done) == 1  # the read of the known folders; no write transaction
+        assert sorted(found, key=lambda f: f.id) == known
+    finally:
+        await client.close()

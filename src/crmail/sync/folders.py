@@ -80,12 +80,22 @@ async def holds_its_mail(db: Database, client: ImapClient, folder: mail.FolderIn
     return await count_found(client, folder.name, ids) >= (len(ids) + 1) // 2
 
 
-async def discover(db: Database, account_id: int, client: ImapClient) -> list[mail.FolderInfo]:
-    """The account's folders to sync, after following or retiring vanished ones."""
+async def discover(
+    db: Database,
+    account_id: int,
+    client: ImapClient,
+    *,
+    account: mail.AccountInfo | None = None,
+) -> list[mail.FolderInfo]:
+    """The account's folders to sync, after following or retiring vanished ones.
+
+    ``account``: the account as just read (its folder selection), saving a read.
+    """
     listed = [f for f in await client.list_folders() if f.selectable]
     roles = {f.name: role_of(f.name, f.special_use) for f in listed}
     stored = await db.read(lambda s: mail.folders(s, account_id))
     tracked = {f.name for f in stored}
+    resolved = False
     for f in stored:
         if f.role is Role.INBOX:
             continue  # INBOX can be neither renamed away nor deleted
@@ -101,10 +111,19 @@ async def discover(db: Database, account_id: int, client: ImapClient) -> list[ma
             ):
                 continue
         await _resolve(db, client, f, roles, tracked)
-    account = await db.read(lambda s: mail.account_info(s, account_id))
+        resolved = True
+    if account is None:
+        account = await db.read(lambda s: mail.account_info(s, account_id))
     raw = account.settings.get("folders")
     selected = [str(x) for x in raw] if isinstance(raw, list) else []
     wanted = folders_to_sync([(f.name, f.special_use) for f in listed], selected)
+    if not resolved:
+        # The usual start: every folder known as it is. No write (a thousand accounts
+        # starting would make a thousand of them to change nothing).
+        have = {f.name: f for f in stored}
+        if all(name in have and have[name].role is role for name, role in wanted):
+            names = {name for name, _ in wanted}
+            return [f for f in stored if f.name in names]
     return await db.write(lambda s: mail.ensure_folders(s, account_id, wanted))
 
 

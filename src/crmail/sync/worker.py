@@ -56,6 +56,12 @@ log = logging.getLogger(__name__)
 #: database busy together, few enough that new mail still shows within about a second
 IMPORT_SLICES_PER_ROUND = 4
 
+#: the folders beside INBOX get an import connection of their own only when they hold
+#: more than this many messages; fewer are imported by the watch connection in its first
+#: rounds (a new account's Sent and Archive are often empty: a second TLS handshake and
+#: login for them cost more than their import)
+OWN_IMPORT_CONNECTION_FROM = 200
+
 #: with NOTIFY the server tells of changes in the other folders; they are still looked
 #: at every ``poll_interval`` times this, in case a notice was lost
 NOTIFY_SAFETY_FACTOR = 10
@@ -143,8 +149,11 @@ class AccountWorker:
         *,
         on_change: Callable[[int], None] | None = None,
         problems: dict[int, CrmailError] | None = None,
+        account: mail.AccountInfo | None = None,
     ) -> None:
         self.db = db
+        #: the account as read by whoever made the worker: the first session uses it
+        self._account = account
         self.box = box
         self.account_id = account_id
         self.options = options
@@ -202,7 +211,9 @@ class AccountWorker:
 
     async def _session(self, *, follow: bool) -> None:
         await self._event(AccountEvent.START)
-        account = await self.db.read(lambda s: mail.account_info(s, self.account_id))
+        account, self._account = self._account, None
+        if account is None:
+            account = await self.db.read(lambda s: mail.account_info(s, self.account_id))
         self._secret = account.secret
         self._oauth = bool(account.settings.get("oauth_provider"))
         settings = imap_settings(account, self.box, self.options.address_policy)
@@ -210,7 +221,7 @@ class AccountWorker:
             await self._outbox_only(account, settings, follow=follow)
             return
         main = await self._connect(settings)
-        folders = await discover(self.db, self.account_id, main)
+        folders = await discover(self.db, self.account_id, main, account=account)
         importing = not all(f.import_complete for f in folders) or any(
             f.uidnext is None for f in folders
         )
@@ -247,15 +258,20 @@ class AccountWorker:
         # and keeps what it learnt (pending import UIDs, a shrunk batch size).
         idling = FolderSync(self.db, account, main, opts, status_probe=False)
         watching = FolderSync(self.db, account, main, opts)
+        to_import = [f for f in others if not f.import_complete or f.uidnext is None]
         watch = _Watch(
             inbox_id=inbox[0].id if inbox else None,
             other_ids=[f.id for f in others],
-            importer=any(not f.import_complete or f.uidnext is None for f in others),
+            importer=bool(to_import) and await _worth_a_connection(main, to_import),
         )
+
+        # The watch's first pass starts from the folders as discovery just left them;
+        # after a reconnect it reads them again.
+        fresh = [folders]
 
         async def follow_mailbox(client: ImapClient) -> None:
             idling.client = watching.client = client
-            await self._watch(idling, watching, watch)
+            await self._watch(idling, watching, watch, fresh.pop() if fresh else None)
 
         tasks = [
             self._keep_connected("watch", settings, main, follow_mailbox),
@@ -295,15 +311,30 @@ class AccountWorker:
 
         await self._keep_connected("outbox", settings, client, drain)
 
-    async def _watch(self, idling: FolderSync, watching: FolderSync, watch: _Watch) -> None:
+    async def _watch(
+        self,
+        idling: FolderSync,
+        watching: FolderSync,
+        watch: _Watch,
+        discovered: list[mail.FolderInfo] | None = None,
+    ) -> None:
         """The connection every account keeps: INBOX in IDLE, the other folders watched
-        from there (NOTIFY, else a STATUS of each between IDLE cycles)."""
+        from there (NOTIFY, else a STATUS of each between IDLE cycles).
+
+        ``discovered``: the folders as the session's discovery returned them, before any
+        round; otherwise they are read from the database."""
         client = idling.client
         loop = asyncio.get_running_loop()
         # From the database, not from memory: a round cut short by a dropped connection
         # may have committed batches past what the last completed round returned.
-        inbox = (await self._folders([watch.inbox_id]))[0] if watch.inbox_id else None
-        others = await self._folders(watch.other_ids)
+        ids = [*([watch.inbox_id] if watch.inbox_id else []), *watch.other_ids]
+        if discovered is None:
+            current = await self._folders(ids)
+        else:
+            by_id = {f.id: f for f in discovered}
+            current = [by_id[i] for i in ids if i in by_id]
+        inbox = next((f for f in current if f.id == watch.inbox_id), None)
+        others = [f for f in current if f.id != watch.inbox_id]
         notify = await client.notify([f.name for f in others])
         # A folder watched by NOTIFY is held open by the server: its STATUS describes
         # it even after another client renamed it away, so a look is a SELECT there.
@@ -618,6 +649,19 @@ class AccountWorker:
     def _changed(self) -> None:
         if self.on_change is not None:
             self.on_change(self.account_id)
+
+
+async def _worth_a_connection(client: ImapClient, folders: list[mail.FolderInfo]) -> bool:
+    """Whether importing these folders deserves a connection beside the watch's."""
+    total = 0
+    for f in folders:
+        try:
+            total += (await client.status(f.name)).messages
+        except ProviderError:
+            return True  # the import connection's rounds find out what became of it
+        if total > OWN_IMPORT_CONNECTION_FROM:
+            return True
+    return False
 
 
 async def _gather_or_fail(coros: Sequence[Coroutine[Any, Any, None]]) -> None:

@@ -27,4 +27,6 @@ async def worker_for(
     account = await db.read(lambda s: mail.account_info(s, account_id))
     kinds: dict[str, type[AccountWorker]] = {GMAIL: GmailWorker, GRAPH: GraphWorker}
     kind = kinds.get(account.provider, AccountWorker)
+    if kind is AccountWorker:
+        return AccountWorker(db, box, account_id, options, problems=problems, account=account)
     return kind(db, box, account_id, options, problems=problems)
