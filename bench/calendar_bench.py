@@ -12,7 +12,11 @@ Measured:
 2. a no-change round (one sync-collection REPORT with the stored token per calendar);
 3. raw REPORTs with the same ``caldav`` client: the full listing and the token round.
 
-Usage: .venv/bin/python bench/calendar_bench.py [--events 5000] [--rounds 5]
+``--store-only`` times the store stage alone (no server): the same N bodies parsed in
+process and written by ``storage.calendar.apply_round`` in one transaction, next to the
+parse-and-expand of the same bodies in the same run (the baseline).
+
+Usage: .venv/bin/python bench/calendar_bench.py [--events 5000] [--rounds 5] [--store-only]
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from tests.servers.radicale import Radicale
 
 from crmail.config import Settings
 from crmail.crypto import new_key
+from crmail.domain.ical import Window, parse_event
 from crmail.services import Services
 from crmail.storage import calendar as store
 from crmail.storage import crm
@@ -78,11 +83,61 @@ def timed_report(cal: caldav.Calendar, token: str | None) -> tuple[float, int]:
     return time.perf_counter() - t0, len(list(result.objects))
 
 
+def store_only(n: int) -> None:
+    """The store stage of an import of ``n`` events, next to parsing them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(
+            data_dir=Path(tmp), database_url=f"sqlite:///{tmp}/crmail.db", secret_keys=(new_key(),)
+        )
+        services = Services.open(settings)
+        try:
+
+            def world(s):  # type: ignore[no-untyped-def]
+                ws = crm.create_workspace(s, "Bench").id
+                u = crm.create_user(s, ws, "rep@example.test", name="Rep").user
+                for c in range(500):
+                    crm.create_contact(s, ws, name=f"C{c}", emails=[f"contact{c}@customer.test"])
+                account = store.add_account(
+                    s, u, services.box, url="https://dav.test/", username="r", password="p"
+                )
+                store.upsert_calendars(s, account.id, [("https://dav.test/cal/", "Work")])
+                cal = store.selected_calendars(s, account.id)[0].id
+                return store.job_for(s, u, account.id), cal
+
+            job, cal = services.db.run(world)
+            window = Window.around(NOW)
+            bodies = [ics(i, i % 5 == 0, i % 2 == 0) for i in range(n)]
+            t0 = time.perf_counter()
+            parsed = [parse_event(b, window) for b in bodies]
+            parse_s = time.perf_counter() - t0
+            fetched = [
+                store.Fetched(f"/cal/bench-{i}.ics", f'"{i}"', b, p)
+                for i, (b, p) in enumerate(zip(bodies, parsed, strict=True))
+            ]
+            t0 = time.perf_counter()
+            result = services.db.run(
+                lambda s: store.apply_round(s, job, cal, fetched, [], token="t", ctag=None)
+            )
+            store_s = time.perf_counter() - t0
+        finally:
+            services.close()
+    print(
+        f"store stage of {n} events ({result.stored} stored, "
+        f"{sum(result.skipped.values())} skipped), SQLite: {store_s:.2f} s "
+        f"({store_s / max(result.stored, 1) * 1000:.2f} ms per stored event); parse and "
+        f"expand of the same bodies: {parse_s:.2f} s; store/parse = {store_s / parse_s:.2f}"
+    )
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=5000)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--store-only", action="store_true")
     args = ap.parse_args()
+    if args.store_only:
+        store_only(args.events)
+        return
 
     with tempfile.TemporaryDirectory() as tmp, Radicale() as radicale:
         cal = seed(radicale, args.events)

@@ -38,6 +38,9 @@ from crmail.sync.oauth import DatabaseTokenStore
 from tests.factories import World, new_world
 from tests.fakes.gcal import FakeGoogleCalendar, _event_id, items_from_ics
 from tests.fakes.gmail import FakeGmail
+from tests.fakes.graph import FakeGraph
+from tests.fakes.graph_calendar import FakeGraphCalendar
+from tests.fakes.graph_calendar import items_from_ics as graph_items
 from tests.fakes.server import LoopbackServer
 from tests.servers.radicale import Radicale
 
@@ -67,6 +70,21 @@ def google_api() -> Iterator[GoogleApi]:
         yield GoogleApi(gmail, calendar, server.url)
 
 
+@dataclass
+class GraphApi:
+    graph: FakeGraph
+    calendar: FakeGraphCalendar
+    url: str
+
+
+@pytest.fixture(scope="module")
+def graph_api() -> Iterator[GraphApi]:
+    graph = FakeGraph()
+    calendar = FakeGraphCalendar(graph)
+    with LoopbackServer(graph.app) as server:
+        yield GraphApi(graph, calendar, f"{server.url}/v1.0")
+
+
 @pytest.fixture
 def world(services: Services) -> World:
     return new_world(services)
@@ -75,6 +93,8 @@ def world(services: Services) -> World:
 class Cal:
     """A user's calendar on Radicale, the CRM's calendar account for it, and another
     client (plain caldav) to change it behind the CRM's back."""
+
+    provider = "caldav"
 
     def __init__(self, services: Services, world: World, radicale: Radicale) -> None:
         n = next(_logins)
@@ -106,6 +126,11 @@ class Cal:
 
     def server_forgets_tokens(self) -> None:
         """Radicale forgets nothing by itself: the test stores a token it never gave."""
+        self.services.db.run(
+            lambda s: s.execute(
+                update(CalendarRow).values(sync_token="http://radicale.org/ns/sync/forgotten")
+            )
+        )
 
     async def sync(self, **kw: Any) -> AccountRound:
         job = self.services.db.run(lambda s: store.job_for(s, self.user, self.account_id))
@@ -117,6 +142,8 @@ class Cal:
 class GoogleCal(Cal):
     """A Gmail user's primary Google calendar on the fake API, reached through the
     calendar account crmail makes for the Gmail account's grant."""
+
+    provider = "google"
 
     def __init__(self, services: Services, world: World, api: GoogleApi) -> None:
         n = next(_logins)
@@ -166,6 +193,59 @@ class GoogleCal(Cal):
         self.api.calendar.invalidate_tokens()
 
 
+class GraphCal(Cal):
+    """A Microsoft 365 user's Outlook calendar on the fake Graph, reached through the
+    calendar account crmail makes for the Graph mail account's grant."""
+
+    provider = "graph"
+
+    def __init__(self, services: Services, world: World, api: GraphApi) -> None:
+        n = next(_logins)
+        self.email = f"mrep{n}@example.test"
+        token = f"graph-token-{n}"
+        api.graph.add_mailbox(self.email, token=token)
+        self.api = api
+        self.services = services
+        self.user_id = world.user(self.email, "Rep")
+        self.user = UserInfo(self.user_id, world.workspace_id, self.email, "Rep", "member")
+        secret = services.box.seal(
+            {
+                "oauth2_token": token,
+                "oauth2_refresh_token": "refresh",
+                "oauth2_expires_at": repr(time.time() + 86400),
+            }
+        )
+        services.db.run(
+            lambda s: accounts.create_account(
+                s,
+                workspace_id=world.workspace_id,
+                user_id=self.user_id,
+                email=self.email,
+                provider="graph",
+                settings={"history_days": 30, "oauth_provider": "microsoft"},
+                secret=secret,
+            )
+        )
+        services.db.run(lambda s: store.ensure_grant_calendars(s, services.box))
+        self.account_id = services.db.run(lambda s: store.list_accounts(s, self.user)[0].id)
+
+        def no_refresh(key: str) -> Any:
+            raise AssertionError("the stored access token is still valid")
+
+        keeper = TokenKeeper(DatabaseTokenStore(services.db, services.box), no_refresh)
+        self.options = replace(OPTIONS, graph_api_url=api.url, tokens=keeper)
+
+    def put(self, uid: str, body: str) -> None:
+        for item in graph_items(vcal(uid, body), NOW):
+            self.api.calendar.put(self.email, item)
+
+    def delete(self, uid: str) -> None:
+        self.api.calendar.remove_uid(self.email, uid)
+
+    def server_forgets_tokens(self) -> None:
+        self.api.calendar.expire_delta()
+
+
 def vcal(uid: str, body: str) -> str:
     text = (
         "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//test//EN\r\n"
@@ -192,7 +272,7 @@ def event(uid: str, start: str, end: str, *extra: str, summary: str = "Demo") ->
     return "\n".join(lines)
 
 
-PROVIDERS = ("caldav", "google")
+PROVIDERS = ("caldav", "google", "graph")
 
 
 @pytest.fixture(params=PROVIDERS)
@@ -201,6 +281,9 @@ def make_cal(request: pytest.FixtureRequest, services: Services, world: World) -
     if request.param == "google":
         api = request.getfixturevalue("google_api")
         return lambda: GoogleCal(services, world, api)
+    if request.param == "graph":
+        graph = request.getfixturevalue("graph_api")
+        return lambda: GraphCal(services, world, graph)
     server = request.getfixturevalue("radicale")
     return lambda: Cal(services, world, server)
 
@@ -282,12 +365,10 @@ async def test_only_meetings_with_contacts_are_imported_and_linked(
     assert set(events_by_uid(services)) == {"with-bob"}
     assert links(services, "with-bob") == {("contact", bob), ("lead", lead), ("deal", deal)}
     assert result.stored == 1
-    assert result.skipped == {
-        "no_known_contact": 1,
-        "only_workspace_users": 1,
-        "no_participants": 1,
-        "outside_window": 1,
-    }
+    skipped = {"no_known_contact": 1, "only_workspace_users": 1, "no_participants": 1}
+    if cal.provider != "graph":  # Graph's calendarView lists the window only
+        skipped["outside_window"] = 1
+    assert result.skipped == skipped
     page = services.db.run(lambda s: store.meeting_timeline(s, cal.user, "contact", bob))
     assert [i.meeting.summary for i in page.items] == ["Demo"]
     assert "bob@customer.test is the attendee" in page.items[0].reason
@@ -332,12 +413,24 @@ async def test_recurring_series_in_berlin_with_exception_cancelled_instance_and_
 
     # 9:00 Berlin is 08:00 UTC before 28 March 2027 (CET) and 07:00 UTC after (CEST);
     # 29 March is an EXDATE, 22 March moved to the afternoon, 5 April cancelled.
-    assert occurrences(services, "weekly") == [
+    expected = [
         (utc(2027, 3, 15, 8), utc(2027, 3, 15, 9), "confirmed", "Europe/Berlin"),
         (utc(2027, 3, 22, 13), utc(2027, 3, 22, 14), "confirmed", "Europe/Berlin"),
         (utc(2027, 4, 5, 7), utc(2027, 4, 5, 8), "cancelled", "Europe/Berlin"),
         (utc(2027, 4, 12, 7), utc(2027, 4, 12, 8), "confirmed", "Europe/Berlin"),
     ]
+    if cal.provider == "graph":
+        # Graph lists instances, and no cancelled one: each instance is stored as the
+        # series' UID + its RECURRENCE-ID; 5 April simply is not there.
+        assert occurrences(services, "weekly") == [expected[0], expected[1], expected[3]]
+        upcoming = services.db.run(lambda s: store.upcoming(s, cal.user, NOW))
+        assert [(u.starts_at.day, u.status) for u in upcoming] == [
+            (15, "confirmed"),
+            (22, "confirmed"),
+            (12, "confirmed"),
+        ]
+        return
+    assert occurrences(services, "weekly") == expected
     ev = events_by_uid(services)["weekly"]
     assert (ev.tzid, ev.rrule) == ("Europe/Berlin", "FREQ=WEEKLY;COUNT=5")
     upcoming = services.db.run(lambda s: store.upcoming(s, cal.user, NOW))
@@ -433,11 +526,6 @@ async def test_forgotten_sync_token_lists_again_without_duplicates(
     # Meanwhile another client deletes "b"; then the server forgets our token.
     cal.delete("b")
     cal.server_forgets_tokens()
-    services.db.run(
-        lambda s: s.execute(
-            update(CalendarRow).values(sync_token="http://radicale.org/ns/sync/forgotten")
-        )
-    )
 
     again = await cal.sync()
 
@@ -662,3 +750,71 @@ async def test_a_google_grant_without_the_calendar_scope_says_so_and_mail_is_unt
     assert "Reconnect the account with Google" in error[0]
     mail_state = services.db.run(lambda s: s.scalar(select(MailAccount.state)))
     assert mail_state != "auth_error"
+
+
+async def test_meeting_from_the_crm_in_outlook_invites_through_exchange_and_takes_answers(
+    services: Services, world: World, graph_api: GraphApi
+) -> None:
+    from datetime import timedelta
+
+    from crmail.sync.meetings import MeetingRequest, cancel, reschedule, schedule
+
+    cal = GraphCal(services, world, graph_api)
+    bob = world.contact("bob@customer.test", name="Bob Buyer")
+    await cal.sync()
+    start = datetime(2027, 3, 10, 9, 0, tzinfo=UTC)
+
+    made = await schedule(
+        services.db,
+        services.box,
+        cal.options,
+        cal.user,
+        MeetingRequest(
+            "Demo call",
+            start,
+            start + timedelta(minutes=45),
+            contact_ids=(bob,),
+            tzid="Europe/Berlin",
+        ),
+    )
+
+    # In the Outlook calendar with the attendee; Exchange sent the invitation, and the
+    # meeting is stored under Graph's own UID, so the next round finds no new event.
+    [seen] = graph_api.calendar.events(cal.email)
+    assert made.meeting.uid == seen["uid"]
+    assert [a["emailAddress"]["address"] for a in seen["attendees"]] == ["bob@customer.test"]
+    assert seen["start"] == {"dateTime": "2027-03-10T10:00:00", "timeZone": "Europe/Berlin"}
+    assert made.message_id is None
+    assert [(s.kind, s.to) for s in graph_api.calendar.sent if s.event_id == seen["id"]] == [
+        ("invitation", ("bob@customer.test",))
+    ]
+
+    graph_api.calendar.respond(cal.email, seen["id"], "bob@customer.test", "accepted")
+    await cal.sync()
+    meeting = services.db.run(lambda s: store.get_meeting(s, cal.user, made.meeting.id))
+    assert [(a.email, a.partstat) for a in meeting.attendees] == [("bob@customer.test", "ACCEPTED")]
+    assert services.db.run(lambda s: s.scalar(select(func.count()).select_from(CalendarEvent))) == 1
+
+    later = start + timedelta(days=1)
+    await reschedule(
+        services.db,
+        services.box,
+        cal.options,
+        cal.user,
+        made.meeting.id,
+        later,
+        later + timedelta(minutes=45),
+    )
+    [moved] = graph_api.calendar.events(cal.email)
+    assert moved["start"]["dateTime"] == "2027-03-11T10:00:00"
+    await cancel(services.db, services.box, cal.options, cal.user, made.meeting.id)
+    assert graph_api.calendar.events(cal.email) == []
+    assert [s.kind for s in graph_api.calendar.sent if s.event_id == seen["id"]] == [
+        "invitation",
+        "update",
+        "cancellation",
+    ]
+    await cal.sync()
+    meeting = services.db.run(lambda s: store.get_meeting(s, cal.user, made.meeting.id))
+    assert meeting.status == "cancelled"
+    assert services.db.run(lambda s: s.scalar(select(func.count()).select_from(CalendarEvent))) == 1

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from crmail.errors import ProviderError
+from crmail.errors import AuthFailed, ProviderError
 
 
 class SyncTokenInvalid(ProviderError):
@@ -21,6 +21,13 @@ class SyncTokenInvalid(ProviderError):
     410 GONE, Graph 410 SyncStateNotFound): list the calendar again."""
 
     code = "sync_token_invalid"
+
+
+class CalendarScopeMissing(AuthFailed):
+    """The OAuth grant has no calendar scope: the mail works, the calendar needs the
+    account reconnected (Settings shows it in words)."""
+
+    code = "calendar_scope_missing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +58,17 @@ class Resource:
     ics: str
 
 
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """An event written to the calendar."""
+
+    href: str
+    etag: str | None
+    #: the event as the provider keeps it, where that differs from what was sent (Graph
+    #: gives a new event a UID of its own); None: as sent
+    ics: str | None = None
+
+
 class CalendarPort(Protocol):
     """One calendar account at its provider."""
 
@@ -71,8 +89,8 @@ class CalendarPort(Protocol):
 
     async def put(
         self, calendar_url: str, href: str | None, uid: str, ics: str, etag: str | None
-    ) -> tuple[str, str | None]:
-        """Create (``href`` None) or replace the event; its href and new etag."""
+    ) -> Saved:
+        """Create (``href`` None) or replace the event."""
 
     async def delete(self, calendar_url: str, href: str) -> None: ...
 

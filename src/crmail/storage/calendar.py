@@ -82,7 +82,7 @@ class SyncJob:
     username: str
     sealed: bytes
     auto_create: bool
-    #: "caldav" | "google" (the calendar of a Gmail account's Google grant)
+    #: "caldav" | "google" | "microsoft" (the calendar of a Gmail or Graph account's grant)
     provider: str = "caldav"
     #: the mail account whose OAuth grant a Google calendar uses
     mail_account_id: int | None = None
@@ -268,12 +268,12 @@ def job_for(s: Session, user: UserInfo, account_id: int) -> SyncJob:
 
 
 #: mail account providers whose OAuth grant also opens a calendar
-GRANT_CALENDARS = {"gmail": "google"}
+GRANT_CALENDARS = {"gmail": "google", "graph": "microsoft"}
 
 
 def ensure_grant_calendars(s: Session, box: SecretBox) -> int:
-    """A calendar account for every connected Gmail account that has none (its grant
-    reaches Google Calendar when it carries the calendar scope; a round finds out).
+    """A calendar account for every connected Gmail or Graph account that has none (its
+    grant reaches the calendar when it carries the calendar scope; a round finds out).
     Returns how many were made."""
     have = select(CalendarAccount.mail_account_id).where(
         CalendarAccount.mail_account_id.is_not(None),

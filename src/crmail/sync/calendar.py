@@ -40,6 +40,8 @@ from crmail.providers.caldav.presets import CALDAV_PRESETS, preset_url
 from crmail.providers.calendar_port import CalendarPort, Listing, SyncTokenInvalid
 from crmail.providers.gcal import DEFAULT_BASE_URL as GOOGLE_API
 from crmail.providers.gcal import GoogleCalendar
+from crmail.providers.graphcal import DEFAULT_BASE_URL as GRAPH_API
+from crmail.providers.graphcal import GraphCalendar
 from crmail.providers.netcheck import allowed_addresses
 from crmail.providers.oauth import TokenKeeper
 from crmail.storage import calendar as store
@@ -68,7 +70,9 @@ class CalendarOptions:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     #: Google's API base (CRMAIL_GMAIL_API_URL; the calendar is under /calendar/v3)
     google_api_url: str = GOOGLE_API
-    #: access tokens of OAuth grants (Google calendars); None: such accounts cannot sync
+    #: Microsoft Graph's base (CRMAIL_GRAPH_API_URL)
+    graph_api_url: str = GRAPH_API
+    #: access tokens of OAuth grants (Google, Graph calendars); None: they cannot sync
     tokens: TokenKeeper | None = None
 
 
@@ -96,12 +100,12 @@ def client_for(job: store.SyncJob, box: SecretBox, options: CalendarOptions) -> 
 
 
 async def port_for(job: store.SyncJob, box: SecretBox, options: CalendarOptions) -> CalendarPort:
-    """The account's calendar port: CalDAV, or Google Calendar through the grant of the
-    account's Gmail mailbox."""
-    if job.provider == "google":
+    """The account's calendar port: CalDAV, or Google Calendar / Microsoft Graph through
+    the OAuth grant of the user's Gmail / Graph mailbox."""
+    if job.provider in ("google", "microsoft"):
         keeper, grant = options.tokens, job.mail_account_id
         if keeper is None or grant is None:
-            raise InvalidInput("this Google calendar has no Google sign-in to use")
+            raise InvalidInput("this calendar has no sign-in (OAuth grant) to use")
         held: list[str] = []
 
         async def token() -> str:
@@ -109,11 +113,17 @@ async def port_for(job: store.SyncJob, box: SecretBox, options: CalendarOptions)
             return held[0]
 
         async def refreshed() -> str:
-            held[:] = [(await keeper.access_token(grant, refused=held[0] if held else None)).token]
+            refused = held[0] if held else None
+            held[:] = [(await keeper.access_token(grant, refused=refused)).token]
             return held[0]
 
-        return GoogleCalendar(
-            token, refresh_access_token=refreshed, base_url=options.google_api_url
+        if job.provider == "google":
+            return GoogleCalendar(
+                token, refresh_access_token=refreshed, base_url=options.google_api_url
+            )
+        window = Window.around(options.clock(), options.days_back, options.days_ahead)
+        return GraphCalendar(
+            token, window, refresh_access_token=refreshed, base_url=options.graph_api_url
         )
     return CalDavCalendar(await asyncio.to_thread(client_for, job, box, options))
 
@@ -336,5 +346,6 @@ def options_for(settings: Settings, db: Database, box: SecretBox) -> CalendarOpt
         interval=settings.calendar_sync_interval,
         allow_plain_http=settings.calendar_allow_http,
         google_api_url=settings.gmail_api_url or GOOGLE_API,
+        graph_api_url=settings.graph_api_url or GRAPH_API,
         tokens=token_keeper(settings, db, box),
     )

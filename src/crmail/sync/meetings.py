@@ -179,7 +179,7 @@ async def schedule(
     ics = meeting_calendar(draft)
     port = await port_for(job, box, options)
     try:
-        href, etag = await port.put(cal.url, None, draft.uid, ics.decode(), None)
+        saved = await port.put(cal.url, None, draft.uid, ics.decode(), None)
         invites = not port.sends_invitations
     finally:
         await port.close()
@@ -188,10 +188,10 @@ async def schedule(
             s,
             user,
             cal.id,
-            href,
-            etag,
+            saved.href,
+            saved.etag,
             draft,
-            ics,
+            saved.ics.encode() if saved.ics else ics,
             "REQUEST",
             f"Invitation: {draft.summary}",
             _invitation_text(draft),
@@ -245,7 +245,7 @@ async def _change(
     ics = meeting_calendar(draft)
     port = await port_for(job, box, options)
     try:
-        href, etag = await port.put(copy.calendar_url, copy.href, copy.uid, ics.decode(), copy.etag)
+        saved = await port.put(copy.calendar_url, copy.href, copy.uid, ics.decode(), copy.etag)
         invites = not port.sends_invitations
     finally:
         await port.close()
@@ -256,10 +256,10 @@ async def _change(
             s,
             user,
             copy.calendar_id,
-            href,
-            etag,
+            saved.href,
+            saved.etag,
             draft,
-            ics,
+            saved.ics.encode() if saved.ics else ics,
             method,
             subject,
             _invitation_text(draft),

@@ -30,7 +30,13 @@ from crmail.errors import (
     ProtocolError,
     ProviderRateLimited,
 )
-from crmail.providers.calendar_port import Listing, RemoteCalendar, Resource, SyncTokenInvalid
+from crmail.providers.calendar_port import (
+    Listing,
+    RemoteCalendar,
+    Resource,
+    Saved,
+    SyncTokenInvalid,
+)
 
 __all__ = [
     "CalDavCalendar",
@@ -297,8 +303,8 @@ class CalDavCalendar:
 
     async def put(
         self, calendar_url: str, href: str | None, uid: str, ics: str, etag: str | None
-    ) -> tuple[str, str | None]:
-        return await asyncio.to_thread(self.client.put, calendar_url, href, uid, ics, etag)
+    ) -> Saved:
+        return Saved(*await asyncio.to_thread(self.client.put, calendar_url, href, uid, ics, etag))
 
     async def delete(self, calendar_url: str, href: str) -> None:
         await asyncio.to_thread(self.client.delete, calendar_url, href)

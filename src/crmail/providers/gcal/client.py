@@ -26,8 +26,15 @@ from urllib.parse import quote
 
 import httpx
 
-from crmail.errors import AuthFailed, ProviderError
-from crmail.providers.calendar_port import Listing, RemoteCalendar, Resource, SyncTokenInvalid
+from crmail.errors import ProviderError
+from crmail.providers.calendar_port import (
+    CalendarScopeMissing,
+    Listing,
+    RemoteCalendar,
+    Resource,
+    Saved,
+    SyncTokenInvalid,
+)
 from crmail.providers.gcal.convert import event_body, series_ics
 from crmail.providers.gmail.errors import GmailFailure, classify
 from crmail.providers.http import (
@@ -52,12 +59,6 @@ class _Gone(ProviderError):
 
 def _gone(message: str) -> ProviderError:
     return _Gone(message or "the event is gone")
-
-
-class CalendarScopeMissing(AuthFailed):
-    """The grant has no calendar scope: the mail works, the calendar needs a reconnect."""
-
-    code = "calendar_scope_missing"
 
 
 WORDS = ProviderWords(
@@ -216,7 +217,7 @@ class GoogleCalendar(ApiClient):
 
     async def put(
         self, calendar_url: str, href: str | None, uid: str, ics: str, etag: str | None
-    ) -> tuple[str, str | None]:
+    ) -> Saved:
         body = event_body(ics)
         path = self._events(calendar_url)
         notify = [("sendUpdates", "all")]
@@ -225,7 +226,7 @@ class GoogleCalendar(ApiClient):
         elif body["status"] == "cancelled":
             # Google's cancel is a delete; it sends the attendees the cancellation.
             await self.delete(calendar_url, href)
-            return href, None
+            return Saved(href, None)
         else:
             body.pop("iCalUID", None)
             single = etag if etag and "|" not in etag else None
@@ -236,7 +237,7 @@ class GoogleCalendar(ApiClient):
                 json=body,
                 headers={"If-Match": single} if single else None,
             )
-        return str(saved["id"]), _etag([saved])
+        return Saved(str(saved["id"]), _etag([saved]))
 
     async def delete(self, calendar_url: str, href: str) -> None:
         await self._http.send(

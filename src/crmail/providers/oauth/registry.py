@@ -45,6 +45,8 @@ MICROSOFT_GRAPH_SCOPES = (
     "User.Read",
     "Mail.ReadWrite",
     "Mail.Send",
+    # meetings both ways in the user's calendars (docs/sync.md, "Calendar")
+    "Calendars.ReadWrite",
 )
 
 
