@@ -1,4 +1,6 @@
-"""CRM actions reach the mailbox (and only the actor's): Done, read, snooze, delete, move."""
+"""IMAP specifics of CRM actions: queued read/unread collapsing before an inbound round,
+Trash and folder names, snooze, a missing Archive, attachment limits. The rules common to
+every provider are in tests/sync/contract/."""
 
 from __future__ import annotations
 
@@ -101,32 +103,6 @@ async def setup(
     await wait_for(lambda: count(services, InboxItem, InboxItem.state == "open") == 3)
     yield me, account, run
     await run.stop()
-
-
-async def test_done_without_archiving_only_marks_read(
-    services: Services, world: World, dovecot: Dovecot, mailbox: MailboxAccount
-) -> None:
-    me = world.user(mailbox.email)
-    world.contact("jo@client.test")
-    account = world.connect(me, mailbox, archive_on_done=False)
-    dovecot.deliver(
-        mailbox.email, message("jo@client.test", mailbox.email, "hi", msgid="<j0@client.test>")
-    )
-    run = Running(services, account)
-    try:
-        await run.live()
-        await wait_for(lambda: count(services, InboxItem) == 1)
-        await services.act(
-            lambda s: actions.done(
-                s, user(services, world, me), thread_of(services, "j0@client.test")
-            )
-        )
-        await wait_for(lambda: "\\Seen" in server_flags(dovecot, mailbox.email)["<j0@client.test>"])
-        assert folders_on_server(dovecot, mailbox.email, "<j0@client.test>") == ["INBOX"]
-        await asyncio.sleep(0.3)
-        assert item_state(services, me, "j0@client.test") == ("done", True)
-    finally:
-        await run.stop()
 
 
 async def test_read_unread_both_ways_without_flip_flop(

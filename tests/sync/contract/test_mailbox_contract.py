@@ -246,3 +246,18 @@ async def test_a_restarted_sync_imports_nothing_twice(provider: Provider) -> Non
     for i in range(4):
         assert crm.placements(f"rs{i}@client.test") == server.copies(f"rs{i}@client.test")
     assert crm.item("rs0@client.test") == ("open", True)
+
+
+async def test_done_without_archiving_only_marks_read(mailboxes: Mailboxes) -> None:
+    server, crm = mailboxes.connect(mailboxes.new_world(), archive_on_done=False)
+    crm.world.contact(CUSTOMER)
+    server.deliver(message(CUSTOMER, server.address, "hi", msgid="<na1@client.test>"))
+    await server.sync()
+    m = crm.message("na1@client.test")
+    assert m is not None
+    u, thread = crm.user(), m.thread_id
+    await crm.services.act(lambda s: actions.done(s, u, thread))
+    await server.sync()
+    await server.sync()  # what came back from the server keeps it done
+    assert server.in_inbox("na1@client.test") and server.is_read("na1@client.test")
+    assert crm.item("na1@client.test") == ("done", True)
