@@ -818,3 +818,17 @@ async def test_meeting_from_the_crm_in_outlook_invites_through_exchange_and_take
     meeting = services.db.run(lambda s: store.get_meeting(s, cal.user, made.meeting.id))
     assert meeting.status == "cancelled"
     assert services.db.run(lambda s: s.scalar(select(func.count()).select_from(CalendarEvent))) == 1
+
+
+async def test_a_grant_calendar_removed_in_settings_stays_off(
+    services: Services, world: World, google_api: GoogleApi
+) -> None:
+    cal = GoogleCal(services, world, google_api)
+    await cal.sync()
+
+    services.db.run(lambda s: store.delete_account(s, cal.user, cal.account_id))
+
+    assert services.db.run(lambda s: store.ensure_grant_calendars(s, services.box)) == 0
+    assert [j.account_id for j in services.db.run(store.sync_jobs)] == []
+    [view] = services.db.run(lambda s: store.list_accounts(s, cal.user))
+    assert (view.provider, view.state) == ("google", "disconnected")

@@ -48,6 +48,8 @@ MEETING_EVENTS = ("meeting.created", "meeting.updated", "meeting.cancelled")
 class CalendarAccountView:
     id: int
     user_id: int
+    #: caldav | google | microsoft
+    provider: str
     url: str
     username: str
     preset: str | None
@@ -164,6 +166,7 @@ def _account_view(a: CalendarAccount) -> CalendarAccountView:
     return CalendarAccountView(
         a.id,
         a.user_id,
+        a.provider,
         a.url,
         a.username,
         a.preset,
@@ -230,13 +233,19 @@ def get_account(s: Session, user: UserInfo, account_id: int) -> CalendarAccountV
 
 
 def delete_account(s: Session, user: UserInfo, account_id: int) -> None:
-    """Disconnect: the calendars and placements go, the meetings stay on the timelines."""
+    """Disconnect: the calendars and placements go, the meetings stay on the timelines.
+
+    The calendar of a mail account's grant (Google, Graph) stays as a disconnected row:
+    the loop would otherwise make it again for the mail account."""
     a = _account_row(s, user, account_id)
     cal_ids = list(s.scalars(select(CalendarRow.id).where(CalendarRow.account_id == a.id)))
     if cal_ids:
         s.execute(delete(EventPlacement).where(EventPlacement.calendar_id.in_(cal_ids)))
         s.execute(delete(CalendarRow).where(CalendarRow.id.in_(cal_ids)))
-    s.delete(a)
+    if a.provider in GRANT_CALENDARS.values():
+        a.state = "disconnected"
+    else:
+        s.delete(a)
     s.flush()
 
 
@@ -993,7 +1002,7 @@ def default_calendar(
     """The calendar new meetings go into: the first selected one of the user's account."""
     q = (
         select(CalendarAccount)
-        .where(CalendarAccount.user_id == user.id)
+        .where(CalendarAccount.user_id == user.id, CalendarAccount.state != "disconnected")
         .order_by(CalendarAccount.id)
     )
     if account_id is not None:

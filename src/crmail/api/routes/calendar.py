@@ -67,6 +67,8 @@ class CalendarAccountIn(In):
 
 class CalendarAccountOut(Out):
     id: int
+    #: caldav, or google / microsoft: the calendar of a Gmail / Graph account's sign-in
+    provider: str
     url: str
     username: str
     preset: str | None
