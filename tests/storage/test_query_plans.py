@@ -262,15 +262,15 @@ def test_each_list_is_read_in_index_order(
 def test_a_reply_finds_its_thread_by_subject_through_the_subject_index(
     services: Services, seeded: dict[str, int]
 ) -> None:
-    """The import's lookup by subject seeks the candidates (workspace, subject, date);
-    read in id order through the workspace index instead, it walked every thread of
-    the workspace per imported reply."""
-    from crmail.storage.mail import _Threader
+    """The import's lookup by subject (one statement for a batch's replies) seeks the
+    candidates (workspace, subject, date); read in id order through the workspace index
+    instead, it walked every thread of the workspace per imported reply."""
+    from crmail.storage.thread_lookup import threads_by_subject
 
     def run(s: Session) -> list[str]:
         ws = s.get_one(User, seeded["me"]).workspace_id
         with captured(services) as seen:
-            _Threader(s, ws, [])._by_subject("Re: Project kiwi 7", T0)
+            threads_by_subject(s, ws, [("project kiwi 7", T0), ("project kiwi 8", T0)])
         [(sql, params)] = [(q, p) for q, p in seen if "subject_key" in q]
         plan = _plan(s, sql, params)
         if s.get_bind().dialect.name == "sqlite":

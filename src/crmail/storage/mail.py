@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, delete, func, select, update
@@ -43,10 +43,7 @@ from crmail.storage.models import (
     User,
     utcnow,
 )
-
-#: A reply found only by its subject must be this close in time to join a thread.
-SUBJECT_THREAD_WINDOW = timedelta(days=30)
-
+from crmail.storage.thread_lookup import advance_last_message, threads_by_subject
 
 # --- what the sync engine hands over -------------------------------------------------
 
@@ -624,6 +621,10 @@ class _Threader:
                 if msgid is not None:
                     self.by_msgid[msgid] = tid
         self.children: dict[str, set[ThreadRef]] = {}
+        #: threads merged away in this batch -> the thread they went into
+        self.merged: dict[int, int] = {}
+        #: index of a message in the batch -> the thread its subject would join
+        self.by_subject: dict[int, int] = {}
         for chunk in _chunks(sorted(own_ids), 500):
             q = (
                 select(MessageRef.ref, Message.thread_id)
@@ -634,7 +635,8 @@ class _Threader:
                 self.children.setdefault(ref, set()).add(tid)
 
     def assign(self, news: list[NewMessage]) -> list[int]:
-        refs = [self._thread_for(n) for n in news]
+        self._prefetch_subjects(news)
+        refs = [self._thread_for(i, n) for i, n in enumerate(news)]
         finals = [_find(r) for r in refs]
         latest: dict[ThreadRef, datetime] = {}
         for root, n in zip(finals, news, strict=True):
@@ -669,18 +671,29 @@ class _Threader:
             for p in roots:
                 p.id = ids[p.root_key]
         # Threads that existed before: their last-message time may move forward.
-        for root, when in latest.items():
-            if isinstance(root, int):
-                self.s.execute(
-                    update(Thread)
-                    .where(Thread.id == root)
-                    .where(Thread.last_message_at.is_(None) | (Thread.last_message_at < when))
-                    .values(last_message_at=when)
-                    .execution_options(synchronize_session=False)
-                )
+        advance_last_message(
+            self.s, {root: when for root, when in latest.items() if isinstance(root, int)}
+        )
         return [r if isinstance(r, int) else r.id or 0 for r in finals]
 
-    def _thread_for(self, n: NewMessage) -> ThreadRef:
+    def _prefetch_subjects(self, news: list[NewMessage]) -> None:
+        """The threads each reply-like subject of the batch would join by subject, in one
+        statement. Asked for every message that may need it (whether it does depends on
+        the messages before it in the batch): a few spare lookups cost less than a
+        statement per reply."""
+        wanted: list[tuple[int, str, datetime]] = []
+        for i, n in enumerate(news):
+            env = n.parsed.envelope
+            key = normalize_subject(env.subject)[:200]
+            # Only a subject that says it is a reply or forward may join by subject alone.
+            if key and key != env.subject.strip().casefold() and env.date is not None:
+                wanted.append((i, key, env.date))
+        found = threads_by_subject(self.s, self.ws, [(key, when) for _, key, when in wanted])
+        self.by_subject = {
+            i: tid for (i, _, _), tid in zip(wanted, found, strict=True) if tid is not None
+        }
+
+    def _thread_for(self, index: int, n: NewMessage) -> ThreadRef:
         env = n.parsed.envelope
         found: set[ThreadRef] = set()
         for ref in (*env.in_reply_to, *env.references):
@@ -688,10 +701,8 @@ class _Threader:
                 found.add(_find(self.by_msgid[ref]))
         if env.message_id:
             found |= {_find(t) for t in self.children.get(env.message_id, set())}
-        if not found:
-            by_subject = self._by_subject(env.subject, env.date)
-            if by_subject is not None:
-                found.add(by_subject)
+        if not found and index in self.by_subject:
+            found.add(self._current(self.by_subject[index]))
         existing = sorted(t for t in found if isinstance(t, int))
         pending = [t for t in found if isinstance(t, _Pending)]
         tid: ThreadRef
@@ -713,23 +724,11 @@ class _Threader:
             self.children.setdefault(ref, set()).add(tid)
         return tid
 
-    def _by_subject(self, subject: str, date: datetime | None) -> int | None:
-        key = normalize_subject(subject)[:200]
-        # Only a subject that says it is a reply or forward may join by subject alone.
-        if not key or key == subject.strip().casefold() or date is None:
-            return None
-        q = (
-            select(Thread.id)
-            .where(
-                Thread.workspace_id == self.ws,
-                Thread.subject_key == key,
-                Thread.last_message_at >= date - SUBJECT_THREAD_WINDOW,
-                Thread.last_message_at <= date + SUBJECT_THREAD_WINDOW,
-            )
-            .order_by(Thread.id)
-            .limit(1)
-        )
-        return self.s.scalar(q)
+    def _current(self, tid: int) -> int:
+        """The thread ``tid`` became after the merges of this batch."""
+        while tid in self.merged:
+            tid = self.merged[tid]
+        return tid
 
     def _merge(self, other: int, *, into: int) -> None:
         s = self.s
@@ -743,6 +742,7 @@ class _Threader:
             execution_options=quick,
         )
         s.execute(delete(Thread).where(Thread.id == other))
+        self.merged[other] = into
         for msgid, tid in list(self.by_msgid.items()):
             if tid == other:
                 self.by_msgid[msgid] = into
