@@ -8,7 +8,8 @@ The documented semantics crmail's calendar sync relies on:
   changed instances (``recurringEventId`` + ``originalStartTime``), cancelled instances
   (``status: cancelled``, the same keys) — listed even without ``showDeleted``, while
   deleted events are listed only with it;
-- ``maxResults`` pages with ``nextPageToken``, ``nextSyncToken`` on the last page only;
+- pages of ``maxResults`` (at most :attr:`FakeGoogleCalendar.page_size`) linked by
+  ``nextPageToken``, ``nextSyncToken`` on the last page only;
   ``syncToken`` lists what changed since (deleted events as ``status: cancelled`` with
   only their ids), and is 410 GONE (``fullSyncRequired``) once invalidated
   (:meth:`FakeGoogleCalendar.invalidate_tokens`) or unknown; ``iCalUID`` lists one
@@ -66,8 +67,10 @@ class Sent:
 
 
 class FakeGoogleCalendar:
-    def __init__(self, gmail: FakeGmail) -> None:
+    def __init__(self, gmail: FakeGmail, page_size: int = 2) -> None:
         self.gmail = gmail
+        #: the most items a page holds, whatever maxResults asks (pages get exercised)
+        self.page_size = page_size
         self.calendars: dict[str, dict[str, FakeCalendar]] = {}  # address -> id -> calendar
         self.sent: list[Sent] = []
         self._numbers = itertools.count(1)
@@ -210,7 +213,7 @@ async def _list_events(
     if q.get("singleEvents", "false") != "false":
         raise GmailHTTPError(400, "the fake lists with singleEvents=false only")
     show_deleted = q.get("showDeleted") == "true"
-    size = min(int(q.get("maxResults", "250")), 2500)
+    size = min(int(q.get("maxResults", "250")), 2500, fake.page_size)
     offset = int(q.get("pageToken") or 0)
     token = q.get("syncToken")
     if token is not None and q.get("iCalUID"):
