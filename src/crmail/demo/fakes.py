@@ -53,7 +53,7 @@ def _import_fakes() -> dict[str, Any]:
         sys.path.insert(0, str(root))
     return {
         name: importlib.import_module(f"tests.fakes.{name}")
-        for name in ("gmail", "graph", "oauth", "server", "pubsub")
+        for name in ("gmail", "gcal", "graph", "graph_calendar", "oauth", "server", "pubsub")
     }
 
 
@@ -102,11 +102,14 @@ def fake_providers(
         gmail.pubsub.audience = push_endpoint
         gmail.push_url = push_endpoint
         gbox = gmail.add_mailbox(GOOGLE_MAILBOX)
+        # The accounts' calendars (the grants carry the calendar scopes): empty, synced.
+        fakes["gcal"].FakeGoogleCalendar(gmail).add_calendar(GOOGLE_MAILBOX)
 
         graph = fakes["graph"].FakeGraph(seed=2)
         graph.issuer = _live(microsoft)
         graph_url = stack.enter_context(fakes["server"].LoopbackServer(graph.app)).url
         mbox = graph.add_mailbox(MICROSOFT_MAILBOX)
+        fakes["graph_calendar"].FakeGraphCalendar(graph)
 
         for when, make in seed_mail:
             gbox.deliver(make(GOOGLE_MAILBOX), internal_date=when)
