@@ -23,6 +23,15 @@ It follows the documented semantics crmail's Graph sync depends on
 - ``$value`` MIME, PATCH isRead, move, create folder, sendMail (JSON or base64 MIME),
   createReply/createReplyAll + send filing the Sent Items copy in the conversation
   (a sent draft gets a new id, as with real immutable ids);
+- drafts from MIME (``POST /me/messages``, base64, headers kept), found in a folder by
+  ``$filter=internetMessageId eq '…'``; attachments listed (``size`` a little over the
+  file's, as Graph's counts metadata), added inline (3 MB at most) or through upload
+  sessions (``createUploadSession``, 150 MB at most): the ``uploadUrl`` is PUT to
+  without a bearer token (one is refused), in ``Content-Range`` pieces of multiples of
+  320 KiB but the last, each answered with the next expected ranges (200) and the last
+  with 201; a piece not starting where expected, of a wrong size or beyond the file
+  answers 416; a session past :attr:`FakeGraph.upload_life` (or expired by
+  :meth:`FakeGraph.expire_uploads`) answers 404. Sending a draft sends its attachments;
 - subscriptions: the validation handshake (the fake POSTs ``?validationToken=`` to the
   notification and lifecycle URLs and requires the echo within
   :attr:`FakeGraph.validation_timeout`), expiry (at most 10080 minutes for mail),
@@ -52,6 +61,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.parser import BytesParser
+from functools import cached_property
 from typing import Any
 from urllib.parse import quote
 
@@ -63,6 +73,14 @@ from starlette.routing import Route
 
 _PARSER = BytesParser(policy=email.policy.default)
 MAX_SUBSCRIPTION_MINUTES = 10080
+#: attachments in one request (sendMail, createReply, POST .../attachments)
+INLINE_ATTACHMENT_MAX = 3 * 1024 * 1024
+#: an upload session's largest file
+UPLOAD_MAX = 150 * 1024 * 1024
+#: every piece PUT to an upload session but the last is a multiple of this
+UPLOAD_PIECE_UNIT = 320 * 1024
+#: what Graph's attachment ``size`` counts beyond the file (its metadata)
+ATTACHMENT_OVERHEAD = 180
 PREFIX = "/v1.0"
 WELL_KNOWN = {
     "inbox": "Inbox",
@@ -175,6 +193,8 @@ class StoredMessage:
     is_read: bool
     is_draft: bool
     received: dt.datetime
+    #: files attached to a draft: (name, content type, bytes)
+    attachments: list[tuple[str, str, bytes]] = field(default_factory=list)
 
     @property
     def parsed(self) -> EmailMessage:
@@ -490,6 +510,17 @@ class RequestRecord:
 
 
 @dataclass
+class Upload:
+    box: Mailbox
+    message_id: str
+    name: str
+    content_type: str
+    size: int
+    expires: dt.datetime
+    received: bytearray = field(default_factory=bytearray)
+
+
+@dataclass
 class Sub:
     id: str
     box: Mailbox
@@ -523,6 +554,10 @@ class FakeGraph:
     tenant_id: str = "00000000-0000-0000-0000-0000000000aa"
     #: tokens another fake issued (the identity platform's): token -> mailbox, or None
     issuer: Callable[[str], str | None] | None = None
+    uploads: dict[str, Upload] = field(default_factory=dict)
+    upload_life: dt.timedelta = dt.timedelta(minutes=15)
+    #: upload-session PUTs: (token, Content-Range, status)
+    upload_puts: list[tuple[str, str, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -530,6 +565,7 @@ class FakeGraph:
             Route(PREFIX + path, self._endpoint(handler), methods=[method])
             for method, path, handler in ROUTES
         ]
+        routes.append(Route("/upload/{token}", self._put_piece, methods=["PUT"]))
         self.app = Starlette(routes=routes)
 
     # --- test controls -------------------------------------------------------------
@@ -641,9 +677,15 @@ class FakeGraph:
         for sub, entry in pending:
             batches.setdefault(sub.id, (sub, []))[1].append(entry)
         return [
-            httpx.post(sub.notification_url, json={"value": entries}, timeout=10).status_code
+            self._poster.post(sub.notification_url, json={"value": entries}).status_code
             for sub, entries in batches.values()
         ]
+
+    @cached_property
+    def _poster(self) -> httpx.Client:
+        """One client for every notification POST, as Graph keeps its connections (a new
+        httpx client per POST costs tens of milliseconds: an SSL context each)."""
+        return httpx.Client(timeout=10)
 
     def lifecycle(
         self, subscription_id: str, event: str, *, client_state: str | None = None
@@ -661,6 +703,67 @@ class FakeGraph:
             del self.subscriptions[sub.id]
         url = sub.lifecycle_url or sub.notification_url
         return httpx.post(url, json={"value": [entry]}, timeout=10).status_code
+
+    def expire_uploads(self) -> None:
+        """Every open upload session expires now."""
+        with self.lock:
+            for upload in self.uploads.values():
+                upload.expires = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+
+    async def _put_piece(self, request: Request) -> Response:
+        """A PUT of one piece to an upload session's URL (no bearer token)."""
+        token = request.path_params["token"]
+        header = request.headers.get("content-range", "")
+        body = await request.body()
+        response = self._take_piece(token, header, body, request)
+        self.upload_puts.append((token, header, response.status_code))
+        return response
+
+    def _take_piece(self, token: str, header: str, body: bytes, request: Request) -> Response:
+        if request.headers.get("authorization"):
+            return GraphHTTPError(
+                401, "InvalidAuthenticationToken", "The upload URL takes no Authorization."
+            ).response()
+        with self.lock:
+            upload = self.uploads.get(token)
+            if upload is None or upload.expires <= dt.datetime.now(dt.UTC):
+                self.uploads.pop(token, None)
+                return not_found("The upload session was not found or has expired.").response()
+            found = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", header.strip())
+            start, end, total = (int(g) for g in found.groups()) if found else (-1, -1, -1)
+            expected = len(upload.received)
+            last = end + 1 == upload.size
+            if (
+                start != expected
+                or total != upload.size
+                or end < start
+                or end >= upload.size
+                or len(body) != end - start + 1
+                or (not last and len(body) % UPLOAD_PIECE_UNIT)
+            ):
+                return JSONResponse(
+                    {
+                        "error": {
+                            "code": "InvalidRange",
+                            "message": "The range is not the one expected.",
+                        },
+                        "nextExpectedRanges": [f"{expected}-{upload.size - 1}"],
+                    },
+                    status_code=416,
+                )
+            upload.received += body
+            if not last:
+                return JSONResponse(
+                    {
+                        "expirationDateTime": _iso(upload.expires),
+                        "nextExpectedRanges": [f"{len(upload.received)}-{upload.size - 1}"],
+                    }
+                )
+            del self.uploads[token]
+            msg = upload.box.message(upload.message_id)
+            msg.attachments.append((upload.name, upload.content_type, bytes(upload.received)))
+            location = f"{PREFIX}/me/messages/{msg.id}/attachments/{uuid.uuid4()}"
+            return Response(status_code=201, headers={"Location": location})
 
     def expire_subscription(self, subscription_id: str) -> None:
         self.subscriptions[subscription_id].expiration = dt.datetime.now(dt.UTC) - dt.timedelta(
@@ -1059,12 +1162,137 @@ async def send_draft(fake: FakeGraph, box: Mailbox, r: Request, p: dict[str, str
         draft = box.message(p["id"])
         if not draft.is_draft:
             raise GraphHTTPError(400, "ErrorInvalidOperation", "Only drafts can be sent.")
-        fake.sent.append(draft.mime)
+        mime = _with_attachments(draft)
+        fake.sent.append(mime)
         del box.messages[draft.id]
         box._record(draft, draft.folder_id, None)
         # A sent draft is a new item: even immutable ids change on send.
-        box._store(draft.mime, box.folder("sentitems").id, None, True, draft.conversation_id)
+        box._store(mime, box.folder("sentitems").id, None, True, draft.conversation_id)
     return Response(status_code=202)
+
+
+def _with_attachments(draft: StoredMessage) -> bytes:
+    if not draft.attachments:
+        return draft.mime
+    parsed = draft.parsed
+    for name, content_type, content in draft.attachments:
+        maintype, _, subtype = content_type.partition("/")
+        parsed.add_attachment(
+            content, maintype=maintype, subtype=subtype or "octet-stream", filename=name
+        )
+    return parsed.as_bytes()
+
+
+async def create_message(fake: FakeGraph, box: Mailbox, r: Request, p: dict[str, str]) -> Any:
+    """A draft in Drafts; only the MIME form (base64 text/plain) is modelled."""
+    if not r.headers.get("content-type", "").startswith("text/plain"):
+        raise GraphHTTPError(400, "BadRequest", "The fake only creates drafts from MIME.")
+    try:
+        raw = base64.b64decode(await r.body(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise GraphHTTPError(
+            400, "ErrorMimeContentInvalidBase64String", "Invalid base64 string for MIME content."
+        ) from exc
+    if len(raw) > 4 * 1024 * 1024:
+        raise GraphHTTPError(413, "ErrorRequestEntityTooLarge", "The request is too large.")
+    with fake.lock:
+        draft = box._store(raw, box.folder("drafts").id, None, True, None, True)
+        return JSONResponse(draft.to_json(box, _immutable(r), None), status_code=201)
+
+
+async def list_messages(fake: FakeGraph, box: Mailbox, r: Request, p: dict[str, str]) -> Any:
+    wanted = None
+    if flt := r.query_params.get("$filter"):
+        found = re.fullmatch(r"internetMessageId eq '((?:[^']|'')*)'", flt.strip())
+        if not found:
+            raise GraphHTTPError(400, "BadRequest", f"Unsupported $filter: {flt}")
+        wanted = found.group(1).replace("''", "'")
+    with fake.lock:
+        folder = box.folder(p["folder"]).id
+        return {
+            "value": [
+                m.to_json(box, _immutable(r), _select(r))
+                for m in box.messages.values()
+                if m.folder_id == folder
+                and (wanted is None or str(m.parsed.get("Message-ID", "")).strip() == wanted)
+            ]
+        }
+
+
+def _draft(box: Mailbox, message_id: str) -> StoredMessage:
+    msg = box.message(message_id)
+    if not msg.is_draft:
+        raise GraphHTTPError(400, "ErrorInvalidOperation", "Only drafts take attachments.")
+    return msg
+
+
+async def list_attachments(fake: FakeGraph, box: Mailbox, r: Request, p: dict[str, str]) -> Any:
+    with fake.lock:
+        msg = box.message(p["id"])
+        return {
+            "value": [
+                {
+                    "@odata.type": "#microsoft.graph.fileAttachment",
+                    "name": name,
+                    "contentType": content_type,
+                    "size": len(content) + ATTACHMENT_OVERHEAD,
+                }
+                for name, content_type, content in msg.attachments
+            ]
+        }
+
+
+async def add_attachment(fake: FakeGraph, box: Mailbox, r: Request, p: dict[str, str]) -> Any:
+    data = await _json_body(r)
+    try:
+        content = base64.b64decode(str(data.get("contentBytes") or ""), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise GraphHTTPError(400, "BadRequest", "contentBytes is not base64.") from exc
+    if len(content) > INLINE_ATTACHMENT_MAX:
+        raise GraphHTTPError(
+            413, "ErrorRequestEntityTooLarge", "Use an upload session for files over 3 MB."
+        )
+    with fake.lock:
+        msg = _draft(box, p["id"])
+        content_type = str(data.get("contentType") or "application/octet-stream")
+        msg.attachments.append((str(data.get("name") or "attachment"), content_type, content))
+    return JSONResponse({"id": str(uuid.uuid4()), "name": data.get("name")}, status_code=201)
+
+
+async def create_upload_session(
+    fake: FakeGraph, box: Mailbox, r: Request, p: dict[str, str]
+) -> Any:
+    data = await _json_body(r)
+    item = data.get("AttachmentItem")
+    if not isinstance(item, dict) or item.get("attachmentType") != "file":
+        raise GraphHTTPError(400, "BadRequest", "AttachmentItem of attachmentType file required.")
+    size = item.get("size")
+    if not isinstance(size, int) or size <= 0:
+        raise GraphHTTPError(400, "BadRequest", "AttachmentItem.size is required.")
+    if size > UPLOAD_MAX:
+        raise GraphHTTPError(
+            400, "ErrorAttachmentSizeShouldNotBeGreaterThanMaximumSize", "Over 150 MB."
+        )
+    with fake.lock:
+        msg = _draft(box, p["id"])
+        token = uuid.uuid4().hex
+        expires = dt.datetime.now(dt.UTC) + fake.upload_life
+        fake.uploads[token] = Upload(
+            box,
+            msg.id,
+            str(item.get("name") or "attachment"),
+            str(item.get("contentType") or "application/octet-stream"),
+            size,
+            expires,
+        )
+    return JSONResponse(
+        {
+            "uploadUrl": str(r.base_url).rstrip("/") + f"/upload/{token}",
+            "expirationDateTime": _iso(expires),
+            "nextExpectedRanges": ["0-"],
+        },
+        status_code=201,
+    )
 
 
 def _sub_json(sub: Sub) -> dict[str, Any]:
@@ -1162,6 +1390,11 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/me/mailFolders/{folder}", get_folder),
     ("POST", "/me/mailFolders/{folder}/childFolders", create_folder),
     ("GET", "/me/mailFolders/{folder}/messages/delta", messages_delta),
+    ("GET", "/me/mailFolders/{folder}/messages", list_messages),
+    ("POST", "/me/messages", create_message),
+    ("GET", "/me/messages/{id}/attachments", list_attachments),
+    ("POST", "/me/messages/{id}/attachments", add_attachment),
+    ("POST", "/me/messages/{id}/attachments/createUploadSession", create_upload_session),
     ("GET", "/me/messages/{id}", get_message),
     ("GET", "/me/messages/{id}/$value", get_mime),
     ("PATCH", "/me/messages/{id}", patch_message),

@@ -292,6 +292,7 @@ class AccountOut(Out):
     archive_on_done: bool = True
     auto_create_contacts: bool = False
     auto_create_incoming: bool = False
+    large_attachments: bool = False
     settings: dict[str, object] = Field(description="everything stored, as stored")
     state: str
     last_error: str | None

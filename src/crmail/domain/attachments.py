@@ -18,6 +18,7 @@ __all__ = [
     "MIB",
     "OUTLOOK_ALLOWED_EXTENSIONS",
     "SIZE_RESERVE",
+    "UPLOAD_SESSION_LIMIT",
     "AttachmentPolicy",
     "account_policy",
     "attachment_budget",
@@ -83,8 +84,21 @@ def policy_for(provider_key: str, smtp_max_size: int | None) -> AttachmentPolicy
     return AttachmentPolicy(limit, _ALLOW_LISTS.get(p.key), source)
 
 
-def account_policy(settings: Mapping[str, object]) -> AttachmentPolicy:
-    """The policy of an account from its stored settings (preset, SIZE learned from SMTP)."""
+#: What a Microsoft Graph account may attach when its owner allows large attachments:
+#: upload sessions take files up to 150 MB (Exchange Online's message limit too).
+UPLOAD_SESSION_LIMIT = 150 * MIB
+
+
+def account_policy(settings: Mapping[str, object], provider: str = "imap") -> AttachmentPolicy:
+    """The policy of an account from its stored settings (preset, SIZE learned from SMTP,
+    and for a Microsoft Graph account whether large attachments are allowed)."""
+    if provider == "graph":
+        outlook = policy_for("microsoft365", None)
+        if not settings.get("large_attachments"):
+            return outlook
+        return AttachmentPolicy(
+            UPLOAD_SESSION_LIMIT, outlook.allowed_extensions, "Microsoft 365 (upload sessions)"
+        )
     size = settings.get("smtp_max_size")
     return policy_for(str(settings.get("preset") or "other"), int(str(size)) if size else None)
 

@@ -22,6 +22,7 @@ from crmail.errors import Conflict, CrmailError, Forbidden, InvalidInput, NotFou
 from crmail.storage import mail, notify
 from crmail.storage.models import (
     Folder,
+    GraphSubscription,
     InboxItem,
     MailAccount,
     Message,
@@ -209,6 +210,7 @@ OPTION_DEFAULTS: dict[str, object] = {
     "auto_create_incoming": False,
     "archive_on_done": True,
     "folders": [],
+    "large_attachments": False,
 }
 MODES = ("two_way", "one_way")
 SCOPES = ("contacts", "crm_threads", "folders")
@@ -232,6 +234,7 @@ def clean_options(raw: Mapping[str, object]) -> dict[str, object]:
         "auto_create_incoming": bool(raw.get("auto_create_incoming", False)),
         "archive_on_done": bool(raw.get("archive_on_done", False)),
         "folders": list(dict.fromkeys(f for f in folders if f))[:MAX_FOLDERS],
+        "large_attachments": bool(raw.get("large_attachments", False)),
     }
 
 
@@ -391,12 +394,25 @@ def disconnect(s: Session, user: UserInfo, account_id: int) -> None:
     s.flush()
 
 
+def push_stopped(s: Session, account_id: int, outcome: str, at: str) -> None:
+    """What the provider said when a disconnect asked it to stop the account's push
+    (``settings["push_stopped"]``); the Graph subscription's row goes, so a reconnect
+    subscribes afresh."""
+    a = s.get(MailAccount, account_id)
+    if a is None:
+        return
+    a.settings = {**(a.settings or {}), "push_stopped": {"outcome": outcome, "at": at}}
+    s.execute(delete(GraphSubscription).where(GraphSubscription.account_id == account_id))
+    s.flush()
+
+
 #: what a send queued through a removed mailbox says instead of waiting forever
 REMOVED_SEND_ERROR = "not sent: its mailbox was removed from the CRM before it went out"
 
 
 def delete_account(s: Session, user: UserInfo, account_id: int) -> None:
-    """Forget the account. Never touches the mail server.
+    """Forget the account. Never touches the mail server (the caller may stop its push:
+    :mod:`crmail.sync.push_teardown`).
 
     - Folders, placements and the account's queued outbox actions go (FK cascade): a
       queued send is not sent later by anyone; its message is marked failed, so the

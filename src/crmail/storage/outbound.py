@@ -118,7 +118,7 @@ def _sending_account(
 
 
 def account_policy(a: MailAccount) -> AttachmentPolicy:
-    return attachment_policy_of(a.settings)
+    return attachment_policy_of(a.settings, a.provider)
 
 
 def sender_for(

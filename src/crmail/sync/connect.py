@@ -78,6 +78,10 @@ _FOLDERS = "extra folders to sync besides Inbox/Sent/Archive"
 _ARCHIVE = "Done archives the email in the mailbox"
 _OUTGOING = "create contacts for new addresses the user writes to"
 _INCOMING = "also create contacts from incoming mail (with auto_create_contacts)"
+_LARGE = (
+    "Microsoft Graph accounts: attachments over 3 MB (up to 150 MB) go through upload "
+    "sessions; off: over 3 MB is refused"
+)
 
 
 class AccountIn(AccountTestIn):
@@ -93,6 +97,7 @@ class AccountIn(AccountTestIn):
     archive_on_done: bool = Field(True, description=_ARCHIVE)
     auto_create_contacts: bool = Field(False, description=_OUTGOING)
     auto_create_incoming: bool = Field(False, description=_INCOMING)
+    large_attachments: bool = Field(False, description=_LARGE)
 
     def options(self) -> dict[str, object]:
         """The sync options chosen on the form (MailAccount.settings keys)."""
@@ -108,6 +113,7 @@ class AccountOptionsPatch(_In):
     archive_on_done: bool | None = Field(None, description=_ARCHIVE)
     auto_create_contacts: bool | None = Field(None, description=_OUTGOING)
     auto_create_incoming: bool | None = Field(None, description=_INCOMING)
+    large_attachments: bool | None = Field(None, description=_LARGE)
 
     def option_changes(self) -> dict[str, object]:
         return {

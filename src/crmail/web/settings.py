@@ -15,7 +15,7 @@ from crmail.domain.presets import PRESETS, preset
 from crmail.errors import Conflict, CrmailError, InvalidInput, ProviderError
 from crmail.storage import accounts, autocreate, crm
 from crmail.storage import web as store
-from crmail.sync import connect
+from crmail.sync import connect, push_teardown
 from crmail.sync.connect import AccountIn
 from crmail.web import oauth
 from crmail.web.common import Web, WebAction, WebRoute, WebUser, see_other
@@ -83,6 +83,7 @@ def _options(form: FormData) -> dict[str, object]:
             "auto_create_contacts": form.get("auto_create_contacts") == "on",
             "auto_create_incoming": form.get("auto_create_incoming") == "on",
             "archive_on_done": form.get("archive_on_done") == "on",
+            "large_attachments": form.get("large_attachments") == "on",
             "folders": _folders(form),
         }
     )
@@ -95,7 +96,12 @@ def _form_values(form: FormData | None) -> dict[str, str]:
         for name in (*_FIELDS, "mode", "scope", "folders"):
             v = form.get(name)
             values[name] = v if isinstance(v, str) else ""
-        for flag in ("auto_create_contacts", "auto_create_incoming", "archive_on_done"):
+        for flag in (
+            "auto_create_contacts",
+            "auto_create_incoming",
+            "archive_on_done",
+            "large_attachments",
+        ):
             values[flag] = "on" if form.get(flag) == "on" else ""
     return values
 
@@ -289,8 +295,7 @@ async def reconnect(account_id: int, request: Request, web: WebAction) -> Respon
 @router.post("/accounts/{account_id}/disconnect")
 async def disconnect(account_id: int, web: WebAction) -> Response:
     me = web.user
-    await web.services.db.write(lambda s: accounts.disconnect(s, me, account_id))
-    web.services.sync.accounts_changed()
+    await push_teardown.disconnect(web.services, me, account_id)
     return see_other(f"/settings/email/accounts/{account_id}")
 
 
@@ -309,6 +314,5 @@ async def delete(
     view = await web.services.db.read(lambda s: crm.get_account(s, me, account_id))
     if confirm.strip().lower() != view.email:
         raise InvalidInput("type the mailbox address to confirm", hint=view.email)
-    await web.services.db.write(lambda s: accounts.delete_account(s, me, account_id))
-    web.services.sync.accounts_changed()
+    await push_teardown.delete(web.services, me, account_id)
     return see_other("/settings/email")

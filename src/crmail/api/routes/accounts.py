@@ -31,7 +31,7 @@ from crmail.errors import AuthFailed, Conflict, InvalidInput, ProviderError
 from crmail.services import Services
 from crmail.storage import accounts, autocreate, crm, drop
 from crmail.storage.crm import UserInfo
-from crmail.sync import connect
+from crmail.sync import connect, push_teardown
 
 router = APIRouter(prefix="/api", tags=["mail accounts"])
 
@@ -253,24 +253,21 @@ async def disconnect_account(
     """Stop syncing (owner only). Everything synced stays; queued changes wait for a
     reconnect, which resumes where sync stopped."""
 
-    def write(s: Session) -> crm.AccountView:
-        accounts.disconnect(s, user, account_id)
-        return crm.get_account(s, user, account_id)
-
-    view = await services.db.write(write)
-    services.sync.accounts_changed()  # the worker is stopped within one scan interval
+    # The worker is stopped within one scan interval; the provider stops pushing.
+    await push_teardown.disconnect(services, user, account_id)
+    view = await services.db.read(lambda s: crm.get_account(s, user, account_id))
     return (await _outs([view], user, services))[0]
 
 
 @router.delete("/accounts/{account_id}", status_code=204)
 async def delete_account(account_id: IdPath, user: CurrentUser, services: ServicesDep) -> Response:
-    """Forget the account (owner only); the mail server is never touched.
+    """Forget the account (owner only); the mailbox is never touched (a Graph
+    subscription or Gmail watch is stopped, best effort).
 
     Messages stay, with their timeline links; messages only this mailbox held leave
     the owner's Inbox; queued sends through it are marked failed, never sent later.
     """
-    await services.db.write(lambda s: accounts.delete_account(s, user, account_id))
-    services.sync.accounts_changed()
+    await push_teardown.delete(services, user, account_id)
     return Response(status_code=204)
 
 

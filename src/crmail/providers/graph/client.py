@@ -34,6 +34,7 @@ from crmail.providers.graph.resources import (
     Subscription,
     User,
 )
+from crmail.providers.graph.uploads import UploadSession, upload
 from crmail.providers.http import AccessTokenSource, ApiClient, AuthorizedHttp, RetryPolicy
 
 __all__ = [
@@ -67,7 +68,7 @@ DEFAULT_SELECT = (
     "hasAttachments",
 )
 #: Attachments at most this big go inline in sendMail / createReply (Graph's limit for
-#: one request); larger ones need an upload session, which is not built.
+#: one request); larger ones go onto a draft through upload sessions (:mod:`.uploads`).
 INLINE_ATTACHMENT_LIMIT = 3 * 1024 * 1024
 
 
@@ -166,6 +167,15 @@ class GraphClient(ApiClient):
             headers={"Prefer": IMMUTABLE_IDS},
             concurrency=concurrency,
         )
+        self._timeout = timeout
+        #: for upload-session PUTs, which must not carry the bearer token (made on use)
+        self._uploads: httpx.AsyncClient | None = None
+
+    async def aclose(self) -> None:
+        uploads, self._uploads = self._uploads, None
+        if uploads is not None:
+            await uploads.aclose()
+        await super().aclose()
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         return await self._http.json(method, path, **kwargs)
@@ -432,6 +442,79 @@ class GraphClient(ApiClient):
             headers={"Content-Type": "text/plain"},
         )
 
+    # --- drafts and large attachments (upload sessions) ----------------------------
+
+    async def create_draft_mime(self, raw: bytes) -> Message:
+        """A draft in Drafts from RFC 5322 bytes (``POST /me/messages``, base64 MIME):
+        its headers, the Message-ID included, are kept."""
+        data = await self._json(
+            "POST",
+            "/me/messages",
+            content=base64.b64encode(raw),
+            headers={"Content-Type": "text/plain"},
+        )
+        return Message.from_json(data)
+
+    async def find_draft(self, internet_message_id: str) -> Message | None:
+        """The draft in Drafts whose Message-ID is ``internet_message_id``, if any."""
+        quoted = internet_message_id.replace("'", "''")
+        params = [
+            ("$filter", f"internetMessageId eq '{quoted}'"),
+            ("$select", "id,isDraft,internetMessageId"),
+        ]
+        data = await self._json("GET", "/me/mailFolders/drafts/messages", params=params)
+        found = [Message.from_json(m) for m in data.get("value") or () if isinstance(m, dict)]
+        return next((m for m in found if m.is_draft is not False), None)
+
+    async def attachments_of(self, message_id: str) -> list[tuple[str, int]]:
+        """(name, size) of a message's attachments."""
+        data = await self._json(
+            "GET",
+            f"/me/messages/{_q(message_id)}/attachments",
+            params=[("$select", "name,size")],
+            not_found=message_missing(message_id),
+        )
+        return [
+            (str(a.get("name") or ""), int(a.get("size") or 0))
+            for a in data.get("value") or ()
+            if isinstance(a, dict)
+        ]
+
+    async def add_attachment(self, message_id: str, attachment: Attachment) -> None:
+        """Attach a file to a draft: inline up to 3 MB, through an upload session above."""
+        if len(attachment.content) <= INLINE_ATTACHMENT_LIMIT:
+            await self._json(
+                "POST",
+                f"/me/messages/{_q(message_id)}/attachments",
+                json=attachment.to_json(),
+                not_found=message_missing(message_id),
+            )
+            return
+        item = {
+            "attachmentType": "file",
+            "name": attachment.name,
+            "size": len(attachment.content),
+            "contentType": attachment.content_type,
+        }
+        data = await self._json(
+            "POST",
+            f"/me/messages/{_q(message_id)}/attachments/createUploadSession",
+            json={"AttachmentItem": item},
+            not_found=message_missing(message_id),
+        )
+        if self._uploads is None:
+            self._uploads = httpx.AsyncClient(timeout=self._timeout)
+        await upload(self._uploads, UploadSession.from_json(data), attachment.content)
+
+    async def send_draft(self, message_id: str) -> None:
+        """Send a draft; Outlook files the Sent Items copy (under a new id).
+
+        :raises MessageNotInMailbox: no such draft (sent already, or deleted).
+        """
+        await self._http.send(
+            "POST", f"/me/messages/{_q(message_id)}/send", not_found=message_missing(message_id)
+        )
+
     async def reply(
         self,
         message_id: str,
@@ -513,5 +596,19 @@ class GraphClient(ApiClient):
         )
         return Subscription.from_json(data)
 
-    async def delete_subscription(self, subscription_id: str) -> None:
-        await self._http.send("DELETE", f"/subscriptions/{_q(subscription_id)}")
+    async def delete_subscription(self, subscription_id: str) -> bool:
+        """Stop a subscription's notifications: False when Graph no longer had it
+        (expired or removed: nothing left to stop)."""
+
+        def gone(_: str) -> ProviderRejected:
+            return SubscriptionGone(f"The Microsoft Graph subscription {subscription_id} is gone.")
+
+        try:
+            await self._http.send("DELETE", f"/subscriptions/{_q(subscription_id)}", not_found=gone)
+        except SubscriptionGone:
+            return False
+        return True
+
+
+class SubscriptionGone(ProviderRejected):
+    """404 on a subscription: Graph no longer has it."""

@@ -13,37 +13,104 @@ this path and the file-type allow-list for attachments.
 Stages, each committed before the next step: queued → sending → sent. A send found in
 "sending" after a crash is marked "unknown" for the user and never sent again on its
 own (Graph cannot be asked whether a MIME send went out before its copy is filed).
+
+Over 3 MB, when the account allows large attachments (``large_attachments``), the
+message goes through a draft instead: its MIME without the attachments becomes a draft
+(``POST /me/messages``, Message-ID kept), each file is attached (inline up to 3 MB, an
+upload session above), then the draft is sent. Stages: queued → drafting → drafted
+(the draft's id recorded) → sending → sent. A crash anywhere resumes with the same
+draft: "drafting" looks for it in Drafts by Message-ID before making one, "drafted"
+attaches only the files the draft lacks, and "sending" sends the draft only if it is
+still a draft (sent once it is gone: a draft cannot be sent twice). No second draft,
+no second send.
 """
 
 from __future__ import annotations
 
 import email.policy
+from collections import Counter
+from dataclasses import dataclass
+from email.message import EmailMessage
 from email.parser import BytesParser
 from typing import Any
 
-from crmail.errors import CrmailError
+from crmail.domain.attachments import account_policy, check_attachments
+from crmail.errors import CrmailError, MessageNotInMailbox
 from crmail.providers.graph import Attachment, GraphClient, check_outlook_attachments
+from crmail.providers.graph.client import INLINE_ATTACHMENT_LIMIT
 from crmail.storage import outbound, outbox
-from crmail.sync.send_stages import ApiSending, message_id_of
+from crmail.sync.send_stages import ApiSending, handoff_refused, message_id_of
+
+#: the payload key of the draft a large message goes out through
+DRAFT = "graph_draft_id"
+#: the stages of the draft route before "sending"
+DRAFT_STAGES = ("drafting", "drafted")
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """A message taken apart for the draft route."""
+
+    message_id: str
+    without_attachments: bytes
+    attachments: list[Attachment]
+
+
+def _parse(raw: bytes) -> EmailMessage:
+    return BytesParser(policy=email.policy.default).parsebytes(raw)
+
+
+def _attachments(parsed: EmailMessage) -> list[tuple[EmailMessage, Attachment]]:
+    found = []
+    for part in parsed.iter_attachments():
+        content = part.get_payload(decode=True)
+        data = content if isinstance(content, bytes) else b""
+        name = part.get_filename() or "attachment"
+        found.append((part, Attachment(name, data, part.get_content_type())))
+    return found
 
 
 def check_outlook_policy(raw: bytes) -> None:
     """:raises MessageTooLarge, AttachmentTypeNotAllowed: Outlook would refuse it."""
-    parsed = BytesParser(policy=email.policy.default).parsebytes(raw)
-    files = []
-    for part in parsed.iter_attachments():
-        content = part.get_payload(decode=True)
-        data = content if isinstance(content, bytes) else b""
-        files.append(Attachment(part.get_filename() or "attachment", data))
-    check_outlook_attachments(files)
+    check_outlook_attachments([a for _, a in _attachments(_parse(raw))])
+
+
+def split(raw: bytes) -> Split:
+    parsed = _parse(raw)
+    found = _attachments(parsed)
+    gone = {id(part) for part, _ in found}
+    for part in parsed.walk():
+        if part.is_multipart():
+            kept = [p for p in part.get_payload() if id(p) not in gone]
+            part.set_payload(kept)
+    return Split(
+        str(parsed.get("Message-ID", "")).strip(), parsed.as_bytes(), [a for _, a in found]
+    )
 
 
 class GraphSending(ApiSending[GraphClient]):
     handed_to = "Microsoft"
 
+    @property
+    def large_allowed(self) -> bool:
+        return bool(self.account.settings.get("large_attachments"))
+
+    async def run(self, action: outbox.Action) -> None:
+        stage = str(action.payload.get("stage", "queued"))
+        if stage in DRAFT_STAGES or (stage == "sending" and action.payload.get(DRAFT)):
+            await self._through_draft(action)
+            account_id = self.account.id
+            await self.db.write(lambda s: outbound.sent_filed(s, account_id, action.id, None))
+            return
+        await super().run(action)
+
     async def check(self, action: outbox.Action, raw: bytes) -> None:
         try:
-            check_outlook_policy(raw)
+            if self.large_allowed:
+                files = [(a.name, len(a.content)) for _, a in _attachments(_parse(raw))]
+                check_attachments(account_policy(self.account.settings, "graph"), files)
+            else:
+                check_outlook_policy(raw)
         except CrmailError as exc:
             mid = message_id_of(action)
             back = {**action.payload, "last_send_error": exc.message}
@@ -53,6 +120,73 @@ class GraphSending(ApiSending[GraphClient]):
             )
             raise
 
+    async def _send(self, action: outbox.Action) -> None:
+        mid = message_id_of(action)
+        raw = await self.db.read(lambda s: outbound.raw_of(s, mid))
+        if self.large_allowed and len(raw) > INLINE_ATTACHMENT_LIMIT:
+            await self.check(action, raw)
+            await self._through_draft(action, raw)
+            return
+        await super()._send(action)
+
     async def hand_off(self, action: outbox.Action, raw: bytes) -> dict[str, Any]:
         await self.client.send_mime(raw)
         return {}
+
+    # --- the draft route (large attachments) ----------------------------------------------
+
+    async def _through_draft(self, action: outbox.Action, raw: bytes | None = None) -> None:
+        mid = message_id_of(action)
+        if raw is None:
+            raw = await self.db.read(lambda s: outbound.raw_of(s, mid))
+        parts = split(raw)
+        payload = dict(action.payload)
+
+        async def progress(stage: str, **extra: object) -> None:
+            payload.update(stage=stage, **extra)
+            saved = dict(payload)
+            await self.db.write(
+                lambda s: outbound.send_progress(s, action.id, mid, saved, "sending")
+            )
+
+        stage = str(payload.get("stage", "queued"))
+        try:
+            if stage == "queued":
+                await progress("drafting")
+                stage = "drafting"
+            if stage == "drafting":
+                # A crash after Graph made the draft but before its id was recorded
+                # leaves it in Drafts: found by Message-ID, it is used, not doubled.
+                found = await self.client.find_draft(parts.message_id)
+                if found is None:
+                    found = await self.client.create_draft_mime(parts.without_attachments)
+                await progress("drafted", **{DRAFT: found.id})
+                stage = "drafted"
+            draft = str(payload[DRAFT])
+            if stage == "drafted":
+                await self._attach_missing(draft, parts.attachments)
+                await progress("sending")
+                await self.client.send_draft(draft)
+            else:  # "sending": interrupted; a draft still there was not sent
+                try:
+                    await self.client.get_message(draft, headers=False)
+                except MessageNotInMailbox:
+                    pass  # sent (a sent draft leaves Drafts)
+                else:
+                    await self.client.send_draft(draft)
+        except CrmailError as exc:
+            if getattr(exc, "retryable", False):
+                raise  # the stage and draft are kept: the retry resumes with them
+            await handoff_refused(self.db, action, mid, exc)
+            raise
+        await self._record_sent(action, mid, {DRAFT: payload[DRAFT]})
+
+    async def _attach_missing(self, draft: str, files: list[Attachment]) -> None:
+        """Attach what the draft lacks (by name: Graph's attachment size is not the
+        file's): an attempt cut short leaves the files it finished, never half a file."""
+        have = Counter(name for name, _ in await self.client.attachments_of(draft))
+        for a in files:
+            if have[a.name] > 0:
+                have[a.name] -= 1
+                continue
+            await self.client.add_attachment(draft, a)
