@@ -280,21 +280,28 @@ class SyncService:
             if self._restart_at.get(account_id, now) > now:
                 continue  # died recently: wait out its backoff
             db = self.keeper.fenced(self.keeper.held[account_id])
-            worker: AccountWorker | None = None
+            made: list[AccountWorker] = []
             if account_id == DEFAULT_SENDER:
                 body = functools.partial(self._default_sender, db)
                 coro = _keep_going("default sender", body, self.options.backoff())
             else:
-                worker = await worker_for(
-                    db, self.box, account_id, self.options, problems=self.problems
-                )
-                self._workers[account_id] = worker
-                coro = worker.run()
+                # The worker is made in its own task: a thousand accounts starting do not
+                # wait in line for each other's read of their account.
+                coro = self._account_worker(db, account_id, made)
             self._versions[account_id] = wanted[account_id]
             task = asyncio.create_task(coro, name=f"account-{account_id}")
-            task.add_done_callback(functools.partial(self._worker_ended, account_id, worker))
+            task.add_done_callback(functools.partial(self._worker_ended, account_id, made))
             self._tasks[account_id] = task
             log.info("sync started for account %s", account_id)
+
+    async def _account_worker(
+        self, db: Database, account_id: int, made: list[AccountWorker]
+    ) -> None:
+        worker = await worker_for(db, self.box, account_id, self.options, problems=self.problems)
+        made.append(worker)
+        if self._tasks.get(account_id) is asyncio.current_task():
+            self._workers[account_id] = worker
+        await worker.run()
 
     async def _wanted_accounts(self, reload: bool) -> dict[int, str]:
         now = asyncio.get_running_loop().time()
@@ -313,7 +320,7 @@ class SyncService:
         return wanted
 
     def _worker_ended(
-        self, account_id: int, worker: AccountWorker | None, task: asyncio.Task[None]
+        self, account_id: int, made: list[AccountWorker], task: asyncio.Task[None]
     ) -> None:
         """A worker that died is never silent: its exception is read, logged, shown on the
         account's status, and the worker is started again after a backoff."""
@@ -329,7 +336,7 @@ class SyncService:
             self._wake_soon(task)
             return
         crashes = self._crashes.get(account_id, self.options.backoff())
-        if worker is not None and worker.healthy_rounds:
+        if made and made[0].healthy_rounds:
             crashes = crashes.succeeded()  # it had been working: not a crash loop
         crashes = crashes.failed()
         self._crashes[account_id] = crashes
