@@ -16,11 +16,23 @@ serves any load user) and reports:
 - a restart: a new sync service over the same, imported accounts (a process taking
   them over): the time and CPU until every worker made its first round.
 
+Each N also prints the floor of the same run: a raw client (TLS, LOGIN, ENABLE, SELECT
+INBOX, nothing stored) bringing N sessions up with crmail's login concurrency, so the
+time to all-live reads as a ratio to what the server and the machine allow right now.
+
 Targets (issue 10): <= 0.5 MiB and 1 connection per idle account, all live within 30 s,
 idle CPU <= 5 % of a core, p99 <= 1 s (or within 100 ms of the raw IDLE client).
 
+``--cluster 2,3`` then runs, for each process count, that many ``crmail run --role sync``
+processes on one throwaway PostgreSQL sharing ``--cluster-accounts`` accounts (300 by
+default; 1,000 is possible but slow on two shared cores) and prints: time until every
+account is live, accounts per process once balanced, the takeover time after a SIGKILL
+of one process (until each of its accounts is leased by another, has an IMAP session
+again and is live), with the default lease TTL and with ``--short-ttl``, and the
+hand-over time after a SIGTERM.
+
 Usage: .venv/bin/python bench/scale_bench.py [--sizes 100,300] [--thousand]
-       [--idle 30] [--deliveries 40]
+       [--idle 30] [--deliveries 40] [--cluster 2,3] [--cluster-accounts 300]
 """
 
 from __future__ import annotations
@@ -28,10 +40,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import random
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -271,6 +285,13 @@ async def measure(n: int, server: dict[str, object], idle: float, deliveries: in
     restart_commits = commits[0] - commits0
     await service.stop()
     services.close()
+    # The floor, last (its clients' memory must not count in the figures above): its own
+    # mailboxes, new (as crmail's first start met its accounts'), then again, existing
+    # (as the restart met them).
+    floor_users = [f"load{tag}-floor-{i}@load.test" for i in range(n)]
+    pacing = WorkerOptions().connect_concurrency
+    floor_s = await raw_floor(floor_users, host, tls_port, ca, pacing)
+    restart_floor_s = await raw_floor(floor_users, host, tls_port, ca, pacing)
     assert len(ids) == n
     return {
         "n": n,
@@ -278,11 +299,13 @@ async def measure(n: int, server: dict[str, object], idle: float, deliveries: in
         "base_rss_mib": base_rss,
         "sessions_per_account": sessions / n,
         "all_live_s": all_live,
+        "raw_floor_s": floor_s,
         "idle_cpu_pct": idle_cpu,
         "idle_commits": idle_commits,
         "startup_cpu_ms_per_account": startup_cpu / n * 1000,
         "startup_commits_per_account": startup_commits / n,
         "restart_live_s": restart_live,
+        "restart_floor_s": restart_floor_s,
         "restart_cpu_ms_per_account": restart_cpu / n * 1000,
         "restart_commits_per_account": restart_commits / n,
         "p50_ms": statistics.median(crmail_ms),
@@ -292,11 +315,246 @@ async def measure(n: int, server: dict[str, object], idle: float, deliveries: in
     }
 
 
+async def raw_floor(emails: list[str], host: str, port: int, ca: str, concurrency: int) -> float:
+    """Seconds for a bare client to bring one session per mailbox up to a selected INBOX,
+    ``concurrency`` logins at a time (crmail's pacing): the server's and machine's floor."""
+    from crmail.providers.imap import ImapClient, ImapSettings
+
+    gate = asyncio.Semaphore(concurrency)
+    clients: list[ImapClient] = []
+
+    async def one(user: str) -> None:
+        async with gate:
+            c = await ImapClient.connect(
+                ImapSettings(host, port, "tls", user, LOAD_PASSWORD, ca_file=ca)
+            )
+        clients.append(c)
+        await c.select("INBOX")
+
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(one(u) for u in emails))
+        return time.perf_counter() - started
+    finally:
+        for c in clients:
+            await c.close()
+
+
 def lmtp_deliver(host: str, port: int, rcpt: str, raw: bytes) -> None:
     import smtplib
 
     with smtplib.LMTP(host, port) as lmtp:
         lmtp.sendmail("ivy@client.test", [rcpt], raw)
+
+
+# --- several processes on one PostgreSQL ------------------------------------------------
+
+#: the production default (config.py); the bench also runs a short one
+DEFAULT_TTL = 24.0
+
+
+class SyncCluster:
+    """``crmail run --role sync`` processes over one database, watched from outside."""
+
+    def __init__(self, url: str, key: str, data_dir: Path, server: dict[str, object]) -> None:
+        self.url, self.key, self.data_dir, self.server = url, key, data_dir, server
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, ttl: float) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        env.update(
+            CRMAIL_DATABASE_URL=self.url,
+            CRMAIL_SECRET_KEY=self.key,
+            CRMAIL_DATA_DIR=str(self.data_dir),
+            CRMAIL_MAIL_ALLOWED_NETWORKS="127.0.0.1",
+            CRMAIL_LEASE_TTL=str(ttl),
+        )
+        log = (self.data_dir / f"proc{len(self.procs)}.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "crmail.cli", "-v", "run", "--role", "sync"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        """SIGTERM (the leases are given back: the next run does not wait them out)."""
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.procs.clear()
+
+
+def cluster_look(db, server: dict[str, object], ids: list[int]):  # type: ignore[no-untyped-def]
+    """(account -> owner pid, the live accounts, users with an IMAP session) right now."""
+    from sqlalchemy import select
+
+    from crmail.storage import leases
+    from crmail.storage.models import MailAccount, utcnow
+
+    now = utcnow()
+    owners = {
+        r.account_id: int(r.owner.split(":")[-2])
+        for r in db.run(leases.owners)
+        if r.owner is not None and r.expires_at > now
+    }
+    live = set(
+        db.run(
+            lambda s: s.scalars(
+                select(MailAccount.id).where(MailAccount.state == "live", MailAccount.id.in_(ids))
+            )
+        )
+    )
+    who = subprocess.run(
+        [str(server["doveadm"]), "-c", str(server["conf"]), "who", "-1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()[1:]
+    sessions = {line.split()[0] for line in who if line.strip()}
+    return owners, live, sessions
+
+
+def wait_cluster(what: str, cond, timeout: float = 900.0) -> float:  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    while not cond():
+        if time.perf_counter() - started > timeout:
+            raise RuntimeError(f"{what}: not within {timeout:.0f}s")
+        time.sleep(0.2)
+    return time.perf_counter() - started
+
+
+class ClusterWatch:
+    """What the cluster does, as seen from the database and the IMAP server."""
+
+    def __init__(self, look, user_of: dict[int, str]) -> None:  # type: ignore[no-untyped-def]
+        self.look = look
+        self.user_of = user_of
+
+    def everyone_live(self) -> bool:
+        # A session too: the state another run left "live" is stale.
+        owners, live, sessions = self.look()
+        n = len(self.user_of)
+        return len(owners) == n and len(live) == n and set(self.user_of.values()) <= sessions
+
+    def shares(self, procs: list[subprocess.Popen[bytes]]) -> list[int]:
+        owners = self.look()[0]
+        return [sum(1 for o in owners.values() if o == q.pid) for q in procs]
+
+    def balanced(self, procs: list[subprocess.Popen[bytes]]) -> bool:
+        c = self.shares(procs)
+        return max(c) - min(c) <= 1 and sum(c) == len(self.user_of)
+
+    def accounts_of(self, proc: subprocess.Popen[bytes]) -> list[int]:
+        return [a for a, o in self.look()[0].items() if o == proc.pid]
+
+    def elsewhere(self, gone: subprocess.Popen[bytes], accounts: list[int]) -> bool:
+        """Each account leased by another process, live, with an IMAP session again."""
+        owners, live, sessions = self.look()
+        return all(
+            owners.get(a) not in (None, gone.pid) and a in live and self.user_of[a] in sessions
+            for a in accounts
+        )
+
+
+def cluster_run(cluster: SyncCluster, watch: ClusterWatch, p: int, ttl: float) -> str:
+    """One row: ``p`` processes with lease ``ttl``: all live, balance, SIGKILL takeover,
+    then a process joins and another leaves by SIGTERM (its hand-over)."""
+    procs = [cluster.start(ttl) for _ in range(p)]
+    all_live = wait_cluster("all live", watch.everyone_live)
+    balanced = all_live + wait_cluster("balanced", lambda: watch.balanced(procs))
+    shares = watch.shares(procs)
+    wait_cluster("all live after balancing", watch.everyone_live)
+
+    victim = procs.pop(0)
+    mine = watch.accounts_of(victim)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed = wait_cluster("taken over", lambda: watch.elsewhere(victim, mine))
+
+    # A replacement joins (its share comes from the others' surplus), then one leaves.
+    procs.append(cluster.start(ttl))
+    joined = wait_cluster("balanced after a join", lambda: watch.balanced(procs))
+    wait_cluster("all live after the join", watch.everyone_live)
+    leaving = procs.pop(0)
+    mine = watch.accounts_of(leaving)
+    leaving.send_signal(signal.SIGTERM)
+    handed = wait_cluster("handed over", lambda: watch.elsewhere(leaving, mine))
+    leaving.wait(timeout=60)
+    return (
+        f"{p:>5} {ttl:>4g}s {all_live:>8.1f}s {balanced:>8.1f}s"
+        f" {'/'.join(map(str, shares)):>21} {killed:>16.1f}s {joined:>12.1f}s {handed:>17.1f}s"
+    )
+
+
+def cluster_bench(counts: list[int], n: int, short_ttl: float, server: dict[str, object]) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.servers.postgres import Postgres
+
+    from crmail.config import Settings
+    from crmail.crypto import new_key
+    from crmail.services import Services
+    from crmail.storage import accounts, crm
+
+    pg = Postgres().start()
+    root = Path(tempfile.mkdtemp(prefix="crmail-cluster-"))
+    try:
+        url, key = pg.new_database(), new_key()
+        services = Services.open(Settings(data_dir=root, database_url=url, secret_keys=(key,)))
+        emails = [f"loadcl{os.getpid()}-{i}@load.test" for i in range(n)]
+
+        def populate(s):  # type: ignore[no-untyped-def]
+            ws = crm.create_workspace(s, "Cluster").id
+            secret = services.box.seal({"password": LOAD_PASSWORD})
+            by_user = {}
+            for email in emails:
+                uid = crm.create_user(s, ws, email, name=email).user.id
+                by_user[email] = accounts.create_account(
+                    s,
+                    workspace_id=ws,
+                    user_id=uid,
+                    email=email,
+                    provider="imap",
+                    settings={
+                        "imap_host": server["host"],
+                        "imap_port": server["tls_port"],
+                        "imap_security": "tls",
+                        "ca_file": server["ca"],
+                    },
+                    secret=secret,
+                )
+            return by_user
+
+        by_user = services.db.run(populate)
+        ids = sorted(by_user.values())
+        user_of = {a: u for u, a in by_user.items()}
+        print(
+            f"\n{n} accounts shared by several `crmail run --role sync` on one PostgreSQL"
+            f" (lease TTL {DEFAULT_TTL:g} s by default, {short_ttl:g} s short)"
+        )
+        print(
+            f"{'procs':>5} {'TTL':>5} {'all live':>9} {'balanced':>9} {'accounts per process':>21}"
+            f" {'SIGKILL takeover':>17} {'join: balanced':>13} {'SIGTERM hand-over':>18}"
+        )
+        cluster = SyncCluster(url, key, root, server)
+        watch = ClusterWatch(functools.partial(cluster_look, services.db, server, ids), user_of)
+        for p in counts:
+            for ttl in (DEFAULT_TTL, short_ttl):
+                try:
+                    print(cluster_run(cluster, watch, p, ttl), flush=True)
+                finally:
+                    cluster.stop()
+        services.close()
+    finally:
+        pg.stop()
 
 
 # --- the run -----------------------------------------------------------------------------
@@ -308,6 +566,9 @@ def main() -> None:
     ap.add_argument("--thousand", action="store_true", help="also N = 1,000")
     ap.add_argument("--idle", type=float, default=30.0, help="seconds of idle CPU measurement")
     ap.add_argument("--deliveries", type=int, default=40)
+    ap.add_argument("--cluster", default="", help="process counts, e.g. 2,3 (PostgreSQL)")
+    ap.add_argument("--cluster-accounts", type=int, default=300)
+    ap.add_argument("--short-ttl", type=float, default=6.0, help="the short lease TTL, s")
     ap.add_argument("--child", help=argparse.SUPPRESS)  # JSON: one N, in this process
     args = ap.parse_args()
     if args.child:
@@ -332,7 +593,7 @@ def main() -> None:
             "doveadm": DOVEADM,
         }
         print(
-            f"{'N':>5} {'RSS/acct':>9} {'conn/acct':>9} {'all live':>9} {'CPU/start':>9}"
+            f"{'N':>5} {'RSS/acct':>9} {'conn/acct':>9} {'all live':>9} {'floor':>6} {'CPU/start':>9}"
             f" {'writes/start':>12}"
             f" {'idle CPU':>9} {'commits':>7} {'p50':>7} {'p99':>7} {'raw p50':>8} {'raw p99':>8}"
         )
@@ -361,20 +622,26 @@ def main() -> None:
             results.append(r)
             print(
                 f"{n:>5} {r['rss_per_account_mib']:>6.2f}MiB {r['sessions_per_account']:>9.2f}"
-                f" {r['all_live_s']:>8.1f}s {r['startup_cpu_ms_per_account']:>7.0f}ms"
+                f" {r['all_live_s']:>8.1f}s {r['raw_floor_s']:>5.1f}s"
+                f" {r['startup_cpu_ms_per_account']:>7.0f}ms"
                 f" {r['startup_commits_per_account']:>12.1f}"
                 f" {r['idle_cpu_pct']:>8.1f}% {r['idle_commits']:>7}"
                 f" {r['p50_ms']:>5.0f}ms {r['p99_ms']:>5.0f}ms"
                 f" {r['raw_p50_ms']:>6.0f}ms {r['raw_p99_ms']:>6.0f}ms",
                 flush=True,
             )
-        print(f"\n{'N':>5} {'restart: all live':>18} {'CPU/acct':>9} {'writes/acct':>12}")
+        print(
+            f"\n{'N':>5} {'restart: all live':>18} {'floor':>6} {'CPU/acct':>9} {'writes/acct':>12}"
+        )
         for r in results:
             print(
-                f"{r['n']:>5} {r['restart_live_s']:>17.1f}s"
+                f"{r['n']:>5} {r['restart_live_s']:>17.1f}s {r['restart_floor_s']:>5.1f}s"
                 f" {r['restart_cpu_ms_per_account']:>7.0f}ms"
                 f" {r['restart_commits_per_account']:>12.1f}"
             )
+        counts = [int(x) for x in args.cluster.split(",") if x]
+        if counts:
+            cluster_bench(counts, args.cluster_accounts, args.short_ttl, server)
     finally:
         dovecot.close()
 
