@@ -234,6 +234,9 @@ TABLE = [
     row("GET", "/api/contacts/{contact_id}/meetings", WS_ONLY),
     row("GET", "/api/leads/{lead_id}/meetings", WS_ONLY),
     row("GET", "/api/deals/{deal_id}/meetings", WS_ONLY),
+    row("GET", "/api/contacts/{contact_id}/activity", WS_ONLY),
+    row("GET", "/api/leads/{lead_id}/activity", WS_ONLY),
+    row("GET", "/api/deals/{deal_id}/activity", WS_ONLY),
     row(
         "POST",
         "/api/meetings",

@@ -68,7 +68,7 @@ def test_connect_calendar_and_schedule_from_a_contact(
     p.fill("form[data-schedule] input[name=minutes]", "45")  # type: ignore[attr-defined]
     p.click("form[data-schedule] button.primary")  # type: ignore[attr-defined]
     p.wait_for_url(f"{live.url}/contacts/{ann}*")  # type: ignore[attr-defined]
-    item = p.locator("ol.meetings li", has_text="Pricing walkthrough")  # type: ignore[attr-defined]
+    item = p.locator("ol.activity li[data-meeting]", has_text="Pricing walkthrough")  # type: ignore[attr-defined]
     assert item.count() == 1
     assert "ann@client.test" in item.inner_text() or "Ann Client" in item.inner_text()
     shot(p, "calendar-02-meeting-on-contact")
