@@ -10,8 +10,12 @@ times, are what to compare across machines):
 3. mailbox -> CRM latency for 100 deliveries while the worker follows the mailbox (IDLE)
    — target p99 < 1 s.
 
+With ``--postgres`` the same mailbox is also imported into PostgreSQL (a throwaway local
+cluster, as the tests start it), alternating with SQLite, and the ratio PostgreSQL /
+SQLite is printed (target >= 0.8, issue 10).
+
 Usage: .venv/bin/python bench/sync_bench.py [--messages 10000] [--big 100000] [--deliveries 100]
-       [--import-only]
+       [--import-only] [--postgres]
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import asyncio
 import imaplib
 import ssl
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -212,19 +217,22 @@ async def header_judgement(dovecot: Dovecot, n: int) -> tuple[float, float, int,
     return timings[2], timings[3], sizes[2], sizes[3]
 
 
-async def bench_import(
-    dovecot: Dovecot, root: Path, n: int
-) -> tuple[float, float, dict[str, float]]:
+def seed_import_box(dovecot: Dovecot, n: int):  # type: ignore[no-untyped-def]
     box = dovecot.add_user("importer@bench.test", "pw-import")
     dovecot.seed_maildir(
         box.email, "INBOX", (make_message(i, "client@client.example", box.email) for i in range(n))
     )
     # warm Dovecot's index so neither side pays for the first indexing
     dovecot.doveadm("mailbox", "status", "-u", box.email, "messages", "INBOX")
-    got, raw_s = raw_fetch(dovecot, box.email, box.password, box.ca_file, box.tls_port)
-    assert got == n, (got, n)
+    return box
 
-    services = Services.open(Settings(data_dir=root / "import", secret_keys=(new_key(),)))
+
+async def crm_import(box, data_dir: Path, n: int, database_url: str = "") -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """crmail's initial import of the box into a fresh database: (msg/s, the single
+    writer's CPU seconds)."""
+    services = Services.open(
+        Settings(data_dir=data_dir, secret_keys=(new_key(),), database_url=database_url)
+    )
     ws, uid = setup_world(services, box.email, "client@client.example")
     acc = connect_account(services, ws, uid, box)
     writer = WriterClock(services.db)
@@ -236,10 +244,46 @@ async def bench_import(
     stored = services.db.run(lambda s: s.scalar(select(func.count()).select_from(Message)))
     assert stored == n, (stored, n)
     services.close()
+    return n / crm_s, writer.seconds
+
+
+async def bench_import(
+    dovecot: Dovecot,
+    box,
+    root: Path,
+    n: int,  # type: ignore[no-untyped-def]
+) -> tuple[float, float, dict[str, float]]:
+    got, raw_s = raw_fetch(dovecot, box.email, box.password, box.ca_file, box.tls_port)
+    assert got == n, (got, n)
+    crm_rate, writer_s = await crm_import(box, root / "import", n)
     stages = await import_stages(box, n)
-    stages["store: the writer's transactions (CPU)"] = writer.seconds / n
+    stages["store: the writer's transactions (CPU)"] = writer_s / n
     stages["raw imaplib fetch of the whole message (wall)"] = raw_s / n
-    return n / raw_s, n / crm_s, stages
+    return n / raw_s, crm_rate, stages
+
+
+async def bench_postgres_import(box, root: Path, n: int, rounds: int) -> None:  # type: ignore[no-untyped-def]
+    """The same mailbox imported into SQLite and into PostgreSQL, alternating, each into
+    a fresh database; prints the rates and the ratio PostgreSQL / SQLite."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' cluster
+    from tests.servers.postgres import Postgres
+
+    cluster = Postgres().start()
+    rates: dict[str, list[float]] = {"sqlite": [], "postgresql": []}
+    try:
+        for r in range(rounds):
+            for kind in rates:
+                url = cluster.new_database() if kind == "postgresql" else ""
+                rate, _ = await crm_import(box, root / f"import-{kind}-{r}", n, url)
+                rates[kind].append(rate)
+    finally:
+        cluster.stop()
+    sqlite, pg = statistics.median(rates["sqlite"]), statistics.median(rates["postgresql"])
+    print(f"import of the same {n} messages, SQLite vs PostgreSQL ({rounds} rounds, alternating)")
+    for kind, values in rates.items():
+        shown = ", ".join(f"{v:.0f}" for v in values)
+        print(f"  {kind:<28} : {statistics.median(values):8.0f} msg/s (median of {shown})")
+    print(f"  ratio PostgreSQL / SQLite    : {pg / sqlite:8.2f}   (target >= 0.8)")
 
 
 async def no_change_round(
@@ -404,10 +448,15 @@ async def main() -> None:
     ap.add_argument("--big", type=int, default=100_000)
     ap.add_argument("--deliveries", type=int, default=100)
     ap.add_argument("--import-only", action="store_true", help="stop after the import figures")
+    ap.add_argument(
+        "--postgres", action="store_true", help="also import into PostgreSQL (ratio to SQLite)"
+    )
+    ap.add_argument("--rounds", type=int, default=3, help="imports per database with --postgres")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="crmail-bench-"))
     with Dovecot() as dovecot:
-        raw_rate, crm_rate, stages = await bench_import(dovecot, root, args.messages)
+        box = seed_import_box(dovecot, args.messages)
+        raw_rate, crm_rate, stages = await bench_import(dovecot, box, root, args.messages)
         print(f"import of {args.messages} messages (~9 KB each)")
         print(f"  raw IMAP fetch (imaplib)     : {raw_rate:8.0f} msg/s")
         print(f"  crmail initial import        : {crm_rate:8.0f} msg/s")
@@ -419,6 +468,8 @@ async def main() -> None:
         total = sum(stages.values())
         print(f"    {'sum of the stages':<42}: {total * 1e6:7.1f}")
         print(f"    {'raw imaplib fetch of the whole message':<42}: {baseline * 1e6:7.1f}")
+        if args.postgres:
+            await bench_postgres_import(box, root, args.messages, args.rounds)
         whole, fields, whole_b, fields_b = await header_judgement(dovecot, 2_000)
         print("judging mail with a typical header (4 relays, DKIM, ARC), fetch + parse (us/msg)")
         print(f"  whole header ({whole_b:,} bytes)          : {whole * 1e6:8.1f}")
