@@ -832,3 +832,26 @@ async def test_a_grant_calendar_removed_in_settings_stays_off(
     assert [j.account_id for j in services.db.run(store.sync_jobs)] == []
     [view] = services.db.run(lambda s: store.list_accounts(s, cal.user))
     assert (view.provider, view.state) == ("google", "disconnected")
+
+
+async def test_a_graph_grant_without_the_calendar_scope_says_so(
+    services: Services, world: World, graph_api: GraphApi
+) -> None:
+    from crmail.providers.calendar_port import CalendarScopeMissing
+    from crmail.storage.calendar_models import CalendarAccount
+
+    cal = GraphCal(services, world, graph_api)
+    graph_api.graph.fail(403, path_contains="/calendarView/", code="ErrorAccessDenied")
+
+    with pytest.raises(CalendarScopeMissing):
+        await cal.sync()
+
+    error = services.db.run(
+        lambda s: s.execute(
+            select(CalendarAccount.last_error, CalendarAccount.last_error_code).where(
+                CalendarAccount.id == cal.account_id
+            )
+        ).one()
+    )
+    assert error[1] == "calendar_scope_missing"
+    assert "Reconnect the account with Microsoft" in error[0]
