@@ -329,6 +329,13 @@ CASES: dict[str, tuple[Case, ...]] = {
     "/api/contacts/{contact_id}/meetings": (Case("/api/contacts/{ann}/meetings", status=200),),
     "/api/leads/{lead_id}/meetings": (Case("/api/leads/{lead}/meetings", status=200),),
     "/api/deals/{deal_id}/meetings": (Case("/api/deals/{deal}/meetings", status=200),),
+    # mail and meetings interleaved: the mail part follows the timeline's rule
+    "/api/contacts/{contact_id}/activity": (
+        Case("/api/contacts/{ann}/activity", shows=LINKED_SUBJECT),
+        Case("/api/contacts/{bob}/activity", status=200),
+    ),
+    "/api/leads/{lead_id}/activity": (Case("/api/leads/{lead}/activity", shows=LINKED_SUBJECT),),
+    "/api/deals/{deal_id}/activity": (Case("/api/deals/{deal}/activity", shows=LINKED_SUBJECT),),
     # the API's own documentation
     "/openapi.json": (Case("/openapi.json", status=200),),
     "/docs": (Case("/docs", status=200),),

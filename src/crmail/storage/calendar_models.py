@@ -65,8 +65,9 @@ class CalendarRow(Base):
     url: Mapped[str] = mapped_column(String(2000))
     name: Mapped[str] = mapped_column(String(300), default="")
     selected: Mapped[bool] = mapped_column(Boolean, default=True)
-    #: RFC 6578 sync token; None: the next round lists the whole collection
-    sync_token: Mapped[str | None] = mapped_column(String(1000))
+    #: the change token (RFC 6578 sync token, Google syncToken, Graph deltaLink: text of
+    #: any length); None: the next round lists the whole collection
+    sync_token: Mapped[str | None] = mapped_column(Text)
     #: getctag, for servers without sync-collection
     ctag: Mapped[str | None] = mapped_column(String(500))
     synced: Mapped[int] = mapped_column(Integer, default=0)
