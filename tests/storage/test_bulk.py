@@ -57,3 +57,29 @@ def test_bulk_rows_read_back_like_orm_rows(services: Services) -> None:
 
 def test_nothing_to_insert_is_no_statement(services: Services) -> None:
     services.db.run(lambda s: insert_rows(s, Message, []))
+
+
+def test_raw_bytes_and_text_read_back_exactly(services: Services) -> None:
+    """Every byte value, and text beyond ASCII, survive the bulk path (binary COPY on
+    PostgreSQL, executemany on SQLite)."""
+    from crmail.storage.models import MessageRaw
+
+    ws = new_world(services).workspace_id
+    raw = bytes(range(256)) * 40
+
+    def write(s):  # type: ignore[no-untyped-def]
+        thread = Thread(workspace_id=ws, subject="Raw")
+        s.add(thread)
+        s.flush()
+        insert_rows(
+            s,
+            Message,
+            [{"workspace_id": ws, "thread_id": thread.id, "dedup_key": "raw", "subject": "Ünï ✓"}],
+        )
+        mid = s.scalar(select(Message.id).where(Message.dedup_key == "raw"))
+        insert_rows(s, MessageRaw, [{"message_id": mid, "raw": raw}])
+        return mid
+
+    mid = services.db.run(write)
+    assert services.db.run(lambda s: s.get_one(MessageRaw, mid).raw) == raw
+    assert services.db.run(lambda s: s.get_one(Message, mid).subject) == "Ünï ✓"

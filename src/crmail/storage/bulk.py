@@ -5,8 +5,11 @@ through one writer. SQLAlchemy's per-row work (ORM bulk bookkeeping, compiling e
 parameter set) cost more than the database itself. Here a table's INSERT is compiled
 once per dialect and column set; values go through the columns' own bind processors,
 so dates, JSON and booleans are stored exactly as SQLAlchemy stores them elsewhere;
-Python-side column defaults are applied as the ORM would; and the driver's
-``executemany`` runs inside the session's transaction.
+Python-side column defaults are applied as the ORM would; and the rows go in inside the
+session's transaction: through a binary ``COPY ... FROM STDIN`` on PostgreSQL (one
+stream; a pipelined INSERT per row cost the server about twice as much, and text COPY
+sends a message's raw bytes hex-encoded, twice their size), through the driver's
+``executemany`` on SQLite (a loop in C, in process).
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ class _Plan:
     processors: dict[str, Processor]
     #: columns the rows leave out that have a Python-side default: name -> default
     defaults: dict[str, Any]
+    #: PostgreSQL: the COPY statement and its columns' types, in the order of ``names``
+    copy_sql: str | None
+    copy_types: tuple[str, ...]
+    names: tuple[str, ...]
 
 
 def insert_rows(s: Session, model: type[Base], rows: Sequence[Row]) -> None:
@@ -52,6 +59,9 @@ def insert_rows(s: Session, model: type[Base], rows: Sequence[Row]) -> None:
         convert = plan.processors[k]
         extra[k] = convert(value) if convert is not None else value
     params: list[Any] = []
+    if plan.copy_sql is not None:
+        _copy(conn.connection.cursor(), plan, rows, extra)
+        return
     if plan.positional:
         converts = [(i, plan.processors[k]) for i, k in enumerate(plan.order) if k not in extra]
         converts = [(i, p) for i, p in converts if p is not None]
@@ -75,6 +85,22 @@ def insert_rows(s: Session, model: type[Base], rows: Sequence[Row]) -> None:
         cursor.close()
 
 
+def _copy(cursor: Any, plan: _Plan, rows: Sequence[Row], extra: dict[str, Any]) -> None:
+    converts = [(i, plan.processors[k]) for i, k in enumerate(plan.names) if k not in extra]
+    converts = [(i, p) for i, p in converts if p is not None]
+    try:
+        with cursor.copy(plan.copy_sql) as copy:
+            copy.set_types(list(plan.copy_types))
+            for r in rows:
+                full = {**extra, **r} if extra else r
+                values = [full[k] for k in plan.names]
+                for i, p in converts:
+                    values[i] = p(values[i])  # type: ignore[misc]
+                copy.write_row(values)
+    finally:
+        cursor.close()
+
+
 @lru_cache(maxsize=128)
 def _plan(dialect: Dialect, table: Table, keys: tuple[str, ...]) -> _Plan:
     defaults = {
@@ -92,4 +118,26 @@ def _plan(dialect: Dialect, table: Table, keys: tuple[str, ...]) -> _Plan:
     order = tuple(compiled.positiontup or ())
     if dialect.positional:
         assert set(order) == set(names), (order, names)
-    return _Plan(compiled.string, order, dialect.positional, processors, defaults)
+    copy_sql: str | None = None
+    copy_types: tuple[str, ...] = ()
+    if dialect.name == "postgresql":
+        quote = dialect.identifier_preparer.quote
+        columns = ", ".join(quote(table.c[k].name) for k in names)
+        target = dialect.identifier_preparer.format_table(table)
+        copy_sql = f"COPY {target} ({columns}) FROM STDIN (FORMAT BINARY)"
+        # Binary COPY needs each column's type: "VARCHAR(200)" -> "varchar", and so on
+        # (psycopg knows PostgreSQL's type names, "timestamp with time zone" included).
+        copy_types = tuple(
+            table.c[k].type.dialect_impl(dialect).compile(dialect=dialect).split("(")[0].lower()
+            for k in names
+        )
+    return _Plan(
+        compiled.string,
+        order,
+        dialect.positional,
+        processors,
+        defaults,
+        copy_sql,
+        copy_types,
+        names,
+    )
