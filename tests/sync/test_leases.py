@@ -153,3 +153,27 @@ def test_a_second_process_on_one_sqlite_file_is_refused(settings: Settings) -> N
     # Released with its holder: the next process may open it.
     with only_process(settings.database_url):
         pass
+
+
+async def test_renewals_do_not_wait_behind_the_workers_reads_or_writes(
+    services: Services,
+) -> None:
+    # A thousand accounts starting fill the shared thread pool with reads and the
+    # writer with commits; a renewal queued behind them let every lease run out.
+    import concurrent.futures
+    import threading
+
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(2))
+    keeper = LeaseKeeper(services.db, ttl=30)
+    await keeper.claim([5])
+    busy = threading.Event()
+    blocked = [asyncio.to_thread(busy.wait) for _ in range(2)]
+    blocked.append(services.db.write(lambda s: busy.wait()))
+    waiting = asyncio.gather(*blocked)
+    try:
+        lost, _ = await asyncio.wait_for(keeper.beat(), 30)
+        assert lost == [] and keeper.valid(5)
+    finally:
+        busy.set()
+        await waiting

@@ -12,6 +12,7 @@ flight is refused by the fence.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import math
@@ -52,6 +53,10 @@ class LeaseKeeper:
         self.live = 1
         self._total = 0
         self._registered = False
+        #: the renewals' own thread: behind the single writer a long import commit held
+        #: them up, and in the shared pool a thousand accounts' start-up reads did (their
+        #: leases then ran out on this process's clock and every worker was stopped)
+        self._beats = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lease-beat")
 
     @property
     def heartbeat_interval(self) -> float:
@@ -107,9 +112,8 @@ class LeaseKeeper:
             live = leases.heartbeat(s, self.owner, self.ttl)
             return live, leases.renew(s, self.owner, self.ttl)
 
-        # Beside the single writer, not behind it: a long import commit must not hold
-        # up the renewal that keeps the account.
-        live, renewed = await asyncio.to_thread(self.db.run, beat)
+        loop = asyncio.get_running_loop()
+        live, renewed = await loop.run_in_executor(self._beats, self.db.run, beat)
         self.live = live
         still = {r.account_id for r in renewed}
         for account_id in still & set(self.held):
