@@ -70,6 +70,9 @@ TABLE = [
         anonymous=404,
         path="/api/push/gmail/guessed",
     ),
+    # A push signed by Google (its bearer token checked): with no push service account
+    # configured there is no such endpoint, for everyone alike.
+    row("POST", "/api/push/gmail", (404,) * 4, {"message": {"data": ""}}, anonymous=404),
     # Graph's notifications carry no crmail credential: anything unknown is accepted
     # and ignored (202) the same for everyone, so nothing is learned from the answer.
     row(
