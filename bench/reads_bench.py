@@ -221,6 +221,8 @@ class World:
                         else None
                     ),
                     "received_at": when,
+                    # On the contact's timeline: a teammate may see it.
+                    "shared": i % 20 == 0,
                 }
             )
         for model, rows in (
@@ -476,7 +478,8 @@ def _load(url: str, headers: dict[str, str], clients: int, seconds: float) -> in
         stop = time.perf_counter() + seconds
         limits = httpx.Limits(max_connections=clients)
 
-        async with httpx.AsyncClient(base_url=url, limits=limits) as c:
+        # A loaded machine may hold a request past httpx's 5 s default: count it, late.
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as c:
 
             async def one() -> None:
                 nonlocal done
