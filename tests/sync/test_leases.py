@@ -177,3 +177,16 @@ async def test_renewals_do_not_wait_behind_the_workers_reads_or_writes(
     finally:
         busy.set()
         await waiting
+
+
+async def test_a_lease_given_up_late_but_still_ours_is_taken_back(services: Services) -> None:
+    # The process's clock gave the lease up (a renewal came late); the database still
+    # has it as ours: nobody else may claim it, so this process must sync it again.
+    keeper = LeaseKeeper(services.db, ttl=30)
+    await keeper.claim([5])
+    keeper._renewed[5] -= 60  # the last renewal, long ago on this clock
+    assert keeper.expired_locally() == [5]
+    assert 5 not in keeper.held
+    lost, _ = await keeper.beat()
+    assert lost == []
+    assert keeper.valid(5) and keeper.held[5].account_id == 5

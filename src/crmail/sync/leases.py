@@ -116,8 +116,12 @@ class LeaseKeeper:
         live, renewed = await loop.run_in_executor(self._beats, self.db.run, beat)
         self.live = live
         still = {r.account_id for r in renewed}
-        for account_id in still & set(self.held):
-            self._renewed[account_id] = started
+        for lease in renewed:
+            # Also a lease given up on this clock (a renewal came late) that the database
+            # still had as ours: taken back, else the renewals by owner would keep it
+            # from everyone, this process included, for good.
+            self.held.setdefault(lease.account_id, lease)
+            self._renewed[lease.account_id] = started
         lost = [a for a in self.held if a not in still]
         for account_id in lost:
             self._forget(account_id)
