@@ -273,6 +273,8 @@ class Case:
 CASES: dict[str, tuple[Case, ...]] = {
     # API
     "/healthz": (Case("/healthz", status=200),),
+    # counts only, never mail; behind its own operator token (none configured here)
+    "/metrics": (Case("/metrics", status=404),),
     "/api/me": (Case("/api/me", status=200),),
     "/api/me/tokens": (Case("/api/me/tokens", status=200),),
     "/api/users": (Case("/api/users"),),
