@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypedDict, TypeVar
 
 import httpx
 
@@ -29,6 +29,7 @@ __all__ = [
     "ApiClient",
     "AuthorizedHttp",
     "ErrorRules",
+    "HttpOptions",
     "NotFoundFactory",
     "Retry",
     "RetryPolicy",
@@ -102,6 +103,18 @@ class ErrorRules(Generic[F]):
     unreachable: str  # the ConnectFailed message when the service cannot be reached
 
 
+class HttpOptions(TypedDict, total=False):
+    """How a client of :class:`AuthorizedHttp` talks HTTP, the same for every API
+    (tests hand in their own ``sleep``, ``rng`` or ``http``)."""
+
+    refresh_access_token: AccessTokenSource | None
+    http: httpx.AsyncClient | None
+    retry: RetryPolicy | None
+    sleep: Callable[[float], Awaitable[None]]
+    rng: random.Random | None
+    timeout: float
+
+
 class AuthorizedHttp(Generic[F]):
     """Bearer-authenticated requests to one API with the shared retry rules.
 
@@ -114,13 +127,13 @@ class AuthorizedHttp(Generic[F]):
         rules: ErrorRules[F],
         access_token: AccessTokenSource,
         *,
-        refresh_access_token: AccessTokenSource | None,
         base_url: str,
-        http: httpx.AsyncClient | None,
-        retry: RetryPolicy | None,
-        sleep: Callable[[float], Awaitable[None]],
-        rng: random.Random | None,
-        timeout: float,
+        refresh_access_token: AccessTokenSource | None = None,
+        http: httpx.AsyncClient | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+        timeout: float = 60.0,
         headers: Mapping[str, str] | None = None,
         concurrency: int | None = None,
     ) -> None:
@@ -129,6 +142,7 @@ class AuthorizedHttp(Generic[F]):
         self.refresh_access_token = refresh_access_token
         self.base = base_url.rstrip("/")
         self._origin = httpx.URL(self.base).copy_with(path="/", query=None, fragment=None)
+        self.timeout = timeout
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(timeout=timeout)
         self.retry = retry or RetryPolicy()

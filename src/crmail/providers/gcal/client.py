@@ -18,13 +18,9 @@ as its own event (a weekly series: 65 of them in the window) and lose the series
 
 from __future__ import annotations
 
-import asyncio
-import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Unpack
 from urllib.parse import quote
-
-import httpx
 
 from crmail.errors import ProviderError
 from crmail.providers.calendar_port import (
@@ -42,8 +38,8 @@ from crmail.providers.http import (
     ApiClient,
     AuthorizedHttp,
     ErrorRules,
+    HttpOptions,
     NotFoundFactory,
-    RetryPolicy,
 )
 from crmail.providers.http_errors import ProviderWords, final_error
 
@@ -110,24 +106,11 @@ class GoogleCalendar(ApiClient):
         self,
         access_token: AccessTokenSource,
         *,
-        refresh_access_token: AccessTokenSource | None = None,
         base_url: str = DEFAULT_BASE_URL,
-        http: httpx.AsyncClient | None = None,
-        retry: RetryPolicy | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        rng: random.Random | None = None,
-        timeout: float = 60.0,
+        **options: Unpack[HttpOptions],
     ) -> None:
         self._http = AuthorizedHttp(
-            RULES,
-            access_token,
-            refresh_access_token=refresh_access_token,
-            base_url=base_url.rstrip("/") + "/calendar/v3",
-            http=http,
-            retry=retry,
-            sleep=sleep,
-            rng=rng,
-            timeout=timeout,
+            RULES, access_token, base_url=base_url.rstrip("/") + "/calendar/v3", **options
         )
         #: the pieces of each series seen by the last full listing (fetch reuses them)
         self._listed: dict[str, dict[str, list[dict[str, Any]]]] = {}

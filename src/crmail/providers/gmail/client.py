@@ -10,13 +10,9 @@ other failure is raised at once as a :mod:`crmail.errors` exception (see
 
 from __future__ import annotations
 
-import asyncio
-import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any, Literal, Unpack
 from urllib.parse import quote, urlencode
-
-import httpx
 
 from crmail.domain.attachments import check_message_size, policy_for
 from crmail.errors import ProtocolError, ProviderError
@@ -40,7 +36,14 @@ from crmail.providers.gmail.resources import (
     Watch,
     b64url_encode,
 )
-from crmail.providers.http import AccessTokenSource, ApiClient, AuthorizedHttp, Retry, RetryPolicy
+from crmail.providers.http import (
+    AccessTokenSource,
+    ApiClient,
+    AuthorizedHttp,
+    HttpOptions,
+    Retry,
+    RetryPolicy,
+)
 
 __all__ = ["DEFAULT_BASE_URL", "AccessTokenSource", "GmailClient", "RetryPolicy"]
 
@@ -60,27 +63,12 @@ class GmailClient(ApiClient):
         self,
         access_token: AccessTokenSource,
         *,
-        refresh_access_token: AccessTokenSource | None = None,
         base_url: str = DEFAULT_BASE_URL,
         user_id: str = "me",
-        http: httpx.AsyncClient | None = None,
-        retry: RetryPolicy | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        rng: random.Random | None = None,
-        timeout: float = 60.0,
+        **options: Unpack[HttpOptions],
     ) -> None:
         self._users = f"/gmail/v1/users/{quote(user_id, safe='@')}"
-        self._http = AuthorizedHttp(
-            RULES,
-            access_token,
-            refresh_access_token=refresh_access_token,
-            base_url=base_url,
-            http=http,
-            retry=retry,
-            sleep=sleep,
-            rng=rng,
-            timeout=timeout,
-        )
+        self._http = AuthorizedHttp(RULES, access_token, base_url=base_url, **options)
 
     # --- transport -------------------------------------------------------------------
 

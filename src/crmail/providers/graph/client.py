@@ -9,13 +9,11 @@ as Graph allows per mailbox. Failures become :mod:`crmail.errors` (see :mod:`.er
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
-import random
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import quote
 
 import httpx
@@ -35,7 +33,12 @@ from crmail.providers.graph.resources import (
     User,
 )
 from crmail.providers.graph.uploads import UploadSession, upload
-from crmail.providers.http import AccessTokenSource, ApiClient, AuthorizedHttp, RetryPolicy
+from crmail.providers.http import (
+    AccessTokenSource,
+    ApiClient,
+    AuthorizedHttp,
+    HttpOptions,
+)
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -145,29 +148,18 @@ class GraphClient(ApiClient):
         self,
         access_token: AccessTokenSource,
         *,
-        refresh_access_token: AccessTokenSource | None = None,
         base_url: str = DEFAULT_BASE_URL,
-        http: httpx.AsyncClient | None = None,
-        retry: RetryPolicy | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        rng: random.Random | None = None,
-        timeout: float = 60.0,
         concurrency: int = MAILBOX_CONCURRENCY,
+        **options: Unpack[HttpOptions],
     ) -> None:
         self._http: AuthorizedHttp[GraphFailure] = AuthorizedHttp(
             RULES,
             access_token,
-            refresh_access_token=refresh_access_token,
             base_url=base_url,
-            http=http,
-            retry=retry,
-            sleep=sleep,
-            rng=rng,
-            timeout=timeout,
             headers={"Prefer": IMMUTABLE_IDS},
             concurrency=concurrency,
+            **options,
         )
-        self._timeout = timeout
         #: for upload-session PUTs, which must not carry the bearer token (made on use)
         self._uploads: httpx.AsyncClient | None = None
 
@@ -455,16 +447,28 @@ class GraphClient(ApiClient):
         )
         return Message.from_json(data)
 
-    async def find_draft(self, internet_message_id: str) -> Message | None:
-        """The draft in Drafts whose Message-ID is ``internet_message_id``, if any."""
+    async def _by_message_id(self, folder: str, internet_message_id: str) -> list[Message]:
+        """The messages of a folder whose Message-ID is ``internet_message_id``."""
+        # An OData string literal doubles its quotes; httpx percent-encodes the rest
+        # (the angle brackets, "@", "+", "/" a Message-ID may hold).
         quoted = internet_message_id.replace("'", "''")
         params = [
             ("$filter", f"internetMessageId eq '{quoted}'"),
             ("$select", "id,isDraft,internetMessageId"),
         ]
-        data = await self._json("GET", "/me/mailFolders/drafts/messages", params=params)
-        found = [Message.from_json(m) for m in data.get("value") or () if isinstance(m, dict)]
+        data = await self._json("GET", f"/me/mailFolders/{_q(folder)}/messages", params=params)
+        return [Message.from_json(m) for m in data.get("value") or () if isinstance(m, dict)]
+
+    async def find_draft(self, internet_message_id: str) -> Message | None:
+        """The draft in Drafts whose Message-ID is ``internet_message_id``, if any."""
+        found = await self._by_message_id("drafts", internet_message_id)
         return next((m for m in found if m.is_draft is not False), None)
+
+    async def find_sent(self, internet_message_id: str) -> Message | None:
+        """The sent copy in Sent Items whose Message-ID is ``internet_message_id``, if
+        any: how an interrupted send is told from one that never went out."""
+        found = await self._by_message_id("sentitems", internet_message_id)
+        return next((m for m in found if m.is_draft is not True), None)
 
     async def attachments_of(self, message_id: str) -> list[tuple[str, int]]:
         """(name, size) of a message's attachments."""
@@ -503,7 +507,7 @@ class GraphClient(ApiClient):
             not_found=message_missing(message_id),
         )
         if self._uploads is None:
-            self._uploads = httpx.AsyncClient(timeout=self._timeout)
+            self._uploads = httpx.AsyncClient(timeout=self._http.timeout)
         await upload(self._uploads, UploadSession.from_json(data), attachment.content)
 
     async def send_draft(self, message_id: str) -> None:

@@ -13,13 +13,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Unpack
 from urllib.parse import quote
-
-import httpx
 
 from crmail.domain.ical import Window
 from crmail.errors import ProviderError
@@ -39,8 +35,8 @@ from crmail.providers.http import (
     ApiClient,
     AuthorizedHttp,
     ErrorRules,
+    HttpOptions,
     NotFoundFactory,
-    RetryPolicy,
 )
 
 DEFAULT_BASE_URL = "https://graph.microsoft.com/v1.0"
@@ -82,25 +78,15 @@ class GraphCalendar(ApiClient):
         access_token: AccessTokenSource,
         window: Window,
         *,
-        refresh_access_token: AccessTokenSource | None = None,
         base_url: str = DEFAULT_BASE_URL,
-        http: httpx.AsyncClient | None = None,
-        retry: RetryPolicy | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        rng: random.Random | None = None,
-        timeout: float = 60.0,
+        **options: Unpack[HttpOptions],
     ) -> None:
         self._http = AuthorizedHttp(
             RULES,
             access_token,
-            refresh_access_token=refresh_access_token,
             base_url=base_url,
-            http=http,
-            retry=retry,
-            sleep=sleep,
-            rng=rng,
-            timeout=timeout,
             headers={"Prefer": f'IdType="ImmutableId", odata.maxpagesize={PAGE_SIZE}'},
+            **options,
         )
         self.window = window
         #: items of the last listing by id (fetch reads them: delta items are whole)
