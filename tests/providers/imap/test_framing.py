@@ -12,13 +12,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from crmail.errors import ConnectFailed, ProtocolError
-from crmail.providers.imap.client import parse_uid_set, uid_set, uid_set_chunks
 from crmail.providers.imap.connection import (
     ImapConnection,
     Literal,
     ResponseFramer,
     quoted,
 )
+from crmail.providers.imap.uidsets import parse_uid_set, uid_set, uid_set_chunks
 
 
 def frame_all(*chunks: bytes) -> list[object]:
@@ -273,10 +273,10 @@ async def test_garbage_tag_is_protocol_error(
 def test_fast_fetch_parser_agrees_with_imapclient(wire: bytes) -> None:
     from imapclient.response_parser import parse_fetch_response
 
-    from crmail.providers.imap.client import _aware, _parse_fetch
+    from crmail.providers.imap.fetch_parser import aware, parse_fetch
 
     (resp,) = frame_all(wire)
-    ours = _parse_fetch([resp])  # type: ignore[list-item]
+    ours = parse_fetch([resp])  # type: ignore[list-item]
     ref = parse_fetch_response(
         resp.records,  # type: ignore[attr-defined]
         normalise_times=False,
@@ -285,6 +285,6 @@ def test_fast_fetch_parser_agrees_with_imapclient(wire: bytes) -> None:
     assert ours.keys() == ref.keys()
     for seq, items in ref.items():
         if b"INTERNALDATE" in items:
-            items[b"INTERNALDATE"] = _aware(items[b"INTERNALDATE"])
-            ours[seq][b"INTERNALDATE"] = _aware(ours[seq][b"INTERNALDATE"])
+            items[b"INTERNALDATE"] = aware(items[b"INTERNALDATE"])
+            ours[seq][b"INTERNALDATE"] = aware(ours[seq][b"INTERNALDATE"])
         assert ours[seq] == items
