@@ -22,70 +22,41 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
-from email.utils import format_datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.fakes
 
-from sqlalchemy import select
-from tests.fakes.graph import FakeGraph, Mailbox
+from _api_bench import (
+    CONTACT,
+    Wakes,
+    connect,
+    fill_mailbox,
+    make_message,
+    message_id,
+    open_services,
+    print_import,
+    print_latencies,
+    timed_import,
+    until_live,
+    until_stored,
+)
+from tests.fakes.graph import FakeGraph
 from tests.fakes.server import LoopbackServer
 
 from crmail.api.app import create_app
-from crmail.config import Settings
-from crmail.crypto import new_key
 from crmail.providers.graph import GraphClient
-from crmail.services import Services
-from crmail.storage import accounts, crm
-from crmail.storage.models import MailAccount, Message
 from crmail.sync.graph.options import GraphOptions
 from crmail.sync.graph.rounds import IMPORT_SELECT
 from crmail.sync.graph.worker import GraphWorker
 from crmail.sync.inbound import SyncOptions
 from crmail.sync.worker import WorkerOptions
 
-BODY = ("Hello, this is a realistic business email body line. " * 40 + "\n") * 4  # ~9 KB
-CONTACT, STRANGER = "client@customer.example", "friend@private.example"
 PAGE_SIZE = 100
-
-
-def make_message(i: int, sender: str, to: str, when: datetime) -> bytes:
-    m = EmailMessage()
-    m["From"] = sender
-    m["To"] = to
-    m["Subject"] = f"Proposal #{i}"
-    m["Date"] = format_datetime(when)
-    m["Message-ID"] = f"<mbench-{i}-{time.time_ns()}@client.example>"
-    m.set_content(BODY)
-    return m.as_bytes()
-
-
-def open_services(root: Path, name: str) -> Services:
-    return Services.open(Settings(data_dir=root / name, secret_keys=(new_key(),)))
-
-
-def connect(services: Services, box: Mailbox, token: str) -> int:
-    def make(s):  # type: ignore[no-untyped-def]
-        ws = crm.create_workspace(s, "Bench").id
-        user = crm.create_user(s, ws, box.address, name="Bench", role="admin")
-        crm.create_contact(s, ws, name="Client", emails=[CONTACT])
-        return accounts.create_account(
-            s,
-            workspace_id=ws,
-            user_id=user.user.id,
-            email=box.address,
-            provider="graph",
-            settings={"history_days": 365},
-            secret=services.box.seal({"oauth2_token": token}),
-        )
-
-    return int(services.db.run(make))
+TAG = "mbench"
 
 
 async def baseline(url: str, token: str) -> tuple[int, float]:
@@ -103,51 +74,31 @@ async def baseline(url: str, token: str) -> tuple[int, float]:
 
 async def bench_import(root: Path, fake: FakeGraph, url: str, n: int) -> None:
     box = fake.add_mailbox("import@contoso.example", token="import-token")
-    now = datetime.now(UTC)
-    for i in range(n):
-        when = now - timedelta(minutes=i + 1)
-        sender = CONTACT if i % 2 == 0 else STRANGER
-        # A conversation id given: the fake's own lookup reads every stored message.
-        raw = make_message(i, sender, box.address, when)
-        box.deliver(raw, received=when, conversation_id=f"conv-{i}")
+    # A conversation id given: the fake's own lookup reads every stored message.
+    fill_mailbox(
+        n,
+        box.address,
+        TAG,
+        lambda i, raw, when: box.deliver(raw, received=when, conversation_id=f"conv-{i}"),
+    )
     got, base_s = await baseline(url, "import-token")
     services = open_services(root, "import")
-    account = connect(services, box, "import-token")
+    account = connect(services, box.address, "import-token", "graph")
     options = WorkerOptions(
         sync=SyncOptions(batch_size=PAGE_SIZE, history_days=365),
         graph=GraphOptions(base_url=url, page_size=PAGE_SIZE),
     )
     worker = GraphWorker(services.db, services.box, account, options)
-    t0 = time.perf_counter()
-    await worker.run_once()
-    crm_s = time.perf_counter() - t0
-    stored = services.db.run(lambda s: len(s.scalars(select(Message.id)).all()))
+    stored, crm_s = await timed_import(services, worker)
     mime = sum(1 for r in fake.requests if r.path.endswith("/$value")) - got
-    print(f"import of {n} messages ({n // 2} a contact's, {n - n // 2} private):")
-    print(f"  baseline delta + $value: {got} bodies in {base_s:.2f}s = {got / base_s:.0f} msg/s")
-    print(
-        f"  crmail import: {n} judged, {stored} stored, {mime} bodies fetched in {crm_s:.2f}s"
-        f" = {n / crm_s:.0f} msg/s examined, {stored / crm_s:.0f} stored/s"
-    )
-    print(f"  ratio (examined / baseline): {(n / crm_s) / (got / base_s):.2f}")
+    print_import(n, "delta + $value", got, base_s, stored, mime, crm_s)
     services.close()
-
-
-class Wakes:
-    def __init__(self, worker: GraphWorker, loop: asyncio.AbstractEventLoop) -> None:
-        self.worker, self.loop = worker, loop
-
-    def accounts_changed(self) -> None:
-        pass
-
-    def actions_queued(self, ids: object, default_provider: bool = False) -> None:
-        self.loop.call_soon_threadsafe(self.worker.wake)
 
 
 async def bench_push(root: Path, fake: FakeGraph, url: str, deliveries: int) -> None:
     box = fake.add_mailbox("push@contoso.example", token="push-token")
     services = open_services(root, "push")
-    account = connect(services, box, "push-token")
+    account = connect(services, box.address, "push-token", "graph")
     latencies: list[float] = []
     with LoopbackServer(create_app(services)) as api:
         options = WorkerOptions(
@@ -158,36 +109,23 @@ async def bench_push(root: Path, fake: FakeGraph, url: str, deliveries: int) -> 
         services.sync = Wakes(worker, asyncio.get_running_loop())  # type: ignore[assignment]
         task = asyncio.create_task(worker.run())
         try:
-            while not (
-                any(s.box is box for s in fake.subscriptions.values())
-                and services.db.run(lambda s: s.get_one(MailAccount, account).state) == "live"
-            ):
-                await asyncio.sleep(0.01)
+            await until_live(
+                services, account, lambda: any(s.box is box for s in fake.subscriptions.values())
+            )
             await asyncio.sleep(0.2)  # the round the new subscription asked for
             for i in range(deliveries):
-                raw = make_message(i, CONTACT, box.address, datetime.now(UTC))
-                msgid = raw.split(b"Message-ID: <", 1)[1].split(b">", 1)[0].decode()
+                raw = make_message(i, CONTACT, box.address, datetime.now(UTC), tag=TAG)
                 t0 = time.perf_counter()
                 box.deliver(raw, conversation_id=f"push-{i}")
                 # Graph POSTs the notification; the fake does it when told.
                 statuses = await asyncio.to_thread(fake.flush)
                 assert statuses == [202], statuses
-                # Looked for off the event loop: the worker shares it.
-                while not await services.db.read(
-                    lambda s, m=msgid: s.scalar(select(Message.id).where(Message.message_id == m))
-                ):
-                    await asyncio.sleep(0.005)
+                await until_stored(services, message_id(raw), 0.005)
                 latencies.append(time.perf_counter() - t0)
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-    latencies.sort()
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    print(f"notification → stored, {deliveries} deliveries (safety poll 1 h):")
-    print(
-        f"  p50 {statistics.median(latencies) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms,"
-        f" max {latencies[-1] * 1000:.0f} ms"
-    )
+    print_latencies("notification → stored", latencies)
     services.close()
 
 
