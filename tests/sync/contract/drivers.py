@@ -236,11 +236,15 @@ class GmailDriver:
             return []
         seen = "UNREAD" not in m.labels
         chosen = {self.labels.get(name, name): name for name in self.chosen}
-        folders = ["All Mail"] + [
+        folders = [
             {"INBOX": "INBOX", "SENT": "SENT"}.get(label) or chosen[label]
             for label in m.labels
             if label in ("INBOX", "SENT") or label in chosen
         ]
+        # A label is a folder: mail only under labels not chosen is in no synced folder;
+        # All Mail holds the rest (archived = neither INBOX nor a user label).
+        if folders or not m.labels & set(self.box.user_labels):
+            folders.append("All Mail")
         return sorted((folder, seen) for folder in folders)
 
     def sent_count(self) -> int:

@@ -95,14 +95,6 @@ async def test_crm_threads_syncs_only_threads_the_crm_started(mailboxes: Mailbox
 async def test_folders_scope_stores_everything_there_and_links_at_arrival_only(
     mailboxes: Mailboxes,
 ) -> None:
-    if mailboxes.kind == "gmail":
-        mailboxes.request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="Gmail: All Mail is synced as the archive, so mail under a label the "
-                "user did not choose enters in folders scope too; needs a rule for such labels",
-            )
-        )
     world = mailboxes.new_world()
     alice = world.contact("alice@acme.test")
     deal = world.deal("Renewal", alice)

@@ -1,15 +1,23 @@
 """Gmail labels as crmail folders.
 
-A Gmail message is ONE stored message, with one placement per synced folder it is in:
+A Gmail label is a folder: a message is in the folder of each label it carries, and
+in the archive when it carries neither INBOX nor a user label. A Gmail message is ONE
+stored message, with one placement per synced folder it is in (:func:`placed_under`):
 
 - "INBOX" (role inbox) and "SENT" (role sent): the system labels;
-- "All Mail" (role all): every message that is neither in Trash nor Spam (nor a
-  draft), like Gmail's IMAP All Mail. Archiving (removing INBOX) leaves this copy, so
-  an archived message keeps a placement, stays on the timeline and can still be acted
-  on; trashing removes it. This folder also carries the account's sync cursor: its
+- user labels the user chose (the account's ``folders`` option, by label name);
+- "All Mail" (role all, "an archive that also holds the Inbox", as Gmail's IMAP All
+  Mail): every message in one of the folders above, and every message archived without
+  a user label; never one in Trash or Spam (nor a draft). Archiving (removing INBOX)
+  leaves this copy, so an archived message keeps a placement and can still be acted on;
+  trashing removes it. This folder also carries the account's sync cursor: its
   ``highestmodseq`` is the Gmail historyId, ``import_floor`` the internalDate (epoch ms)
-  of the oldest message the import has handled;
-- user labels the user chose (the account's ``folders`` option, by label name).
+  of the oldest message the import has handled.
+
+A message filed only under labels the user did not choose (a filter that skips the
+Inbox, or archived with such a label) is in no synced folder, as mail in an unsynced
+IMAP folder: it does not enter the CRM, its body is never fetched, and a stored message
+that goes there loses its placements (it leaves the CRM Inbox, stays on the timeline).
 
 Placements keep ``uid`` (unique per folder, used by the shared storage code) as a
 stable number made from the Gmail id (16 hex digits: its value, less the sign bit of a
@@ -19,7 +27,7 @@ message has UNREAD, ``\\Flagged`` with STARRED.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from crmail.domain.folders import Role
@@ -74,6 +82,31 @@ def label_changes(add: Iterable[str], remove: Iterable[str]) -> tuple[set[str], 
     return to_add, to_remove
 
 
+def is_user_label(label_id: str) -> bool:
+    """Gmail names the labels a user makes ``Label_<n>``; its own are upper-case words
+    (INBOX, IMPORTANT, CATEGORY_UPDATES, ...), none of them a folder of the user's."""
+    return label_id.startswith("Label_")
+
+
+def placed_under(labels: Iterable[str], chosen: Collection[str]) -> list[str]:
+    """The synced folders a message with ``labels`` is in, by label (ALL_MAIL for All
+    Mail), when the user chose the user labels ``chosen`` (ids).
+
+    A label is a folder, so a message filed only under labels the user did not choose
+    is in none, as it would be in an unsynced IMAP folder; a message without INBOX and
+    without user labels is archived (All Mail).
+    """
+    present = set(labels)
+    if present & OUTSIDE:
+        return []
+    synced = [label for label in (INBOX, SENT) if label in present]
+    synced += sorted(label for label in present if label in chosen)
+    filed_elsewhere = any(is_user_label(label) and label not in chosen for label in present)
+    if synced or not filed_elsewhere:
+        synced.append(ALL_MAIL)
+    return synced
+
+
 def wanted_folders(user_labels: Iterable[str]) -> list[tuple[str, Role]]:
     """The crmail folders of a Gmail account: INBOX, SENT, All Mail, chosen labels."""
     folders = [(INBOX, Role.INBOX), (SENT, Role.SENT), (ALL_MAIL, Role.ALL)]
@@ -103,11 +136,11 @@ class Layout:
 
     def folders_for(self, labels: Iterable[str]) -> list[FolderInfo]:
         """Where a message with these labels has its placements (INBOX first)."""
-        present = set(labels)
-        if present & OUTSIDE:
-            return []
-        placed = [f for label, f in self.by_label.items() if label in present]
-        return [*placed, self.all_mail]
+        chosen = self.by_label.keys() - {INBOX, SENT}
+        return [
+            self.all_mail if label == ALL_MAIL else self.by_label[label]
+            for label in placed_under(labels, chosen)
+        ]
 
     def label_of(self, folder_name: str) -> str | None:
         return next((lab for lab, f in self.by_label.items() if f.name == folder_name), None)
