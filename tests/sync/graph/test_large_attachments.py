@@ -1,7 +1,9 @@
 """Attachments over 3 MB through the API send endpoint on a Microsoft Graph account: a
 draft, upload sessions in 320 KiB multiples, one send; refused in words without the
 account's permission; a retry after a failure or a crash reuses the draft, never sends
-twice or leaves a second draft."""
+twice or leaves a second draft; a draft gone from Drafts is sent only if its copy is in
+Sent Items (deleted in Outlook: failed in words). An interrupted ``sendMail`` (the small
+route) is looked for in Sent Items the same way."""
 
 from __future__ import annotations
 
@@ -42,17 +44,17 @@ def _file(name: str, data: bytes, content_type: str) -> dict[str, str]:
     return {"filename": name, "content_type": content_type, "data_base64": encoded}
 
 
-def _send(api: tuple[TestClient, dict[str, str]]) -> tuple[int, dict]:  # type: ignore[type-arg]
+def _send(api: tuple[TestClient, dict[str, str]], *, large: bool = True) -> tuple[int, dict]:  # type: ignore[type-arg]
     client, headers = api
-    body = {
-        "to": [CUSTOMER],
-        "subject": "The plans",
-        "text": "Attached, as promised.",
-        "attachments": [
+    body: dict[str, object] = {"to": [CUSTOMER], "subject": "The plans"}
+    if large:
+        body["text"] = "Attached, as promised."
+        body["attachments"] = [
             _file("plans.pdf", BIG, "application/pdf"),
             _file("terms.txt", SMALL, "text/plain"),
-        ],
-    }
+        ]
+    else:
+        body["text"] = "The plans follow tomorrow."
     r = client.post("/api/messages", json=body, headers=headers)
     return r.status_code, r.json()
 
@@ -194,6 +196,90 @@ async def test_a_crash_after_the_draft_was_sent_does_not_send_it_again(
     await outlook.sync()
     assert _sends(outlook) == sends
     assert _state(outlook, body["message_id"]) == "sent"
+
+
+@pytest.mark.parametrize("deleted", ["for good", "into Deleted Items"])
+async def test_a_draft_deleted_in_outlook_before_the_retry_fails_in_words_unsent(
+    outlook: Outlook, api: tuple[TestClient, dict[str, str]], deleted: str
+) -> None:
+    _allow_large(outlook, api)
+    status, body = _send(api)
+    assert status == 202, body
+    mid = body["message_id"]
+    outlook.fake.fail(503, method="POST", path_contains="/send", times=10)
+    await outlook.sync()
+    assert _state(outlook, mid) == "sending"
+    draft = str(_payload(outlook)[DRAFT])
+    # Another client deletes the draft while crmail waits to try the send again.
+    if deleted == "for good":
+        outlook.box.delete(draft)
+    else:
+        outlook.box.move(draft, "deleteditems")
+    sends = _sends(outlook)
+
+    outlook.fake.faults.clear()
+    _retry_now(outlook)
+    await outlook.sync()
+    assert _sends(outlook) == sends
+    assert _state(outlook, mid) == "failed"
+    error = outlook.services.db.run(lambda s: s.get_one(Message, mid).send_error)
+    assert error is not None and "deleted before it was sent" in error
+    # Given up for good: not tried again on its own.
+    left = outlook.services.db.run(lambda s: s.scalars(select(OutboxAction.state)).one())
+    assert left == "failed"
+
+
+async def test_a_crash_after_the_draft_was_sent_finds_it_in_sent_items_once(
+    outlook: Outlook, api: tuple[TestClient, dict[str, str]]
+) -> None:
+    _allow_large(outlook, api)
+    status, body = _send(api)
+    assert status == 202, body
+    await outlook.sync()
+    sends = _sends(outlook)
+    # As if crmail died after Graph took the send, before "sent" was committed.
+    _set_payload(outlook, stage="sending", draft=_payload(outlook)[DRAFT])
+    looks = outlook.fake.count("GET", "/mailFolders/sentitems/messages")
+    _retry_now(outlook)
+    await outlook.sync()
+    assert outlook.fake.count("GET", "/mailFolders/sentitems/messages") == looks + 1
+    assert _sends(outlook) == sends
+    assert _state(outlook, body["message_id"]) == "sent"
+    await outlook.sync()
+    assert outlook.stored() == 1
+
+
+# --- the small route (sendMail): an interrupted send is looked for in Sent Items ---------
+
+
+async def test_an_interrupted_sendmail_found_in_sent_items_is_sent_once(
+    outlook: Outlook, api: tuple[TestClient, dict[str, str]]
+) -> None:
+    status, body = _send(api, large=False)
+    assert status == 202, body
+    await outlook.sync()
+    assert _state(outlook, body["message_id"]) == "sent"
+    sends = _sends(outlook)
+    # As if crmail died after sendMail was taken, before "sent" was committed.
+    _set_payload(outlook, stage="sending", draft=None)
+    _retry_now(outlook)
+    await outlook.sync()
+    assert _sends(outlook) == sends
+    assert _state(outlook, body["message_id"]) == "sent"
+
+
+async def test_an_interrupted_sendmail_not_in_sent_items_is_unknown_unsent(
+    outlook: Outlook, api: tuple[TestClient, dict[str, str]]
+) -> None:
+    status, body = _send(api, large=False)
+    assert status == 202, body
+    # As if crmail died after committing "sending", before sendMail reached Graph.
+    _set_payload(outlook, stage="sending", draft=None)
+    sends = _sends(outlook)
+    _retry_now(outlook)
+    await outlook.sync()
+    assert _sends(outlook) == sends
+    assert _state(outlook, body["message_id"]) == "unknown"
 
 
 def _payload(outlook: Outlook) -> dict[str, object]:

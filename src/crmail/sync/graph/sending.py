@@ -11,18 +11,23 @@ Outlook's policy is checked before anything is sent, in words: 3 MB at most thro
 this path and the file-type allow-list for attachments.
 
 Stages, each committed before the next step: queued → sending → sent. A send found in
-"sending" after a crash is marked "unknown" for the user and never sent again on its
-own (Graph cannot be asked whether a MIME send went out before its copy is filed).
+"sending" after a crash is looked for in Sent Items by its Message-ID: there, it went
+out (recorded sent, never sent again); not there (not sent, or its copy not filed yet:
+Graph cannot tell the two apart) it is marked "unknown" for the user and never sent
+again on its own.
 
 Over 3 MB, when the account allows large attachments (``large_attachments``), the
 message goes through a draft instead: its MIME without the attachments becomes a draft
 (``POST /me/messages``, Message-ID kept), each file is attached (inline up to 3 MB, an
 upload session above), then the draft is sent. Stages: queued → drafting → drafted
 (the draft's id recorded) → sending → sent. A crash anywhere resumes with the same
-draft: "drafting" looks for it in Drafts by Message-ID before making one, "drafted"
-attaches only the files the draft lacks, and "sending" sends the draft only if it is
-still a draft (sent once it is gone: a draft cannot be sent twice). No second draft,
-no second send.
+draft: "drafting" looks for it in Drafts by Message-ID before making one; "drafted"
+and "sending" look for it there too, then attach only the files it lacks and send it.
+A draft no longer in Drafts was either sent (a sent draft leaves Drafts: its copy is
+in Sent Items, found by Message-ID, and the message is recorded sent) or deleted in
+Outlook before it was sent (no copy in Sent Items: the send fails in those words and
+nothing goes out; a draft moved to Deleted Items is not sent from there). No second
+draft, no second send, and never "sent" for a message Outlook does not have as sent.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from email.parser import BytesParser
 from typing import Any
 
 from crmail.domain.attachments import account_policy, check_attachments
-from crmail.errors import CrmailError, MessageNotInMailbox
+from crmail.errors import CrmailError, MessageNotInMailbox, SendFailed
 from crmail.providers.graph import Attachment, GraphClient, check_outlook_attachments
 from crmail.providers.graph.client import INLINE_ATTACHMENT_LIMIT
 from crmail.storage import outbound, outbox
@@ -45,6 +50,11 @@ from crmail.sync.send_stages import ApiSending, handoff_refused, message_id_of
 DRAFT = "graph_draft_id"
 #: the stages of the draft route before "sending"
 DRAFT_STAGES = ("drafting", "drafted")
+DRAFT_DELETED = (
+    "The draft was deleted before it was sent: Outlook has it neither in Drafts nor in "
+    "Sent Items, so nothing went out and crmail did not send it again. Send the message "
+    "again to send it."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +143,12 @@ class GraphSending(ApiSending[GraphClient]):
         await self.client.send_mime(raw)
         return {}
 
+    async def went_out(self, action: outbox.Action, mid: int) -> bool:
+        raw = await self.db.read(lambda s: outbound.raw_of(s, mid))
+        # Graph's internetMessageId is the header as sent, angle brackets included.
+        header = str(_parse(raw).get("Message-ID", "")).strip()
+        return bool(header) and await self.client.find_sent(header) is not None
+
     # --- the draft route (large attachments) ----------------------------------------------
 
     async def _through_draft(self, action: outbox.Action, raw: bytes | None = None) -> None:
@@ -150,6 +166,7 @@ class GraphSending(ApiSending[GraphClient]):
             )
 
         stage = str(payload.get("stage", "queued"))
+        resumed = stage in ("drafted", "sending")
         try:
             if stage == "queued":
                 await progress("drafting")
@@ -163,23 +180,41 @@ class GraphSending(ApiSending[GraphClient]):
                 await progress("drafted", **{DRAFT: found.id})
                 stage = "drafted"
             draft = str(payload[DRAFT])
+            if resumed:
+                # Since the interrupted attempt the draft may have been sent (it left
+                # Drafts for Sent Items) or deleted in Outlook (out of Drafts, often
+                # into Deleted Items, where it must not be sent from).
+                still = await self.client.find_draft(parts.message_id)
+                if still is None:
+                    await self._sent_or_deleted(parts.message_id)
+                    stage = "sent"
+                else:
+                    draft = still.id
             if stage == "drafted":
                 await self._attach_missing(draft, parts.attachments)
                 await progress("sending")
-                await self.client.send_draft(draft)
-            else:  # "sending": interrupted; a draft still there was not sent
+                stage = "sending"
+            if stage == "sending":
                 try:
-                    await self.client.get_message(draft, headers=False)
-                except MessageNotInMailbox:
-                    pass  # sent (a sent draft leaves Drafts)
-                else:
                     await self.client.send_draft(draft)
+                except MessageNotInMailbox:
+                    # Gone between the look and the send (or a retried request whose
+                    # first copy went through): Sent Items tells which.
+                    await self._sent_or_deleted(parts.message_id)
         except CrmailError as exc:
             if getattr(exc, "retryable", False):
                 raise  # the stage and draft are kept: the retry resumes with them
             await handoff_refused(self.db, action, mid, exc)
             raise
         await self._record_sent(action, mid, {DRAFT: payload[DRAFT]})
+
+    async def _sent_or_deleted(self, message_id: str) -> None:
+        """The draft is gone from Drafts: sent if its copy is in Sent Items.
+
+        :raises SendFailed: no copy either: it was deleted before it was sent.
+        """
+        if await self.client.find_sent(message_id) is None:
+            raise SendFailed(DRAFT_DELETED, permanent=True)
 
     async def _attach_missing(self, draft: str, files: list[Attachment]) -> None:
         """Attach what the draft lacks (by name: Graph's attachment size is not the
