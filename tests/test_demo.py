@@ -13,7 +13,9 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 import httpx
+import pytest
 
+from crmail.demo.fakes import GOOGLE_MAILBOX, MICROSOFT_MAILBOX
 from tests.servers.dovecot import free_port
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -184,7 +186,16 @@ def _stop(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
-def test_the_demo_with_fake_providers_connects_a_gmail_mailbox(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("button", "provider", "mailbox"),
+    [("google", "gmail", GOOGLE_MAILBOX), ("microsoft", "graph", MICROSOFT_MAILBOX)],
+    ids=["google", "microsoft"],
+)
+def test_the_demo_with_fake_providers_connects_a_mailbox(
+    tmp_path: Path, button: str, provider: str, mailbox: str
+) -> None:
+    """Sign in, press "Connect with Google/Microsoft", allow on the fake's consent page:
+    the mailbox imports through the fake API, the contacts' mail only."""
     proc, base = _start_demo(tmp_path, "--fake-providers")
     try:
         banner = _banner(proc)
@@ -209,13 +220,13 @@ def test_the_demo_with_fake_providers_connects_a_gmail_mailbox(tmp_path: Path) -
                 "Connect with Google" in settings.text and "Connect with Microsoft" in settings.text
             )
             csrf = CSRF.search(settings.text).group(1)  # type: ignore[union-attr]
-            start = web.post("/settings/email/oauth/google/start", data={"csrf_token": csrf})
+            start = web.post(f"/settings/email/oauth/{button}/start", data={"csrf_token": csrf})
             assert start.status_code == 303, start.text
-            # The fake Google's consent page, as a browser would show it: press Allow.
-            at_google = httpx.get(start.headers["location"], timeout=10)
-            assert at_google.status_code == 200 and "Allow" in at_google.text, at_google.text
+            # The fake provider's consent page, as a browser would show it: press Allow.
+            consent = httpx.get(start.headers["location"], timeout=10)
+            assert consent.status_code == 200 and "Allow" in consent.text, consent.text
             form = _Form()
-            form.feed(at_google.text)
+            form.feed(consent.text)
             allowed = httpx.post(
                 urljoin(start.headers["location"], form.action),
                 data={**form.fields, "answer": "allow"},
@@ -226,8 +237,8 @@ def test_the_demo_with_fake_providers_connects_a_gmail_mailbox(tmp_path: Path) -
             assert back.status_code == 303, back.text
             assert "/settings/email/accounts/" in back.headers["location"]
 
-        # The Gmail mailbox imports through the fake Gmail API: the three contacts'
-        # mail reaches the Inbox, the private message stays out.
+        # The mailbox imports through the fake API: the three contacts' mail reaches
+        # the Inbox, the private message stays out.
         subjects: list[str] = []
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -239,8 +250,8 @@ def test_the_demo_with_fake_providers_connects_a_gmail_mailbox(tmp_path: Path) -
         assert sum("checking in" in s for s in subjects) == 3, inbox
         assert not any("Sunday lunch" in s for s in subjects)
         accounts = httpx.get(f"{base}/api/accounts", headers=api, timeout=5).json()
-        gmail = [a for a in accounts if a["provider"] == "gmail"]
-        assert len(gmail) == 1 and gmail[0]["email"] == "you@gmail.demo.test", accounts
+        connected = [a for a in accounts if a["provider"] == provider]
+        assert len(connected) == 1 and connected[0]["email"] == mailbox, accounts
     finally:
         _stop(proc)
 
