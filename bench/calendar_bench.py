@@ -83,23 +83,32 @@ def timed_report(cal: caldav.Calendar, token: str | None) -> tuple[float, int]:
     return time.perf_counter() - t0, len(list(result.objects))
 
 
+def open_services(tmp: str) -> Services:
+    return Services.open(
+        Settings(
+            data_dir=Path(tmp), database_url=f"sqlite:///{tmp}/crmail.db", secret_keys=(new_key(),)
+        )
+    )
+
+
+def rep_account(s, services: Services, url: str, username: str, password: str):  # type: ignore[no-untyped-def]
+    """A rep in a workspace of 500 contacts, and the rep's CalDAV account."""
+    ws = crm.create_workspace(s, "Bench").id
+    u = crm.create_user(s, ws, "rep@example.test", name="Rep").user
+    for c in range(500):
+        crm.create_contact(s, ws, name=f"C{c}", emails=[f"contact{c}@customer.test"])
+    account = store.add_account(s, u, services.box, url=url, username=username, password=password)
+    return u, account
+
+
 def store_only(n: int) -> None:
     """The store stage of an import of ``n`` events, next to parsing them."""
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(
-            data_dir=Path(tmp), database_url=f"sqlite:///{tmp}/crmail.db", secret_keys=(new_key(),)
-        )
-        services = Services.open(settings)
+        services = open_services(tmp)
         try:
 
             def world(s):  # type: ignore[no-untyped-def]
-                ws = crm.create_workspace(s, "Bench").id
-                u = crm.create_user(s, ws, "rep@example.test", name="Rep").user
-                for c in range(500):
-                    crm.create_contact(s, ws, name=f"C{c}", emails=[f"contact{c}@customer.test"])
-                account = store.add_account(
-                    s, u, services.box, url="https://dav.test/", username="r", password="p"
-                )
+                u, account = rep_account(s, services, "https://dav.test/", "r", "p")
                 store.upsert_calendars(s, account.id, [("https://dav.test/cal/", "Work")])
                 cal = store.selected_calendars(s, account.id)[0].id
                 return store.job_for(s, u, account.id), cal
@@ -141,20 +150,11 @@ async def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp, Radicale() as radicale:
         cal = seed(radicale, args.events)
-        settings = Settings(
-            data_dir=Path(tmp), database_url=f"sqlite:///{tmp}/crmail.db", secret_keys=(new_key(),)
-        )
-        services = Services.open(settings)
+        services = open_services(tmp)
         try:
 
             def world(s):  # type: ignore[no-untyped-def]
-                ws = crm.create_workspace(s, "Bench").id
-                u = crm.create_user(s, ws, "rep@example.test", name="Rep").user
-                for c in range(500):
-                    crm.create_contact(s, ws, name=f"C{c}", emails=[f"contact{c}@customer.test"])
-                account = store.add_account(
-                    s, u, services.box, url=radicale.url, username="rep", password="pw"
-                )
+                u, account = rep_account(s, services, radicale.url, "rep", "pw")
                 return store.job_for(s, u, account.id)
 
             job = services.db.run(world)
