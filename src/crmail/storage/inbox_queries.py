@@ -81,7 +81,7 @@ def _inbox(
         InboxItem.snooze_until <= utcnow(),
     )
     if user_id != viewer.id:
-        # Only items others may see, read in (user, state, shared, received_at) order:
+        # Only items others may see, read in (user, shared, state, received_at) order:
         # the owner's private mail is never read, however much of it there is; then the
         # rule, in the query (pages, cursors and counts see only visible items).
         # One's own items are visible by the rule's "in their own Inbox": no test needed,

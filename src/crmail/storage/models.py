@@ -429,8 +429,9 @@ class InboxItem(Base):
     __table_args__ = (
         UniqueConstraint("user_id", "message_id"),
         Index("ix_inbox_user_state_received", "user_id", "state", "received_at", "id"),
-        # A teammate's Inbox: the owner's shared items in order, private ones never read.
-        Index("ix_inbox_user_state_shared", "user_id", "state", "shared", "received_at", "id"),
+        # A teammate's Inbox: the owner's shared items in order, private ones never read
+        # (shared before state: one's own Inbox must not look served by it).
+        Index("ix_inbox_user_shared_state", "user_id", "shared", "state", "received_at", "id"),
         # Due snoozed items, found by their time (few: the waker reopens them).
         Index("ix_inbox_user_snoozed_due", "user_id", "state", "snooze_until"),
     )

@@ -8,7 +8,7 @@ A teammate's (and everyone's) Inbox walked the owner's open items in date order 
 dropped the private ones (mail no timeline links and no other member has): at a million
 messages the page read past thousands of hidden rows. ``inbox_items.shared`` says someone
 besides the owner may see the message (on a timeline, or in another member's own mail),
-and (user, state, shared, received_at, id) serves the teammate's page in order reading
+and (user, shared, state, received_at, id) serves the teammate's page in order reading
 only those rows. Backfilled here with the rule ``storage/item_sharing.py`` keeps.
 """
 
@@ -44,11 +44,11 @@ def upgrade() -> None:
     with op.batch_alter_table("inbox_items") as batch_op:
         batch_op.alter_column("shared", existing_type=sa.Boolean(), nullable=False)
         batch_op.create_index(
-            "ix_inbox_user_state_shared", ["user_id", "state", "shared", "received_at", "id"]
+            "ix_inbox_user_shared_state", ["user_id", "shared", "state", "received_at", "id"]
         )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("inbox_items") as batch_op:
-        batch_op.drop_index("ix_inbox_user_state_shared")
+        batch_op.drop_index("ix_inbox_user_shared_state")
         batch_op.drop_column("shared")
