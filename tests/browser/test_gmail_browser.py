@@ -8,13 +8,17 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
-from sqlalchemy import select
 
 from crmail.storage import crm
-from crmail.storage.models import MailAccount
 from crmail.sync.gmail.options import GmailOptions
-from tests.browser.conftest import Crm, shot, sign_in
-from tests.browser.test_web_app import wait_until
+from tests.browser.conftest import Crm, shot
+from tests.browser.flows import (
+    account_of,
+    connect_through_consent,
+    sign_in_with,
+    wait_imported,
+    wait_until,
+)
 from tests.factories import message
 from tests.fakes.gmail import FakeGmail
 from tests.fakes.oauth import RunningFakeOAuth
@@ -43,15 +47,7 @@ def test_connect_with_google_imports_through_the_gmail_api_and_done_reaches_gmai
     live: Crm, google: RunningFakeOAuth, gmail: tuple[FakeGmail, str], page: object
 ) -> None:
     g, gmail_url = gmail
-    client = google.register("google", f"{live.url}/oauth/google/callback")
-    live.services.settings = replace(
-        live.services.settings,
-        public_url=live.url,
-        google_client_id=client.client_id,
-        google_client_secret=client.secret,
-        google_auth_base=f"{google.url}/google",
-        google_mail_api="gmail",
-    )
+    sign_in_with(live, google, "google", google_mail_api="gmail")
     sync = live.services.sync
     sync.options = replace(sync.options, gmail=GmailOptions(base_url=gmail_url))  # type: ignore[attr-defined]
     google.auto_consent = False
@@ -66,26 +62,10 @@ def test_connect_with_google_imports_through_the_gmail_api_and_done_reaches_gmai
     private = box.deliver(message("mum@family.test", MAILBOX, "Sunday lunch"))
 
     p = page
-    sign_in(p, live.url, live.owner.email)
-    p.goto(f"{live.url}/settings/email")  # type: ignore[attr-defined]
-    p.click("button:has-text('Connect with Google')")  # type: ignore[attr-defined]
-    p.wait_for_url(f"{google.url}/google/o/oauth2/v2/auth*")  # type: ignore[attr-defined]
-    p.click("button:has-text('Allow')")  # type: ignore[attr-defined]
-    p.wait_for_url(f"{live.url}/settings/email/accounts/*")  # type: ignore[attr-defined]
-    row = live.services.db.run(
-        lambda s: s.scalar(select(MailAccount).where(MailAccount.email == MAILBOX))
-    )
+    connect_through_consent(p, live, "Google", f"{google.url}/google/o/oauth2/v2/auth*")
+    row = account_of(live, MAILBOX)
     assert row is not None and row.provider == "gmail"
-
-    def imported() -> bool:
-        pcts = p.locator("#health .pct").all_inner_texts()  # type: ignore[attr-defined]
-        return (
-            bool(pcts)
-            and all(t.strip() == "100%" for t in pcts)
-            and "live" in p.inner_text("#health")  # type: ignore[attr-defined]
-        )
-
-    wait_until(imported, 25)
+    wait_imported(p)
     shot(p, "gmail-01-imported")
     raw_asked = [r for r in g.requests if "format=raw" in r.query]
     assert any(r.path.endswith(asked.id) for r in raw_asked)

@@ -8,13 +8,17 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
-from sqlalchemy import select
 
 from crmail.storage import crm
-from crmail.storage.models import MailAccount
 from crmail.sync.graph.options import GraphOptions
-from tests.browser.conftest import Crm, shot, sign_in
-from tests.browser.test_web_app import wait_until
+from tests.browser.conftest import Crm, shot
+from tests.browser.flows import (
+    account_of,
+    connect_through_consent,
+    sign_in_with,
+    wait_imported,
+    wait_until,
+)
 from tests.factories import message
 from tests.fakes.graph import FakeGraph
 from tests.fakes.oauth import RunningFakeOAuth
@@ -43,15 +47,7 @@ def test_connect_with_microsoft_imports_through_graph_and_done_reaches_outlook(
     live: Crm, microsoft: RunningFakeOAuth, graph: tuple[FakeGraph, str], page: object
 ) -> None:
     g, graph_url = graph
-    client = microsoft.register("microsoft", f"{live.url}/oauth/microsoft/callback")
-    live.services.settings = replace(
-        live.services.settings,
-        public_url=live.url,
-        microsoft_client_id=client.client_id,
-        microsoft_client_secret=client.secret,
-        microsoft_auth_base=f"{microsoft.url}/microsoft",
-        microsoft_mail_api="graph",
-    )
+    sign_in_with(live, microsoft, "microsoft", microsoft_mail_api="graph")
     sync = live.services.sync
     sync.options = replace(sync.options, graph=GraphOptions(base_url=graph_url))  # type: ignore[attr-defined]
     microsoft.auto_consent = False
@@ -66,27 +62,16 @@ def test_connect_with_microsoft_imports_through_graph_and_done_reaches_outlook(
     private = box.deliver(message("mum@family.test", MAILBOX, "Sunday lunch"))
 
     p = page
-    sign_in(p, live.url, live.owner.email)
-    p.goto(f"{live.url}/settings/email")  # type: ignore[attr-defined]
-    p.click("button:has-text('Connect with Microsoft')")  # type: ignore[attr-defined]
-    p.wait_for_url(f"{microsoft.url}/microsoft/*/oauth2/v2.0/authorize*")  # type: ignore[attr-defined]
-    shot(p, "graph-00-consent")
-    p.click("button:has-text('Allow')")  # type: ignore[attr-defined]
-    p.wait_for_url(f"{live.url}/settings/email/accounts/*")  # type: ignore[attr-defined]
-    row = live.services.db.run(
-        lambda s: s.scalar(select(MailAccount).where(MailAccount.email == MAILBOX))
+    connect_through_consent(
+        p,
+        live,
+        "Microsoft",
+        f"{microsoft.url}/microsoft/*/oauth2/v2.0/authorize*",
+        consent_shot="graph-00-consent",
     )
+    row = account_of(live, MAILBOX)
     assert row is not None and row.provider == "graph"
-
-    def imported() -> bool:
-        pcts = p.locator("#health .pct").all_inner_texts()  # type: ignore[attr-defined]
-        return (
-            bool(pcts)
-            and all(t.strip() == "100%" for t in pcts)
-            and "live" in p.inner_text("#health")  # type: ignore[attr-defined]
-        )
-
-    wait_until(imported, 25)
+    wait_imported(p)
     shot(p, "graph-01-imported")
     mime_fetched = {r.path for r in g.requests if r.path.endswith("/$value")}
     assert any(asked.id in path for path in mime_fetched)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
@@ -11,18 +11,11 @@ from sqlalchemy import select
 from crmail.storage import crm
 from crmail.storage.models import MailAccount, Message
 from tests.browser.conftest import Crm, shot, sign_in
+from tests.browser.flows import wait_imported, wait_until
 from tests.factories import message
 from tests.servers import Dovecot, MailboxAccount, SmtpRelay
 
 pytestmark = pytest.mark.browser
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.1)
 
 
 def folders_on_server(dovecot: Dovecot, user: str, msgid: str) -> list[str]:
@@ -88,16 +81,7 @@ def test_connect_import_timeline_done_teammate_view_and_reply(
     p.click("#connect button.primary")  # type: ignore[attr-defined]
     p.wait_for_url(f"{live.url}/settings/email/accounts/*")  # type: ignore[attr-defined]
 
-    # The status refreshes itself (script) until every folder's import shows 100 %.
-    def imported() -> bool:
-        pcts = p.locator("#health .pct").all_inner_texts()  # type: ignore[attr-defined]
-        return (
-            bool(pcts)
-            and all(t.strip() == "100%" for t in pcts)
-            and "live" in p.inner_text("#health")  # type: ignore[attr-defined]
-        )
-
-    wait_until(imported, 25)
+    wait_imported(p)
     values = p.eval_on_selector_all("#health progress", "els => els.map(e => e.value)")  # type: ignore[attr-defined]
     assert values and all(v == 100 for v in values)
     shot(p, "02-sync-health")
