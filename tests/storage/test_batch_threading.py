@@ -8,20 +8,18 @@ chosen are the same.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
-from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from crmail.mime import parse_message
 from crmail.services import Services
 from crmail.storage import mail
 from crmail.storage.models import Message, Thread
 from tests.factories import new_world
+from tests.sql_statements import statements
 
 T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
 
@@ -56,20 +54,6 @@ def threads(services: Services, ws: int) -> dict[str, int]:
 
 def last_message_at(services: Services, thread_id: int) -> datetime | None:
     return services.db.run(lambda s: s.get_one(Thread, thread_id).last_message_at)
-
-
-@contextmanager
-def statements(services: Services) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def grab(_c: Any, _cur: Any, statement: str, *_a: Any) -> None:
-        seen.append(statement)
-
-    event.listen(services.db.engine, "before_cursor_execute", grab)
-    try:
-        yield seen
-    finally:
-        event.remove(services.db.engine, "before_cursor_execute", grab)
 
 
 def test_replies_join_their_threads_with_one_lookup_and_one_update(services: Services) -> None:

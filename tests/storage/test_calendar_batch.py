@@ -3,13 +3,11 @@ runs do not grow with the number of events (7 ms per event through the ORM befor
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from crmail.domain.ical import Window, parse_event
 from crmail.services import Services
@@ -24,25 +22,12 @@ from crmail.storage.calendar_models import (
 )
 from crmail.storage.crm import UserInfo
 from tests.factories import World, new_world
+from tests.sql_statements import statements
 
 pytestmark = pytest.mark.db
 
 NOW = datetime(2027, 3, 1, 12, tzinfo=UTC)
 WINDOW = Window.around(NOW)
-
-
-@contextmanager
-def statements(services: Services) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def grab(_c: Any, _cur: Any, statement: str, *_a: Any) -> None:
-        seen.append(statement)
-
-    event.listen(services.db.engine, "before_cursor_execute", grab)
-    try:
-        yield seen
-    finally:
-        event.remove(services.db.engine, "before_cursor_execute", grab)
 
 
 def fetched(prefix: str, n: int, who: str) -> list[store.Fetched]:
