@@ -104,3 +104,17 @@ async def test_an_expired_session_and_over_150_mb_are_refused(graph: Graph) -> N
     finally:
         graph.fake.upload_life = type(graph.fake.upload_life)(minutes=15)
     assert graph.box.message(draft).attachments == []
+
+
+async def test_a_sent_draft_is_found_in_sent_items_by_a_quoted_message_id(graph: Graph) -> None:
+    # An apostrophe is legal in a Message-ID and must be doubled in the OData literal.
+    msgid = "<o'brien+plans/1@crm.test>"
+    raw = message("me@contoso.test", "buyer@client.test", "Plans", msgid=msgid)
+    draft = (await graph.client.create_draft_mime(raw)).id
+    assert await graph.client.find_sent(msgid) is None  # a draft is not sent
+    assert await graph.client.find_draft(msgid) is not None
+    await graph.client.send_draft(draft)
+    sent = await graph.client.find_sent(msgid)
+    assert sent is not None and sent.id != draft
+    assert await graph.client.find_draft(msgid) is None
+    assert await graph.client.find_sent("<o'brien+plans/2@crm.test>") is None
