@@ -22,29 +22,12 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 def test_demo_starts_syncs_and_serves(tmp_path: Path) -> None:
-    port = free_port()
-    env = {**os.environ, "CRMAIL_DATA_DIR": str(tmp_path)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "crmail.cli", "demo", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc, base = _start_demo(tmp_path)
     try:
-        banner = ""
-        deadline = time.monotonic() + 60
-        assert proc.stdout is not None
-        while "Ctrl-C stops" not in banner:
-            line = proc.stdout.readline()
-            assert line or proc.poll() is None, banner
-            banner += line
-            assert time.monotonic() < deadline, banner
+        banner = _banner(proc)
         token = re.search(r"Bearer ([\w-]+)", banner)
         assert token, banner
         headers = {"Authorization": f"Bearer {token.group(1)}"}
-        base = f"http://127.0.0.1:{port}"
         # The seeded mailbox syncs: three contacts wrote, three private mails stay out.
         for _ in range(200):
             inbox = httpx.get(f"{base}/api/inbox", headers=headers, timeout=5).json()
@@ -56,12 +39,7 @@ def test_demo_starts_syncs_and_serves(tmp_path: Path) -> None:
         assert status[0]["state"] == "live"
         assert httpx.get(f"{base}/signin", timeout=5).status_code == 200
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _stop(proc)
 
 
 def _processes(*, living: bool = False) -> list[tuple[int, str, int, int]]:
@@ -89,25 +67,9 @@ def _living(group: int) -> list[tuple[int, str, int, int]]:
 
 def test_demo_stops_its_dovecot_on_sigterm(tmp_path: Path) -> None:
     """Container and service managers stop with SIGTERM: nothing the demo started stays."""
-    port = free_port()
-    env = {**os.environ, "CRMAIL_DATA_DIR": str(tmp_path)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "crmail.cli", "demo", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc, _ = _start_demo(tmp_path)
     try:
-        out = ""
-        deadline = time.monotonic() + 60
-        assert proc.stdout is not None
-        while "Ctrl-C stops" not in out:
-            line = proc.stdout.readline()
-            assert line or proc.poll() is None, out
-            out += line
-            assert time.monotonic() < deadline, out
+        out = _banner(proc)
         dovecots = [
             pid for pid, comm, ppid, _ in _processes() if ppid == proc.pid and comm == "dovecot"
         ]

@@ -59,7 +59,8 @@ class FakeCalendar:
 
 @dataclass(frozen=True)
 class Sent:
-    """What Google would have mailed (``sendUpdates=all``)."""
+    """What the provider would have mailed: Google for ``sendUpdates=all``, Exchange by
+    itself (the Graph fake records the same)."""
 
     kind: str  # "invitation" | "update" | "cancellation"
     event_id: str

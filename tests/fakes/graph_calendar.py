@@ -32,6 +32,7 @@ import recurring_ical_events
 from starlette.requests import Request
 from starlette.routing import Route
 
+from tests.fakes.gcal import Sent
 from tests.fakes.graph import PREFIX, FakeGraph, GraphHTTPError, Mailbox
 
 RESPONSES = {
@@ -47,13 +48,6 @@ class Calendar:
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
     removed: set[str] = field(default_factory=set)
     changes: list[tuple[int, str]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Sent:
-    kind: str  # "invitation" | "update" | "cancellation"
-    event_id: str
-    to: tuple[str, ...]
 
 
 class FakeGraphCalendar:

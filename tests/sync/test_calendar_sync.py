@@ -13,7 +13,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import caldav
@@ -34,6 +34,7 @@ from crmail.storage.calendar_models import (
 from crmail.storage.crm import UserInfo
 from crmail.storage.models import ContactEmail, WebhookEndpoint, WebhookEvent
 from crmail.sync.calendar import AccountRound, CalendarOptions, CalendarSync, sync_account
+from crmail.sync.meetings import MeetingRequest, MeetingResult, cancel, reschedule, schedule
 from crmail.sync.oauth import DatabaseTokenStore
 from tests.factories import World, new_world
 from tests.fakes.gcal import FakeGoogleCalendar, _event_id, items_from_ics
@@ -139,19 +140,14 @@ class Cal:
         return await sync_account(self.services.db, self.services.box, job, self.options)
 
 
-class GoogleCal(Cal):
-    """A Gmail user's primary Google calendar on the fake API, reached through the
-    calendar account crmail makes for the Gmail account's grant."""
+class _GrantCal(Cal):
+    """A calendar on a fake API, reached through the calendar account crmail makes for
+    a mail account's OAuth grant."""
 
-    provider = "google"
-
-    def __init__(self, services: Services, world: World, api: GoogleApi) -> None:
-        n = next(_logins)
-        self.email = f"grep{n}@example.test"
-        token = f"gcal-token-{n}"
-        api.gmail.add_mailbox(self.email, token=token)
-        api.calendar.add_calendar(self.email, "primary", "Work")
-        self.api = api
+    def _connect(
+        self, services: Services, world: World, token: str, provider: str, oauth_provider: str
+    ) -> TokenKeeper:
+        """The mail account holding the grant, and its calendar account."""
         self.services = services
         self.user_id = world.user(self.email, "Rep")
         self.user = UserInfo(self.user_id, world.workspace_id, self.email, "Rep", "member")
@@ -168,8 +164,8 @@ class GoogleCal(Cal):
                 workspace_id=world.workspace_id,
                 user_id=self.user_id,
                 email=self.email,
-                provider="gmail",
-                settings={"history_days": 30, "oauth_provider": "google"},
+                provider=provider,
+                settings={"history_days": 30, "oauth_provider": oauth_provider},
                 secret=secret,
             )
         )
@@ -179,7 +175,22 @@ class GoogleCal(Cal):
         def no_refresh(key: str) -> Any:
             raise AssertionError("the stored access token is still valid")
 
-        keeper = TokenKeeper(DatabaseTokenStore(services.db, services.box), no_refresh)
+        return TokenKeeper(DatabaseTokenStore(services.db, services.box), no_refresh)
+
+
+class GoogleCal(_GrantCal):
+    """A Gmail user's primary Google calendar on the fake API."""
+
+    provider = "google"
+
+    def __init__(self, services: Services, world: World, api: GoogleApi) -> None:
+        n = next(_logins)
+        self.email = f"grep{n}@example.test"
+        token = f"gcal-token-{n}"
+        api.gmail.add_mailbox(self.email, token=token)
+        api.calendar.add_calendar(self.email, "primary", "Work")
+        self.api = api
+        keeper = self._connect(services, world, token, "gmail", "google")
         self.options = replace(OPTIONS, google_api_url=api.url, tokens=keeper)
 
     def put(self, uid: str, body: str) -> None:
@@ -193,9 +204,8 @@ class GoogleCal(Cal):
         self.api.calendar.invalidate_tokens()
 
 
-class GraphCal(Cal):
-    """A Microsoft 365 user's Outlook calendar on the fake Graph, reached through the
-    calendar account crmail makes for the Graph mail account's grant."""
+class GraphCal(_GrantCal):
+    """A Microsoft 365 user's Outlook calendar on the fake Graph."""
 
     provider = "graph"
 
@@ -205,34 +215,7 @@ class GraphCal(Cal):
         token = f"graph-token-{n}"
         api.graph.add_mailbox(self.email, token=token)
         self.api = api
-        self.services = services
-        self.user_id = world.user(self.email, "Rep")
-        self.user = UserInfo(self.user_id, world.workspace_id, self.email, "Rep", "member")
-        secret = services.box.seal(
-            {
-                "oauth2_token": token,
-                "oauth2_refresh_token": "refresh",
-                "oauth2_expires_at": repr(time.time() + 86400),
-            }
-        )
-        services.db.run(
-            lambda s: accounts.create_account(
-                s,
-                workspace_id=world.workspace_id,
-                user_id=self.user_id,
-                email=self.email,
-                provider="graph",
-                settings={"history_days": 30, "oauth_provider": "microsoft"},
-                secret=secret,
-            )
-        )
-        services.db.run(lambda s: store.ensure_grant_calendars(s, services.box))
-        self.account_id = services.db.run(lambda s: store.list_accounts(s, self.user)[0].id)
-
-        def no_refresh(key: str) -> Any:
-            raise AssertionError("the stored access token is still valid")
-
-        keeper = TokenKeeper(DatabaseTokenStore(services.db, services.box), no_refresh)
+        keeper = self._connect(services, world, token, "graph", "microsoft")
         self.options = replace(OPTIONS, graph_api_url=api.url, tokens=keeper)
 
     def put(self, uid: str, body: str) -> None:
@@ -655,31 +638,60 @@ def test_one_process_at_a_time_runs_the_calendar_loop(services: Services) -> Non
         other_db.close()
 
 
-async def test_meeting_from_the_crm_in_google_calendar_invites_through_google_and_takes_answers(
-    services: Services, world: World, google_api: GoogleApi
-) -> None:
-    from datetime import timedelta
+DEMO_START = datetime(2027, 3, 10, 9, 0, tzinfo=UTC)
 
-    from crmail.sync.meetings import MeetingRequest, cancel, reschedule, schedule
 
-    cal = GoogleCal(services, world, google_api)
-    bob = world.contact("bob@customer.test", name="Bob Buyer")
+async def _schedule_demo_call(services: Services, cal: Cal, contact_id: int) -> MeetingResult:
+    """A 45-minute meeting with the contact, 10 March 2027 09:00 UTC, in Berlin time."""
     await cal.sync()
-    start = datetime(2027, 3, 10, 9, 0, tzinfo=UTC)
-
-    made = await schedule(
+    return await schedule(
         services.db,
         services.box,
         cal.options,
         cal.user,
         MeetingRequest(
             "Demo call",
-            start,
-            start + timedelta(minutes=45),
-            contact_ids=(bob,),
+            DEMO_START,
+            DEMO_START + timedelta(minutes=45),
+            contact_ids=(contact_id,),
             tzid="Europe/Berlin",
         ),
     )
+
+
+async def _acceptance_arrives(services: Services, cal: Cal, meeting_id: int) -> None:
+    """The next round brings bob's answer, and no second event."""
+    await cal.sync()
+    meeting = services.db.run(lambda s: store.get_meeting(s, cal.user, meeting_id))
+    assert [(a.email, a.partstat) for a in meeting.attendees] == [("bob@customer.test", "ACCEPTED")]
+    assert services.db.run(lambda s: s.scalar(select(func.count()).select_from(CalendarEvent))) == 1
+
+
+async def _move_by_a_day(services: Services, cal: Cal, meeting_id: int) -> None:
+    later = DEMO_START + timedelta(days=1)
+    await reschedule(
+        services.db,
+        services.box,
+        cal.options,
+        cal.user,
+        meeting_id,
+        later,
+        later + timedelta(minutes=45),
+    )
+
+
+async def _cancelled_after_a_round(services: Services, cal: Cal, meeting_id: int) -> None:
+    await cal.sync()
+    meeting = services.db.run(lambda s: store.get_meeting(s, cal.user, meeting_id))
+    assert meeting.status == "cancelled"
+
+
+async def test_meeting_from_the_crm_in_google_calendar_invites_through_google_and_takes_answers(
+    services: Services, world: World, google_api: GoogleApi
+) -> None:
+    cal = GoogleCal(services, world, google_api)
+    bob = world.contact("bob@customer.test", name="Bob Buyer")
+    made = await _schedule_demo_call(services, cal, bob)
 
     # In the Google calendar with the attendee; Google sent the invitation, not crmail.
     [seen] = google_api.calendar.events(cal.email)
@@ -693,23 +705,11 @@ async def test_meeting_from_the_crm_in_google_calendar_invites_through_google_an
     page = services.db.run(lambda s: store.meeting_timeline(s, cal.user, "contact", bob))
     assert [i.meeting.id for i in page.items] == [made.meeting.id]
 
-    # Bob accepts in his own calendar: the next round brings the answer, no duplicate.
+    # Bob accepts in his own calendar.
     google_api.calendar.respond(cal.email, seen["id"], "bob@customer.test", "accepted")
-    await cal.sync()
-    meeting = services.db.run(lambda s: store.get_meeting(s, cal.user, made.meeting.id))
-    assert [(a.email, a.partstat) for a in meeting.attendees] == [("bob@customer.test", "ACCEPTED")]
-    assert services.db.run(lambda s: s.scalar(select(func.count()).select_from(CalendarEvent))) == 1
+    await _acceptance_arrives(services, cal, made.meeting.id)
 
-    later = start + timedelta(days=1)
-    await reschedule(
-        services.db,
-        services.box,
-        cal.options,
-        cal.user,
-        made.meeting.id,
-        later,
-        later + timedelta(minutes=45),
-    )
+    await _move_by_a_day(services, cal, made.meeting.id)
     [moved] = google_api.calendar.events(cal.email)
     assert moved["start"]["dateTime"].startswith("2027-03-11T10:00:00")
     await cancel(services.db, services.box, cal.options, cal.user, made.meeting.id)
@@ -719,9 +719,7 @@ async def test_meeting_from_the_crm_in_google_calendar_invites_through_google_an
         "update",
         "cancellation",
     ]
-    await cal.sync()
-    meeting = services.db.run(lambda s: store.get_meeting(s, cal.user, made.meeting.id))
-    assert meeting.status == "cancelled"
+    await _cancelled_after_a_round(services, cal, made.meeting.id)
 
 
 async def test_a_google_grant_without_the_calendar_scope_says_so_and_mail_is_untouched(
@@ -755,28 +753,9 @@ async def test_a_google_grant_without_the_calendar_scope_says_so_and_mail_is_unt
 async def test_meeting_from_the_crm_in_outlook_invites_through_exchange_and_takes_answers(
     services: Services, world: World, graph_api: GraphApi
 ) -> None:
-    from datetime import timedelta
-
-    from crmail.sync.meetings import MeetingRequest, cancel, reschedule, schedule
-
     cal = GraphCal(services, world, graph_api)
     bob = world.contact("bob@customer.test", name="Bob Buyer")
-    await cal.sync()
-    start = datetime(2027, 3, 10, 9, 0, tzinfo=UTC)
-
-    made = await schedule(
-        services.db,
-        services.box,
-        cal.options,
-        cal.user,
-        MeetingRequest(
-            "Demo call",
-            start,
-            start + timedelta(minutes=45),
-            contact_ids=(bob,),
-            tzid="Europe/Berlin",
-        ),
-    )
+    made = await _schedule_demo_call(services, cal, bob)
 
     # In the Outlook calendar with the attendee; Exchange sent the invitation, and the
     # meeting is stored under Graph's own UID, so the next round finds no new event.
@@ -790,21 +769,9 @@ async def test_meeting_from_the_crm_in_outlook_invites_through_exchange_and_take
     ]
 
     graph_api.calendar.respond(cal.email, seen["id"], "bob@customer.test", "accepted")
-    await cal.sync()
-    meeting = services.db.run(lambda s: store.get_meeting(s, cal.user, made.meeting.id))
-    assert [(a.email, a.partstat) for a in meeting.attendees] == [("bob@customer.test", "ACCEPTED")]
-    assert services.db.run(lambda s: s.scalar(select(func.count()).select_from(CalendarEvent))) == 1
+    await _acceptance_arrives(services, cal, made.meeting.id)
 
-    later = start + timedelta(days=1)
-    await reschedule(
-        services.db,
-        services.box,
-        cal.options,
-        cal.user,
-        made.meeting.id,
-        later,
-        later + timedelta(minutes=45),
-    )
+    await _move_by_a_day(services, cal, made.meeting.id)
     [moved] = graph_api.calendar.events(cal.email)
     assert moved["start"]["dateTime"] == "2027-03-11T10:00:00"
     await cancel(services.db, services.box, cal.options, cal.user, made.meeting.id)
@@ -814,9 +781,7 @@ async def test_meeting_from_the_crm_in_outlook_invites_through_exchange_and_take
         "update",
         "cancellation",
     ]
-    await cal.sync()
-    meeting = services.db.run(lambda s: store.get_meeting(s, cal.user, made.meeting.id))
-    assert meeting.status == "cancelled"
+    await _cancelled_after_a_round(services, cal, made.meeting.id)
     assert services.db.run(lambda s: s.scalar(select(func.count()).select_from(CalendarEvent))) == 1
 
 

@@ -68,6 +68,14 @@ def _allow_large(outlook: Outlook, api: tuple[TestClient, dict[str, str]]) -> No
     assert r.json()["large_attachments"] is True
 
 
+def _queue_large(outlook: Outlook, api: tuple[TestClient, dict[str, str]]) -> int:
+    """The account allows large attachments; a message with one is queued: its id."""
+    _allow_large(outlook, api)
+    status, body = _send(api)
+    assert status == 202, body
+    return int(body["message_id"])
+
+
 def _sends(outlook: Outlook) -> int:
     return outlook.fake.count("POST", "/send", status=202) + outlook.fake.count(
         "POST", "/me/sendMail", status=202
@@ -100,16 +108,14 @@ def _state(outlook: Outlook, mid: int) -> str:
 async def test_over_3_mb_goes_out_once_through_a_draft_and_upload_sessions(
     outlook: Outlook, api: tuple[TestClient, dict[str, str]]
 ) -> None:
-    _allow_large(outlook, api)
-    status, body = _send(api)
-    assert status == 202, body
+    mid = _queue_large(outlook, api)
     before = _sends(outlook)
     mime_sends = outlook.fake.count("POST", "/me/sendMail")
     sessions = outlook.fake.count("POST", "/createUploadSession", status=201)
     first_put = len(outlook.fake.upload_puts)
     await outlook.sync()
 
-    assert _state(outlook, body["message_id"]) == "sent"
+    assert _state(outlook, mid) == "sent"
     assert _sends(outlook) == before + 1
     assert outlook.fake.count("POST", "/me/sendMail") == mime_sends
     assert outlook.fake.count("POST", "/createUploadSession", status=201) == sessions + 1
@@ -139,10 +145,7 @@ def test_over_3_mb_is_refused_in_words_without_the_accounts_permission(
 async def test_a_failed_upload_is_retried_on_the_same_draft(
     outlook: Outlook, api: tuple[TestClient, dict[str, str]]
 ) -> None:
-    _allow_large(outlook, api)
-    status, body = _send(api)
-    assert status == 202, body
-    mid = body["message_id"]
+    mid = _queue_large(outlook, api)
     made = _drafts_made(outlook)
     outlook.fake.fail(503, path_contains="/createUploadSession", times=10)
     await outlook.sync()
@@ -164,9 +167,7 @@ async def test_a_failed_upload_is_retried_on_the_same_draft(
 async def test_a_crash_before_the_draft_was_recorded_finds_it_in_drafts(
     outlook: Outlook, api: tuple[TestClient, dict[str, str]]
 ) -> None:
-    _allow_large(outlook, api)
-    status, body = _send(api)
-    assert status == 202, body
+    mid = _queue_large(outlook, api)
     made = _drafts_made(outlook)
     outlook.fake.fail(503, path_contains="/createUploadSession", times=10)
     await outlook.sync()
@@ -175,7 +176,7 @@ async def test_a_crash_before_the_draft_was_recorded_finds_it_in_drafts(
     outlook.fake.faults.clear()
     _retry_now(outlook)
     await outlook.sync()
-    assert _state(outlook, body["message_id"]) == "sent"
+    assert _state(outlook, mid) == "sent"
     assert _drafts_made(outlook) == made + 1
     assert _drafts(outlook) == 0
     assert len(_went_out(outlook)) == 2
@@ -184,9 +185,7 @@ async def test_a_crash_before_the_draft_was_recorded_finds_it_in_drafts(
 async def test_a_crash_after_the_draft_was_sent_does_not_send_it_again(
     outlook: Outlook, api: tuple[TestClient, dict[str, str]]
 ) -> None:
-    _allow_large(outlook, api)
-    status, body = _send(api)
-    assert status == 202, body
+    mid = _queue_large(outlook, api)
     await outlook.sync()
     sends = _sends(outlook)
     draft = _payload(outlook)[DRAFT]
@@ -195,17 +194,14 @@ async def test_a_crash_after_the_draft_was_sent_does_not_send_it_again(
     _retry_now(outlook)
     await outlook.sync()
     assert _sends(outlook) == sends
-    assert _state(outlook, body["message_id"]) == "sent"
+    assert _state(outlook, mid) == "sent"
 
 
 @pytest.mark.parametrize("deleted", ["for good", "into Deleted Items"])
 async def test_a_draft_deleted_in_outlook_before_the_retry_fails_in_words_unsent(
     outlook: Outlook, api: tuple[TestClient, dict[str, str]], deleted: str
 ) -> None:
-    _allow_large(outlook, api)
-    status, body = _send(api)
-    assert status == 202, body
-    mid = body["message_id"]
+    mid = _queue_large(outlook, api)
     outlook.fake.fail(503, method="POST", path_contains="/send", times=10)
     await outlook.sync()
     assert _state(outlook, mid) == "sending"
@@ -232,9 +228,7 @@ async def test_a_draft_deleted_in_outlook_before_the_retry_fails_in_words_unsent
 async def test_a_crash_after_the_draft_was_sent_finds_it_in_sent_items_once(
     outlook: Outlook, api: tuple[TestClient, dict[str, str]]
 ) -> None:
-    _allow_large(outlook, api)
-    status, body = _send(api)
-    assert status == 202, body
+    mid = _queue_large(outlook, api)
     await outlook.sync()
     sends = _sends(outlook)
     # As if crmail died after Graph took the send, before "sent" was committed.
@@ -244,7 +238,7 @@ async def test_a_crash_after_the_draft_was_sent_finds_it_in_sent_items_once(
     await outlook.sync()
     assert outlook.fake.count("GET", "/mailFolders/sentitems/messages") == looks + 1
     assert _sends(outlook) == sends
-    assert _state(outlook, body["message_id"]) == "sent"
+    assert _state(outlook, mid) == "sent"
     await outlook.sync()
     assert outlook.stored() == 1
 
