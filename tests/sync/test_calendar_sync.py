@@ -21,11 +21,13 @@ import icalendar
 import pytest
 from sqlalchemy import func, select, update
 
+from crmail.providers.calendar_port import CalendarScopeMissing
 from crmail.providers.oauth import TokenKeeper
 from crmail.services import Services
 from crmail.storage import accounts
 from crmail.storage import calendar as store
 from crmail.storage.calendar_models import (
+    CalendarAccount,
     CalendarEvent,
     CalendarRow,
     EventLink,
@@ -560,7 +562,6 @@ async def test_wrong_password_is_recorded_on_the_account(
 ) -> None:
     cal = caldav_cal
     from crmail.errors import AuthFailed
-    from crmail.storage.calendar_models import CalendarAccount
 
     services.db.run(
         lambda s: s.execute(
@@ -722,11 +723,24 @@ async def test_meeting_from_the_crm_in_google_calendar_invites_through_google_an
     await _cancelled_after_a_round(services, cal, made.meeting.id)
 
 
+async def _scope_refused(services: Services, cal: Cal) -> str:
+    """A round refused for want of the calendar scope: the error recorded in words."""
+    with pytest.raises(CalendarScopeMissing):
+        await cal.sync()
+    error, code = services.db.run(
+        lambda s: s.execute(
+            select(CalendarAccount.last_error, CalendarAccount.last_error_code).where(
+                CalendarAccount.id == cal.account_id
+            )
+        ).one()
+    )
+    assert code == "calendar_scope_missing"
+    return str(error)
+
+
 async def test_a_google_grant_without_the_calendar_scope_says_so_and_mail_is_untouched(
     services: Services, world: World, google_api: GoogleApi
 ) -> None:
-    from crmail.providers.gcal import CalendarScopeMissing
-    from crmail.storage.calendar_models import CalendarAccount
     from crmail.storage.models import MailAccount
 
     cal = GoogleCal(services, world, google_api)
@@ -734,18 +748,7 @@ async def test_a_google_grant_without_the_calendar_scope_says_so_and_mail_is_unt
         403, path_contains="/calendar/v3/", reason="insufficientPermissions", times=1
     )
 
-    with pytest.raises(CalendarScopeMissing):
-        await cal.sync()
-
-    error = services.db.run(
-        lambda s: s.execute(
-            select(CalendarAccount.last_error, CalendarAccount.last_error_code).where(
-                CalendarAccount.id == cal.account_id
-            )
-        ).one()
-    )
-    assert error[1] == "calendar_scope_missing"
-    assert "Reconnect the account with Google" in error[0]
+    assert "Reconnect the account with Google" in await _scope_refused(services, cal)
     mail_state = services.db.run(lambda s: s.scalar(select(MailAccount.state)))
     assert mail_state != "auth_error"
 
@@ -802,21 +805,8 @@ async def test_a_grant_calendar_removed_in_settings_stays_off(
 async def test_a_graph_grant_without_the_calendar_scope_says_so(
     services: Services, world: World, graph_api: GraphApi
 ) -> None:
-    from crmail.providers.calendar_port import CalendarScopeMissing
-    from crmail.storage.calendar_models import CalendarAccount
 
     cal = GraphCal(services, world, graph_api)
     graph_api.graph.fail(403, path_contains="/calendarView/", code="ErrorAccessDenied")
 
-    with pytest.raises(CalendarScopeMissing):
-        await cal.sync()
-
-    error = services.db.run(
-        lambda s: s.execute(
-            select(CalendarAccount.last_error, CalendarAccount.last_error_code).where(
-                CalendarAccount.id == cal.account_id
-            )
-        ).one()
-    )
-    assert error[1] == "calendar_scope_missing"
-    assert "Reconnect the account with Microsoft" in error[0]
+    assert "Reconnect the account with Microsoft" in await _scope_refused(services, cal)
