@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from typing import Any
+
+from sqlalchemy.orm import Session
 
 from crmail.services import Services
 from crmail.storage import accounts
+from crmail.storage.calendar_models import CalendarEvent, EventLink
 from crmail.storage.models import Contact, ContactEmail, Deal, DealContact, Lead, User, Workspace
 from tests.servers import MailboxAccount
 
@@ -123,3 +127,39 @@ def message(
     if html:
         m.add_alternative(html, subtype="html")
     return m.as_bytes()
+
+
+def linked_meeting(
+    s: Session,
+    workspace_id: int,
+    contact_id: int,
+    *,
+    uid: str,
+    summary: str,
+    start: datetime,
+    length: timedelta,
+    reason: str,
+    **event: Any,
+) -> CalendarEvent:
+    """A meeting on a contact's timeline, as a calendar round leaves it."""
+    ev = CalendarEvent(
+        workspace_id=workspace_id,
+        uid=uid,
+        summary=summary,
+        starts_at=start,
+        ends_at=start + length,
+        **event,
+    )
+    s.add(ev)
+    s.flush()
+    s.add(
+        EventLink(
+            workspace_id=workspace_id,
+            event_id=ev.id,
+            subject_type="contact",
+            subject_id=contact_id,
+            reason=reason,
+            starts_at=start,
+        )
+    )
+    return ev

@@ -16,8 +16,9 @@ from crmail.errors import InvalidInput
 from crmail.services import Services
 from crmail.storage import activity
 from crmail.storage import web as web_store
-from crmail.storage.calendar_models import CalendarEvent, EventLink
+from crmail.storage.calendar_models import EventLink
 from crmail.storage.models import Contact, TimelineEntry
+from tests.factories import linked_meeting
 from tests.storage.test_query_plans import (  # noqa: F401
     T0,
     N,
@@ -40,25 +41,15 @@ def with_meetings(services: Services, seeded: dict[str, int]) -> dict[str, int]:
     def make(s: Session) -> None:
         ws = s.get_one(Contact, seeded["contact"]).workspace_id
         for i in range(MEETINGS):
-            start = T0 + timedelta(minutes=3 * i)
-            ev = CalendarEvent(
-                workspace_id=ws,
+            linked_meeting(
+                s,
+                ws,
+                seeded["contact"],
                 uid=f"m{i}",
                 summary=f"Meeting {i}",
-                starts_at=start,
-                ends_at=start + timedelta(minutes=30),
-            )
-            s.add(ev)
-            s.flush()
-            s.add(
-                EventLink(
-                    workspace_id=ws,
-                    event_id=ev.id,
-                    subject_type="contact",
-                    subject_id=seeded["contact"],
-                    reason="Ivy is the attendee",
-                    starts_at=start,
-                )
+                start=T0 + timedelta(minutes=3 * i),
+                length=timedelta(minutes=30),
+                reason="Ivy is the attendee",
             )
 
     services.db.run(make)

@@ -11,10 +11,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from crmail.storage import crm
-from crmail.storage.calendar_models import CalendarEvent, EventLink
 from tests.api.conftest import Actor, World
 from tests.api.test_mail_routes import T0
-from tests.factories import message
+from tests.factories import linked_meeting, message
 from tests.web.conftest import Browser
 
 
@@ -38,29 +37,18 @@ def test_the_contact_page_interleaves_mail_and_meetings_by_date(
             ),
         )
 
-    def meeting(s: Session) -> None:
-        start = T0 + timedelta(hours=24)
-        ev = CalendarEvent(
-            workspace_id=ws,
+    web.services.db.run(
+        lambda s: linked_meeting(
+            s,
+            ws,
+            ivy,
             uid="demo",
             summary="Demo call",
-            starts_at=start,
-            ends_at=start + timedelta(hours=1),
+            start=T0 + timedelta(hours=24),
+            length=timedelta(hours=1),
+            reason="ivy@client.test is the attendee",
         )
-        s.add(ev)
-        s.flush()
-        s.add(
-            EventLink(
-                workspace_id=ws,
-                event_id=ev.id,
-                subject_type="contact",
-                subject_id=ivy,
-                reason="ivy@client.test is the attendee",
-                starts_at=start,
-            )
-        )
-
-    web.services.db.run(meeting)
+    )
 
     page = browser(web.owner).get(f"/contacts/{ivy}").text
 
