@@ -182,21 +182,6 @@ async def test_a_crash_before_the_draft_was_recorded_finds_it_in_drafts(
     assert len(_went_out(outlook)) == 2
 
 
-async def test_a_crash_after_the_draft_was_sent_does_not_send_it_again(
-    outlook: Outlook, api: tuple[TestClient, dict[str, str]]
-) -> None:
-    mid = _queue_large(outlook, api)
-    await outlook.sync()
-    sends = _sends(outlook)
-    draft = _payload(outlook)[DRAFT]
-    # As if crmail died after Graph took the send, before "sent" was committed.
-    _set_payload(outlook, stage="sending", draft=draft)
-    _retry_now(outlook)
-    await outlook.sync()
-    assert _sends(outlook) == sends
-    assert _state(outlook, mid) == "sent"
-
-
 @pytest.mark.parametrize("deleted", ["for good", "into Deleted Items"])
 async def test_a_draft_deleted_in_outlook_before_the_retry_fails_in_words_unsent(
     outlook: Outlook, api: tuple[TestClient, dict[str, str]], deleted: str
