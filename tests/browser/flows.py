@@ -71,3 +71,13 @@ def wait_imported(p: object) -> None:
         )
 
     wait_until(imported, 25)
+
+
+def done_in_inbox(p: object, live: Crm, subject: str, absent: str) -> None:
+    """The CRM Inbox lists ``subject`` (and not ``absent``); Done is clicked on it."""
+    p.goto(f"{live.url}/inbox")  # type: ignore[attr-defined]
+    item = p.locator("li.item", has_text=subject)  # type: ignore[attr-defined]
+    assert item.count() == 1
+    assert p.locator("li.item", has_text=absent).count() == 0  # type: ignore[attr-defined]
+    item.locator("button.done").click()
+    p.wait_for_load_state()  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ from tests.browser.conftest import Crm, shot
 from tests.browser.flows import (
     account_of,
     connect_through_consent,
+    done_in_inbox,
     sign_in_with,
     wait_imported,
     wait_until,
@@ -71,11 +72,6 @@ def test_connect_with_google_imports_through_the_gmail_api_and_done_reaches_gmai
     assert any(r.path.endswith(asked.id) for r in raw_asked)
     assert not any(r.path.endswith(private.id) for r in raw_asked)
 
-    p.goto(f"{live.url}/inbox")  # type: ignore[attr-defined]
-    item = p.locator("li.item", has_text="Pricing via Gmail")  # type: ignore[attr-defined]
-    assert item.count() == 1
-    assert p.locator("li.item", has_text="Sunday lunch").count() == 0  # type: ignore[attr-defined]
-    item.locator("button.done").click()
-    p.wait_for_load_state()  # type: ignore[attr-defined]
+    done_in_inbox(p, live, "Pricing via Gmail", absent="Sunday lunch")
     shot(p, "gmail-02-done")
     wait_until(lambda: not ({"INBOX", "UNREAD"} & box.messages[asked.id].labels))
