@@ -20,6 +20,19 @@ CUSTOMER = "buyer@client.test"
 Provider = tuple[MailboxDriver, Crm]
 
 
+async def _contacts_mail(
+    server: MailboxDriver, crm: Crm, subject: str, msgid: str
+) -> tuple[int, Message]:
+    """A known contact's mail delivered to the mailbox and synced in once: the contact's
+    id and the stored message (``msgid`` without its angle brackets)."""
+    contact = crm.world.contact(CUSTOMER)
+    server.deliver(message(CUSTOMER, server.address, subject, msgid=f"<{msgid}>"))
+    await server.sync()
+    m = crm.message(msgid)
+    assert m is not None
+    return contact, m
+
+
 async def test_contacts_mail_enters_once_and_private_mail_never(provider: Provider) -> None:
     server, crm = provider
     contact = crm.world.contact(CUSTOMER)
@@ -39,9 +52,7 @@ async def test_archive_elsewhere_leaves_the_inbox_and_stays_on_the_timeline(
     provider: Provider,
 ) -> None:
     server, crm = provider
-    contact = crm.world.contact(CUSTOMER)
-    server.deliver(message(CUSTOMER, server.address, "Done with", msgid="<a1@client.test>"))
-    await server.sync()
+    contact, _ = await _contacts_mail(server, crm, "Done with", "a1@client.test")
     assert crm.item("a1@client.test") == ("open", False)
     server.archive_elsewhere("a1@client.test")
     await server.sync()
@@ -55,9 +66,7 @@ async def test_move_elsewhere_leaves_the_inbox_and_stays_on_the_timeline(
     provider: Provider,
 ) -> None:
     server, crm = provider
-    contact = crm.world.contact(CUSTOMER)
-    server.deliver(message(CUSTOMER, server.address, "Filed", msgid="<m1@client.test>"))
-    await server.sync()
+    contact, _ = await _contacts_mail(server, crm, "Filed", "m1@client.test")
     assert crm.item("m1@client.test") == ("open", False)
     server.move_elsewhere("m1@client.test", "Projects")
     await server.sync()
@@ -72,9 +81,7 @@ async def test_delete_elsewhere_leaves_the_inbox_and_stays_on_the_timeline(
     provider: Provider,
 ) -> None:
     server, crm = provider
-    contact = crm.world.contact(CUSTOMER)
-    server.deliver(message(CUSTOMER, server.address, "Spam-ish", msgid="<x1@client.test>"))
-    await server.sync()
+    contact, _ = await _contacts_mail(server, crm, "Spam-ish", "x1@client.test")
     assert crm.item("x1@client.test") == ("open", False)
     server.delete_elsewhere("x1@client.test")
     await server.sync()
@@ -86,9 +93,7 @@ async def test_delete_elsewhere_leaves_the_inbox_and_stays_on_the_timeline(
 
 async def test_read_elsewhere_is_read_in_the_crm(provider: Provider) -> None:
     server, crm = provider
-    crm.world.contact(CUSTOMER)
-    server.deliver(message(CUSTOMER, server.address, "FYI", msgid="<r1@client.test>"))
-    await server.sync()
+    await _contacts_mail(server, crm, "FYI", "r1@client.test")
     server.read_elsewhere("r1@client.test")
     await server.sync()
     assert crm.item("r1@client.test") == ("open", True)
@@ -96,11 +101,7 @@ async def test_read_elsewhere_is_read_in_the_crm(provider: Provider) -> None:
 
 async def test_done_in_the_crm_archives_and_reads_on_the_server(provider: Provider) -> None:
     server, crm = provider
-    crm.world.contact(CUSTOMER)
-    server.deliver(message(CUSTOMER, server.address, "Call me", msgid="<d1@client.test>"))
-    await server.sync()
-    m = crm.message("d1@client.test")
-    assert m is not None
+    _, m = await _contacts_mail(server, crm, "Call me", "d1@client.test")
     u, thread = crm.user(), m.thread_id
     await crm.services.act(lambda s: actions.done(s, u, thread))
     await server.sync()
@@ -113,11 +114,7 @@ async def test_done_in_the_crm_archives_and_reads_on_the_server(provider: Provid
 
 async def test_read_and_unread_travel_both_ways(provider: Provider) -> None:
     server, crm = provider
-    crm.world.contact(CUSTOMER)
-    server.deliver(message(CUSTOMER, server.address, "Note", msgid="<rw1@client.test>"))
-    await server.sync()
-    m = crm.message("rw1@client.test")
-    assert m is not None
+    _, m = await _contacts_mail(server, crm, "Note", "rw1@client.test")
     u, thread = crm.user(), m.thread_id
     await crm.services.act(lambda s: actions.set_read(s, u, thread, True))
     await server.sync()
@@ -137,11 +134,7 @@ async def test_read_and_unread_travel_both_ways(provider: Provider) -> None:
 
 async def test_done_then_back_in_the_inbox_elsewhere_reopens(provider: Provider) -> None:
     server, crm = provider
-    crm.world.contact(CUSTOMER)
-    server.deliver(message(CUSTOMER, server.address, "Again", msgid="<b1@client.test>"))
-    await server.sync()
-    m = crm.message("b1@client.test")
-    assert m is not None
+    _, m = await _contacts_mail(server, crm, "Again", "b1@client.test")
     u, thread = crm.user(), m.thread_id
     await crm.services.act(lambda s: actions.done(s, u, thread))
     await server.sync()
@@ -158,11 +151,7 @@ async def test_delete_in_the_crm_leaves_the_inbox_and_keeps_the_record(
     provider: Provider,
 ) -> None:
     server, crm = provider
-    contact = crm.world.contact(CUSTOMER)
-    server.deliver(message(CUSTOMER, server.address, "Bin it", msgid="<del1@client.test>"))
-    await server.sync()
-    m = crm.message("del1@client.test")
-    assert m is not None
+    contact, m = await _contacts_mail(server, crm, "Bin it", "del1@client.test")
     u, mid = crm.user(), m.id
     await crm.services.act(lambda s: actions.delete_message(s, u, mid))
     await server.sync()
@@ -250,11 +239,7 @@ async def test_a_restarted_sync_imports_nothing_twice(provider: Provider) -> Non
 
 async def test_done_without_archiving_only_marks_read(mailboxes: Mailboxes) -> None:
     server, crm = mailboxes.connect(mailboxes.new_world(), archive_on_done=False)
-    crm.world.contact(CUSTOMER)
-    server.deliver(message(CUSTOMER, server.address, "hi", msgid="<na1@client.test>"))
-    await server.sync()
-    m = crm.message("na1@client.test")
-    assert m is not None
+    _, m = await _contacts_mail(server, crm, "hi", "na1@client.test")
     u, thread = crm.user(), m.thread_id
     await crm.services.act(lambda s: actions.done(s, u, thread))
     await server.sync()
