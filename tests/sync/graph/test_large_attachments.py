@@ -21,7 +21,7 @@ from sqlalchemy import select
 from crmail.api import create_app
 from crmail.storage import tokens
 from crmail.storage.models import Message, OutboxAction
-from crmail.sync.graph.sending import DRAFT
+from crmail.sync.graph.sending import DRAFT, SENT_COPY_LOOKS
 from tests.fakes.graph import UPLOAD_PIECE_UNIT
 from tests.sync.graph.conftest import Outlook
 
@@ -199,8 +199,16 @@ async def test_a_draft_deleted_in_outlook_before_the_retry_fails_in_words_unsent
     sends = _sends(outlook)
 
     outlook.fake.faults.clear()
+    # Outlook files a sent draft's copy a moment after the send: a missing copy is
+    # looked for again on the next attempts before the draft counts as deleted.
     _retry_now(outlook)
     await outlook.sync()
+    assert _state(outlook, mid) == "sending"
+    for _ in range(SENT_COPY_LOOKS):
+        if _state(outlook, mid) != "sending":
+            break
+        _retry_now(outlook)
+        await outlook.sync()
     assert _sends(outlook) == sends
     assert _state(outlook, mid) == "failed"
     error = outlook.services.db.run(lambda s: s.get_one(Message, mid).send_error)
@@ -226,6 +234,34 @@ async def test_a_crash_after_the_draft_was_sent_finds_it_in_sent_items_once(
     assert _state(outlook, mid) == "sent"
     await outlook.sync()
     assert outlook.stored() == 1
+
+
+async def test_a_sent_copy_filed_late_is_found_on_a_later_look_and_counts_as_sent(
+    outlook: Outlook, api: tuple[TestClient, dict[str, str]]
+) -> None:
+    mid = _queue_large(outlook, api)
+    await outlook.sync()
+    sends = _sends(outlook)
+    draft = str(_payload(outlook)[DRAFT])
+    sent_folder = outlook.box.folder("sentitems").id
+    (copy,) = [m.id for m in outlook.box.messages.values() if m.folder_id == sent_folder]
+    # As if crmail died after Graph took the send, before Outlook filed the Sent copy:
+    # the message is in neither Drafts nor Sent Items for a moment.
+    _set_payload(outlook, stage="sending", draft=draft)
+
+    def as_interrupted(s):  # type: ignore[no-untyped-def]
+        s.get_one(Message, mid).send_state = "sending"
+
+    outlook.services.db.run(as_interrupted)
+    outlook.box.move(copy, "deleteditems")
+    _retry_now(outlook)
+    await outlook.sync()
+    assert _state(outlook, mid) == "sending"  # not called deleted on the first look
+    outlook.box.move(copy, "sentitems")  # Outlook files it
+    _retry_now(outlook)
+    await outlook.sync()
+    assert _state(outlook, mid) == "sent"
+    assert _sends(outlook) == sends
 
 
 # --- the small route (sendMail): an interrupted send is looked for in Sent Items ---------

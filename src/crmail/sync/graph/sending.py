@@ -50,6 +50,13 @@ from crmail.sync.send_stages import ApiSending, handoff_refused, message_id_of
 DRAFT = "graph_draft_id"
 #: the stages of the draft route before "sending"
 DRAFT_STAGES = ("drafting", "drafted")
+#: attempts that look for the Sent Items copy of a vanished draft before it counts as
+#: deleted (the outbox's backoff spaces them by about 1, 2 and 4 s)
+SENT_COPY_LOOKS = 3
+SENT_COPY_PENDING = (
+    "The draft has left Drafts and no copy is in Sent Items yet; crmail looks again "
+    "shortly and does not send it again."
+)
 DRAFT_DELETED = (
     "The draft was deleted before it was sent: Outlook has it neither in Drafts nor in "
     "Sent Items, so nothing went out and crmail did not send it again. Send the message "
@@ -186,7 +193,7 @@ class GraphSending(ApiSending[GraphClient]):
                 # into Deleted Items, where it must not be sent from).
                 still = await self.client.find_draft(parts.message_id)
                 if still is None:
-                    await self._sent_or_deleted(parts.message_id)
+                    await self._sent_or_deleted(parts.message_id, action.attempts)
                     stage = "sent"
                 else:
                     draft = still.id
@@ -200,7 +207,7 @@ class GraphSending(ApiSending[GraphClient]):
                 except MessageNotInMailbox:
                     # Gone between the look and the send (or a retried request whose
                     # first copy went through): Sent Items tells which.
-                    await self._sent_or_deleted(parts.message_id)
+                    await self._sent_or_deleted(parts.message_id, action.attempts)
         except CrmailError as exc:
             if getattr(exc, "retryable", False):
                 raise  # the stage and draft are kept: the retry resumes with them
@@ -208,12 +215,19 @@ class GraphSending(ApiSending[GraphClient]):
             raise
         await self._record_sent(action, mid, {DRAFT: payload[DRAFT]})
 
-    async def _sent_or_deleted(self, message_id: str) -> None:
+    async def _sent_or_deleted(self, message_id: str, attempt: int) -> None:
         """The draft is gone from Drafts: sent if its copy is in Sent Items.
 
-        :raises SendFailed: no copy either: it was deleted before it was sent.
+        Outlook files the Sent Items copy a moment after it accepts a send, so a copy
+        not there yet is looked for again on the next attempts (with the outbox's
+        backoff) before the draft is called deleted.
+
+        :raises SendFailed: no copy: temporary on the first looks, then permanent (it
+            was deleted before it was sent).
         """
         if await self.client.find_sent(message_id) is None:
+            if attempt < SENT_COPY_LOOKS:
+                raise SendFailed(SENT_COPY_PENDING, permanent=False)
             raise SendFailed(DRAFT_DELETED, permanent=True)
 
     async def _attach_missing(self, draft: str, files: list[Attachment]) -> None:
