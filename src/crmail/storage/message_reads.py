@@ -141,7 +141,7 @@ def message_details(s: Session, viewer: UserInfo, ids: Sequence[int]) -> list[Me
         select(Message, message_date()).where(
             Message.id.in_(ids),
             Message.workspace_id == viewer.workspace_id,
-            visibility.message_visible(viewer),
+            visibility.message_visible(viewer, Message.id),
         )
     ).all()
     found = {m.id: (m, date) for m, date in rows}
@@ -249,7 +249,7 @@ def message_raw(s: Session, viewer: UserInfo, message_id: int) -> bytes:
         select(literal(True), MessageRaw.raw)
         .select_from(Message)
         .outerjoin(MessageRaw, MessageRaw.message_id == Message.id)
-        .where(Message.id == message_id, visibility.message_visible(viewer))
+        .where(Message.id == message_id, visibility.message_visible(viewer, Message.id))
     ).first()
     if row is None:
         raise NotFound(f"message {message_id} not found")

@@ -18,7 +18,16 @@ query, so no list or count can show what reading by id answers "not found" for.
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, SQLColumnExpression, and_, exists, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Exists,
+    SQLColumnExpression,
+    and_,
+    exists,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session, aliased
 
 from crmail.storage.models import InboxItem, MailAccount, Message, Placement, TimelineEntry
@@ -37,23 +46,34 @@ _ALIASES = (
 
 
 def message_visible(
-    viewer: UserInfo, message_id: SQLColumnExpression[int] | int = Message.id
+    viewer: UserInfo, message_id: SQLColumnExpression[int] | int
 ) -> ColumnElement[bool]:
-    """SQL: ``viewer`` may see the message whose id is ``message_id`` (a column or a value).
+    """SQL: ``viewer`` may see the message whose id is ``message_id``: a column of the
+    caller's query (``Message.id``, ``InboxItem.message_id``, ...) or a value.
 
-    Every table is aliased, so the subqueries correlate to the caller's query only through
-    ``message_id`` (a query over timeline entries or Inbox items keeps its own rows).
+    Every table inside is aliased and each subquery correlates explicitly to the table of
+    ``message_id`` and to nothing else, so a query over timeline entries or Inbox items
+    keeps its own rows. The column is required: a default of ``Message.id`` in a query
+    not FROM messages would make every subquery uncorrelated ("exists any message sent
+    by the viewer"), true for every row, and SQLAlchemy's FROM linter does not see it.
     """
     m, entry, copy, account, item, sent = _ALIASES
-    in_workspace = exists().where(m.id == message_id, m.workspace_id == viewer.workspace_id)
-    on_timeline = exists().where(entry.message_id == message_id)
-    own_copy = exists().where(
+    outer = select(message_id).get_final_froms() if not isinstance(message_id, int) else []
+
+    def where(*conditions: ColumnElement[bool]) -> Exists:
+        subquery = exists().where(*conditions)
+        # For a value, correlate to nothing: no table of an enclosing query may leak in.
+        return subquery.correlate(*outer) if outer else subquery.correlate(None)
+
+    in_workspace = where(m.id == message_id, m.workspace_id == viewer.workspace_id)
+    on_timeline = where(entry.message_id == message_id)
+    own_copy = where(
         copy.message_id == message_id,
         account.id == copy.account_id,
         account.user_id == viewer.id,
     )
-    in_own_inbox = exists().where(item.message_id == message_id, item.user_id == viewer.id)
-    sent_by_viewer = exists().where(sent.id == message_id, sent.sent_by_user_id == viewer.id)
+    in_own_inbox = where(item.message_id == message_id, item.user_id == viewer.id)
+    sent_by_viewer = where(sent.id == message_id, sent.sent_by_user_id == viewer.id)
     return and_(in_workspace, or_(on_timeline, own_copy, in_own_inbox, sent_by_viewer))
 
 
@@ -69,7 +89,7 @@ def thread_messages(s: Session, viewer: UserInfo, thread_id: int) -> list[int]:
             .where(
                 Message.thread_id == thread_id,
                 Message.workspace_id == viewer.workspace_id,
-                message_visible(viewer),
+                message_visible(viewer, Message.id),
             )
             .order_by(func.coalesce(Message.sent_at, Message.received_at), Message.id)
         )
