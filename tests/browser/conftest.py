@@ -26,6 +26,7 @@ from crmail.sync.inbound import SyncOptions
 from crmail.sync.service import SyncService
 from crmail.sync.worker import WorkerOptions
 from tests.db_fixtures import LOOPBACK
+from tests.fakes.oauth import RunningFakeOAuth
 from tests.servers.dovecot import free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -128,6 +129,13 @@ def live(tmp_path: Path) -> Iterator[Crm]:
 
 # Module scope, not session: while Playwright's sync API is active it marks an asyncio
 # loop as running in the main thread, which would break every async test that runs later.
+@pytest.fixture
+def oauth() -> Iterator[RunningFakeOAuth]:
+    """The fake sign-in servers (Google's and Microsoft's OAuth)."""
+    with RunningFakeOAuth() as f:
+        yield f
+
+
 @pytest.fixture(scope="module")
 def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     if not Path(CHROMIUM).exists():

@@ -32,12 +32,6 @@ CUSTOMER = "buyer@client.example.test"
 
 
 @pytest.fixture
-def google() -> Iterator[RunningFakeOAuth]:
-    with RunningFakeOAuth() as f:
-        yield f
-
-
-@pytest.fixture
 def gmail() -> Iterator[tuple[FakeGmail, str]]:
     g = FakeGmail(seed=9)
     with LoopbackServer(g.app) as server:
@@ -45,17 +39,17 @@ def gmail() -> Iterator[tuple[FakeGmail, str]]:
 
 
 def test_connect_with_google_imports_through_the_gmail_api_and_done_reaches_gmail(
-    live: Crm, google: RunningFakeOAuth, gmail: tuple[FakeGmail, str], page: object
+    live: Crm, oauth: RunningFakeOAuth, gmail: tuple[FakeGmail, str], page: object
 ) -> None:
     g, gmail_url = gmail
-    sign_in_with(live, google, "google", google_mail_api="gmail")
+    sign_in_with(live, oauth, "google", google_mail_api="gmail")
     sync = live.services.sync
     sync.options = replace(sync.options, gmail=GmailOptions(base_url=gmail_url))  # type: ignore[attr-defined]
-    google.auto_consent = False
-    google.user_email = MAILBOX
+    oauth.auto_consent = False
+    oauth.user_email = MAILBOX
     box = g.add_mailbox(MAILBOX)
     # Gmail honours the access tokens Google's token endpoint hands out.
-    g.authorize = lambda token: MAILBOX if token in google.live_access_tokens(MAILBOX) else None
+    g.authorize = lambda token: MAILBOX if token in oauth.live_access_tokens(MAILBOX) else None
     live.services.db.run(
         lambda s: crm.create_contact(s, live.workspace_id, name="Buyer", emails=[CUSTOMER])
     )
@@ -63,7 +57,7 @@ def test_connect_with_google_imports_through_the_gmail_api_and_done_reaches_gmai
     private = box.deliver(message("mum@family.test", MAILBOX, "Sunday lunch"))
 
     p = page
-    connect_through_consent(p, live, "Google", f"{google.url}/google/o/oauth2/v2/auth*")
+    connect_through_consent(p, live, "Google", f"{oauth.url}/google/o/oauth2/v2/auth*")
     row = account_of(live, MAILBOX)
     assert row is not None and row.provider == "gmail"
     wait_imported(p)

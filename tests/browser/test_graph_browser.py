@@ -32,12 +32,6 @@ CUSTOMER = "buyer@client.example.test"
 
 
 @pytest.fixture
-def microsoft() -> Iterator[RunningFakeOAuth]:
-    with RunningFakeOAuth() as f:
-        yield f
-
-
-@pytest.fixture
 def graph() -> Iterator[tuple[FakeGraph, str]]:
     g = FakeGraph(seed=9)
     with LoopbackServer(g.app) as server:
@@ -45,17 +39,17 @@ def graph() -> Iterator[tuple[FakeGraph, str]]:
 
 
 def test_connect_with_microsoft_imports_through_graph_and_done_reaches_outlook(
-    live: Crm, microsoft: RunningFakeOAuth, graph: tuple[FakeGraph, str], page: object
+    live: Crm, oauth: RunningFakeOAuth, graph: tuple[FakeGraph, str], page: object
 ) -> None:
     g, graph_url = graph
-    sign_in_with(live, microsoft, "microsoft", microsoft_mail_api="graph")
+    sign_in_with(live, oauth, "microsoft", microsoft_mail_api="graph")
     sync = live.services.sync
     sync.options = replace(sync.options, graph=GraphOptions(base_url=graph_url))  # type: ignore[attr-defined]
-    microsoft.auto_consent = False
-    microsoft.user_email = MAILBOX
+    oauth.auto_consent = False
+    oauth.user_email = MAILBOX
     box = g.add_mailbox(MAILBOX)
     # Graph honours the access tokens the identity platform's token endpoint hands out.
-    g.issuer = lambda token: MAILBOX if token in microsoft.live_access_tokens(MAILBOX) else None
+    g.issuer = lambda token: MAILBOX if token in oauth.live_access_tokens(MAILBOX) else None
     live.services.db.run(
         lambda s: crm.create_contact(s, live.workspace_id, name="Buyer", emails=[CUSTOMER])
     )
@@ -67,7 +61,7 @@ def test_connect_with_microsoft_imports_through_graph_and_done_reaches_outlook(
         p,
         live,
         "Microsoft",
-        f"{microsoft.url}/microsoft/*/oauth2/v2.0/authorize*",
+        f"{oauth.url}/microsoft/*/oauth2/v2.0/authorize*",
         consent_shot="graph-00-consent",
     )
     row = account_of(live, MAILBOX)

@@ -4,8 +4,6 @@ and the callback comes back signed in (the SameSite=Lax session cookie travels).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from tests.browser.conftest import Crm, shot
@@ -17,21 +15,15 @@ pytestmark = pytest.mark.browser
 MAILBOX = "olivia@gmail.example.test"
 
 
-@pytest.fixture
-def fake() -> Iterator[RunningFakeOAuth]:
-    with RunningFakeOAuth() as f:
-        yield f
-
-
 def test_connect_with_google_through_the_consent_page(
-    live: Crm, fake: RunningFakeOAuth, page: object
+    live: Crm, oauth: RunningFakeOAuth, page: object
 ) -> None:
-    sign_in_with(live, fake, "google")
-    fake.auto_consent = False
-    fake.user_email = MAILBOX
+    sign_in_with(live, oauth, "google")
+    oauth.auto_consent = False
+    oauth.user_email = MAILBOX
     p = page
     connect_through_consent(
-        p, live, "Google", f"{fake.url}/google/o/oauth2/v2/auth*", consent_shot="oauth-consent"
+        p, live, "Google", f"{oauth.url}/google/o/oauth2/v2/auth*", consent_shot="oauth-consent"
     )
     assert MAILBOX in p.content()  # type: ignore[attr-defined]
     shot(p, "oauth-connected")
