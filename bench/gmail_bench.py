@@ -28,20 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.fakes
 
-from _api_bench import (
-    CONTACT,
-    Wakes,
-    connect,
-    fill_mailbox,
-    make_message,
-    message_id,
-    open_services,
-    print_import,
-    print_latencies,
-    timed_import,
-    until_live,
-    until_stored,
-)
+import _api_bench as common
 from tests.fakes.gmail import FakeGmail
 from tests.fakes.server import LoopbackServer
 
@@ -74,45 +61,49 @@ async def baseline(url: str, token: str) -> tuple[int, float]:
 
 async def bench_import(root: Path, fake: FakeGmail, url: str, n: int) -> None:
     box = fake.add_mailbox("import@gmail.example", token="import-token")
-    fill_mailbox(n, box.address, TAG, lambda i, raw, when: box.deliver(raw, internal_date=when))
+    common.fill_mailbox(
+        n, box.address, TAG, lambda i, raw, when: box.deliver(raw, internal_date=when)
+    )
     got, base_s = await baseline(url, "import-token")
-    services = open_services(root, "import")
-    account = connect(services, box.address, "import-token", "gmail")
+    services = common.open_services(root, "import")
+    account = common.connect(services, box.address, "import-token", "gmail")
     options = WorkerOptions(sync=SyncOptions(batch_size=100), gmail=GmailOptions(base_url=url))
     worker = GmailWorker(services.db, services.box, account, options)
-    stored, crm_s = await timed_import(services, worker)
+    stored, crm_s = await common.timed_import(services, worker)
     raw = worker.ingest.raw_fetched if worker.ingest else 0
-    print_import(n, "list + raw batch", got, base_s, stored, raw, crm_s)
+    common.print_import(n, "list + raw batch", got, base_s, stored, raw, crm_s)
     services.close()
 
 
 async def bench_push(root: Path, fake: FakeGmail, url: str, deliveries: int) -> None:
     box = fake.add_mailbox("push@gmail.example", token="push-token")
-    services = open_services(root, "push", gmail_push_token=PUSH_TOKEN)
-    account = connect(services, box.address, "push-token", "gmail")
+    services = common.open_services(root, "push", gmail_push_token=PUSH_TOKEN)
+    account = common.connect(services, box.address, "push-token", "gmail")
     options = WorkerOptions(
         poll_interval=3600.0,
         gmail=GmailOptions(base_url=url, push_topic="projects/bench/topics/gmail"),
     )
     worker = GmailWorker(services.db, services.box, account, options)
-    services.sync = Wakes(worker, asyncio.get_running_loop())  # type: ignore[assignment]
+    services.sync = common.Wakes(worker, asyncio.get_running_loop())  # type: ignore[assignment]
     latencies: list[float] = []
     with LoopbackServer(create_app(services)) as api:
         fake.push_url = f"{api.url}/api/push/gmail/{PUSH_TOKEN}"
         task = asyncio.create_task(worker.run())
         try:
-            await until_live(services, account, lambda: box.watch is not None)
+            await common.until_live(services, account, lambda: box.watch is not None)
             for i in range(deliveries):
-                raw = make_message(i, CONTACT, box.address, datetime.now(UTC), tag=TAG)
+                raw = common.make_message(
+                    i, common.CONTACT, box.address, datetime.now(UTC), tag=TAG
+                )
                 t0 = time.perf_counter()
                 box.deliver(raw)
-                await until_stored(services, message_id(raw), 0.002)
+                await common.until_stored(services, common.message_id(raw), 0.002)
                 latencies.append(time.perf_counter() - t0)
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             fake.push_url = None
-    print_latencies("push → stored", latencies)
+    common.print_latencies("push → stored", latencies)
     services.close()
 
 

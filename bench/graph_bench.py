@@ -30,20 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.fakes
 
-from _api_bench import (
-    CONTACT,
-    Wakes,
-    connect,
-    fill_mailbox,
-    make_message,
-    message_id,
-    open_services,
-    print_import,
-    print_latencies,
-    timed_import,
-    until_live,
-    until_stored,
-)
+import _api_bench as common
 from tests.fakes.graph import FakeGraph
 from tests.fakes.server import LoopbackServer
 
@@ -75,30 +62,30 @@ async def baseline(url: str, token: str) -> tuple[int, float]:
 async def bench_import(root: Path, fake: FakeGraph, url: str, n: int) -> None:
     box = fake.add_mailbox("import@contoso.example", token="import-token")
     # A conversation id given: the fake's own lookup reads every stored message.
-    fill_mailbox(
+    common.fill_mailbox(
         n,
         box.address,
         TAG,
         lambda i, raw, when: box.deliver(raw, received=when, conversation_id=f"conv-{i}"),
     )
     got, base_s = await baseline(url, "import-token")
-    services = open_services(root, "import")
-    account = connect(services, box.address, "import-token", "graph")
+    services = common.open_services(root, "import")
+    account = common.connect(services, box.address, "import-token", "graph")
     options = WorkerOptions(
         sync=SyncOptions(batch_size=PAGE_SIZE, history_days=365),
         graph=GraphOptions(base_url=url, page_size=PAGE_SIZE),
     )
     worker = GraphWorker(services.db, services.box, account, options)
-    stored, crm_s = await timed_import(services, worker)
+    stored, crm_s = await common.timed_import(services, worker)
     mime = sum(1 for r in fake.requests if r.path.endswith("/$value")) - got
-    print_import(n, "delta + $value", got, base_s, stored, mime, crm_s)
+    common.print_import(n, "delta + $value", got, base_s, stored, mime, crm_s)
     services.close()
 
 
 async def bench_push(root: Path, fake: FakeGraph, url: str, deliveries: int) -> None:
     box = fake.add_mailbox("push@contoso.example", token="push-token")
-    services = open_services(root, "push")
-    account = connect(services, box.address, "push-token", "graph")
+    services = common.open_services(root, "push")
+    account = common.connect(services, box.address, "push-token", "graph")
     latencies: list[float] = []
     with LoopbackServer(create_app(services)) as api:
         options = WorkerOptions(
@@ -106,26 +93,28 @@ async def bench_push(root: Path, fake: FakeGraph, url: str, deliveries: int) -> 
             graph=GraphOptions(base_url=url, notification_url=f"{api.url}/api/push/graph"),
         )
         worker = GraphWorker(services.db, services.box, account, options)
-        services.sync = Wakes(worker, asyncio.get_running_loop())  # type: ignore[assignment]
+        services.sync = common.Wakes(worker, asyncio.get_running_loop())  # type: ignore[assignment]
         task = asyncio.create_task(worker.run())
         try:
-            await until_live(
+            await common.until_live(
                 services, account, lambda: any(s.box is box for s in fake.subscriptions.values())
             )
             await asyncio.sleep(0.2)  # the round the new subscription asked for
             for i in range(deliveries):
-                raw = make_message(i, CONTACT, box.address, datetime.now(UTC), tag=TAG)
+                raw = common.make_message(
+                    i, common.CONTACT, box.address, datetime.now(UTC), tag=TAG
+                )
                 t0 = time.perf_counter()
                 box.deliver(raw, conversation_id=f"push-{i}")
                 # Graph POSTs the notification; the fake does it when told.
                 statuses = await asyncio.to_thread(fake.flush)
                 assert statuses == [202], statuses
-                await until_stored(services, message_id(raw), 0.005)
+                await common.until_stored(services, common.message_id(raw), 0.005)
                 latencies.append(time.perf_counter() - t0)
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-    print_latencies("notification → stored", latencies)
+    common.print_latencies("notification → stored", latencies)
     services.close()
 
 

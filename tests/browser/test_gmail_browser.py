@@ -11,15 +11,8 @@ import pytest
 
 from crmail.storage import crm
 from crmail.sync.gmail.options import GmailOptions
+from tests.browser import flows
 from tests.browser.conftest import Crm, shot
-from tests.browser.flows import (
-    account_of,
-    connect_through_consent,
-    done_in_inbox,
-    sign_in_with,
-    wait_imported,
-    wait_until,
-)
 from tests.factories import message
 from tests.fakes.gmail import FakeGmail
 from tests.fakes.oauth import RunningFakeOAuth
@@ -42,7 +35,7 @@ def test_connect_with_google_imports_through_the_gmail_api_and_done_reaches_gmai
     live: Crm, oauth: RunningFakeOAuth, gmail: tuple[FakeGmail, str], page: object
 ) -> None:
     g, gmail_url = gmail
-    sign_in_with(live, oauth, "google", google_mail_api="gmail")
+    flows.sign_in_with(live, oauth, "google", google_mail_api="gmail")
     sync = live.services.sync
     sync.options = replace(sync.options, gmail=GmailOptions(base_url=gmail_url))  # type: ignore[attr-defined]
     oauth.auto_consent = False
@@ -57,15 +50,15 @@ def test_connect_with_google_imports_through_the_gmail_api_and_done_reaches_gmai
     private = box.deliver(message("mum@family.test", MAILBOX, "Sunday lunch"))
 
     p = page
-    connect_through_consent(p, live, "Google", f"{oauth.url}/google/o/oauth2/v2/auth*")
-    row = account_of(live, MAILBOX)
+    flows.connect_through_consent(p, live, "Google", f"{oauth.url}/google/o/oauth2/v2/auth*")
+    row = flows.account_of(live, MAILBOX)
     assert row is not None and row.provider == "gmail"
-    wait_imported(p)
+    flows.wait_imported(p)
     shot(p, "gmail-01-imported")
     raw_asked = [r for r in g.requests if "format=raw" in r.query]
     assert any(r.path.endswith(asked.id) for r in raw_asked)
     assert not any(r.path.endswith(private.id) for r in raw_asked)
 
-    done_in_inbox(p, live, "Pricing via Gmail", absent="Sunday lunch")
+    flows.done_in_inbox(p, live, "Pricing via Gmail", absent="Sunday lunch")
     shot(p, "gmail-02-done")
-    wait_until(lambda: not ({"INBOX", "UNREAD"} & box.messages[asked.id].labels))
+    flows.wait_until(lambda: not ({"INBOX", "UNREAD"} & box.messages[asked.id].labels))

@@ -11,15 +11,8 @@ import pytest
 
 from crmail.storage import crm
 from crmail.sync.graph.options import GraphOptions
+from tests.browser import flows
 from tests.browser.conftest import Crm, shot
-from tests.browser.flows import (
-    account_of,
-    connect_through_consent,
-    done_in_inbox,
-    sign_in_with,
-    wait_imported,
-    wait_until,
-)
 from tests.factories import message
 from tests.fakes.graph import FakeGraph
 from tests.fakes.oauth import RunningFakeOAuth
@@ -42,7 +35,7 @@ def test_connect_with_microsoft_imports_through_graph_and_done_reaches_outlook(
     live: Crm, oauth: RunningFakeOAuth, graph: tuple[FakeGraph, str], page: object
 ) -> None:
     g, graph_url = graph
-    sign_in_with(live, oauth, "microsoft", microsoft_mail_api="graph")
+    flows.sign_in_with(live, oauth, "microsoft", microsoft_mail_api="graph")
     sync = live.services.sync
     sync.options = replace(sync.options, graph=GraphOptions(base_url=graph_url))  # type: ignore[attr-defined]
     oauth.auto_consent = False
@@ -57,22 +50,22 @@ def test_connect_with_microsoft_imports_through_graph_and_done_reaches_outlook(
     private = box.deliver(message("mum@family.test", MAILBOX, "Sunday lunch"))
 
     p = page
-    connect_through_consent(
+    flows.connect_through_consent(
         p,
         live,
         "Microsoft",
         f"{oauth.url}/microsoft/*/oauth2/v2.0/authorize*",
         consent_shot="graph-00-consent",
     )
-    row = account_of(live, MAILBOX)
+    row = flows.account_of(live, MAILBOX)
     assert row is not None and row.provider == "graph"
-    wait_imported(p)
+    flows.wait_imported(p)
     shot(p, "graph-01-imported")
     mime_fetched = {r.path for r in g.requests if r.path.endswith("/$value")}
     assert any(asked.id in path for path in mime_fetched)
     assert not any(private.id in path for path in mime_fetched)
 
-    done_in_inbox(p, live, "Pricing via Outlook", absent="Sunday lunch")
+    flows.done_in_inbox(p, live, "Pricing via Outlook", absent="Sunday lunch")
     shot(p, "graph-02-done")
     archive = box.folder("archive").id
 
@@ -80,4 +73,4 @@ def test_connect_with_microsoft_imports_through_graph_and_done_reaches_outlook(
         stored = box.messages[asked.id]
         return stored.is_read and stored.folder_id == archive
 
-    wait_until(archived)
+    flows.wait_until(archived)
