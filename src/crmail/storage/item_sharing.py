@@ -16,44 +16,73 @@ longer visible to a viewer is dropped by the rule, never shown.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 
-from sqlalchemy import and_, exists, or_, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy.orm import Session
 
 from crmail.storage.models import InboxItem, MailAccount, Message, Placement, TimelineEntry
-
-_other_item = aliased(InboxItem)
-
-#: SQL: someone besides the owner of the (outer) Inbox item may see its message
-SHARED = or_(
-    exists().where(TimelineEntry.message_id == InboxItem.message_id),
-    exists().where(
-        _other_item.message_id == InboxItem.message_id,
-        _other_item.user_id != InboxItem.user_id,
-    ),
-    exists().where(
-        Placement.message_id == InboxItem.message_id,
-        MailAccount.id == Placement.account_id,
-        MailAccount.user_id != InboxItem.user_id,
-    ),
-    exists().where(
-        Message.id == InboxItem.message_id,
-        and_(Message.sent_by_user_id.is_not(None), Message.sent_by_user_id != InboxItem.user_id),
-    ),
-)
 
 _CHUNK = 500
 
 
 def refresh(s: Session, message_ids: Iterable[int]) -> None:
-    """Recompute ``shared`` on every Inbox item of these messages (one UPDATE per 500)."""
+    """Recompute ``shared`` on every Inbox item of these messages.
+
+    Each read goes through a ``message_id`` index and reads only the batch's rows (a
+    correlated UPDATE let PostgreSQL hash all of ``timeline_entries`` per batch, a cost
+    that grew with the workspace); only items whose flag changes are written.
+    """
     ids = sorted(set(message_ids))
     for i in range(0, len(ids), _CHUNK):
-        s.execute(
-            update(InboxItem)
-            # Only rows whose flag changes: no write (nor updated_at) for the others.
-            .where(InboxItem.message_id.in_(ids[i : i + _CHUNK]), InboxItem.shared != SHARED)
-            .values(shared=SHARED, updated_at=InboxItem.updated_at)
-            .execution_options(synchronize_session=False)
+        _refresh_chunk(s, ids[i : i + _CHUNK])
+
+
+def _refresh_chunk(s: Session, ids: list[int]) -> None:
+    items = s.execute(
+        select(InboxItem.id, InboxItem.message_id, InboxItem.user_id, InboxItem.shared).where(
+            InboxItem.message_id.in_(ids)
+        )
+    ).all()
+    if not items:
+        return
+    with_items = sorted({row.message_id for row in items})
+    on_timeline = set(
+        s.scalars(select(TimelineEntry.message_id).where(TimelineEntry.message_id.in_(with_items)))
+    )
+    # who may see each message besides a timeline: item owners, copy owners, the sender
+    seen_by: dict[int, set[int]] = defaultdict(set)
+    for row in items:
+        seen_by[row.message_id].add(row.user_id)
+    copies = s.execute(
+        select(Placement.message_id, MailAccount.user_id)
+        .join(MailAccount, MailAccount.id == Placement.account_id)
+        .where(Placement.message_id.in_(with_items))
+    )
+    for message_id, user_id in copies:
+        seen_by[message_id].add(user_id)
+    senders = s.execute(
+        select(Message.id, Message.sent_by_user_id).where(
+            Message.id.in_(with_items), Message.sent_by_user_id.is_not(None)
+        )
+    )
+    for message_id, sender in senders:
+        if sender is not None:
+            seen_by[message_id].add(sender)
+    changed = [
+        {"item": row.id, "flag": flag}
+        for row in items
+        if (flag := row.message_id in on_timeline or bool(seen_by[row.message_id] - {row.user_id}))
+        != row.shared
+    ]
+    if changed:
+        table = InboxItem.__table__
+        assert isinstance(table, Table)
+        # Core executemany (pipelined on PostgreSQL); updated_at kept: a flag is no edit.
+        s.connection().execute(
+            update(table)
+            .where(table.c.id == bindparam("item"))
+            .values(shared=bindparam("flag"), updated_at=table.c.updated_at),
+            changed,
         )
