@@ -18,6 +18,8 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from crmail.domain.scope import Link
+from crmail.mime import parse_message
 from crmail.services import Services
 from crmail.storage import crm, item_sharing, links, mail
 from crmail.storage import web as web_store
@@ -157,6 +159,46 @@ def test_a_teammate_sees_linked_mail_and_mail_that_reached_them_later(
         "private",
         "linked",
     ]
+
+
+def _new_copy(uid: int, subject: str, links: tuple[Link, ...]) -> mail.Copy:
+    raw = (
+        f"From: ivy@client.test\r\nTo: owner@acme.test\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{subject.replace(' ', '-')}@client.test>\r\n"
+        "Date: Thu, 01 Jan 2026 01:00:00 +0000\r\n\r\nHello\r\n"
+    ).encode()
+    new = mail.NewMessage(dedup_key=subject, parsed=parse_message(raw), raw=raw, links=links)
+    return mail.Copy(uid=uid, flags=frozenset(), modseq=None, dedup_key=subject, new=new)
+
+
+def test_new_mail_stored_by_a_sync_step_is_shared_only_if_linked(
+    services: Services, team: Team
+) -> None:
+    def owner_inbox(s: Session) -> tuple[int, int]:
+        account = s.scalars(select(MailAccount).where(MailAccount.user_id == team.owner)).one()
+        folder = s.scalars(select(Folder.id).where(Folder.account_id == account.id)).one()
+        return account.id, folder
+
+    account, folder = services.db.run(owner_inbox)
+    from_ivy = (Link("contact", team.contact, "from Ivy"),)
+    step = mail.FolderStep(
+        folder_id=folder,
+        copies=[_new_copy(20, "new linked", from_ivy), _new_copy(21, "new private", ())],
+    )
+    services.db.run(lambda s: mail.apply_step(s, account, step))
+    for viewer in (team.mate, team.admin):
+        assert _inbox_of_owner(services, team, viewer) == ["new linked", "linked"]
+    # ... and the private one stays out of the teammates' index range.
+    shared = services.db.run(
+        lambda s: dict(
+            s.execute(
+                select(Message.subject, InboxItem.shared)
+                .join(Message, Message.id == InboxItem.message_id)
+                .where(Message.subject.like("new %"))
+            ).all()
+        )
+    )
+    assert shared == {"new linked": True, "new private": False}
 
 
 def test_a_link_by_hand_shows_the_item_and_unlinking_hides_it_again(

@@ -7,9 +7,10 @@ the message: it is on a timeline, or it is in their own mail (a copy in one of t
 accounts, an item in their Inbox, or they sent it from the CRM).
 
 Every change that can make a message visible to another member recomputes the flag of
-all the message's items in the same transaction: a sync step (new messages and their
-links, new copies, new items: :func:`crmail.storage.mail.apply_step`), and a link or
-unlink by hand (``storage/links.py``). Changes that only take visibility away (a copy
+all the message's items in the same transaction: a sync step (new copies and items of
+known messages: :func:`crmail.storage.mail.apply_step`; a message the step stores gets
+its flag with its item, true if the step links it, as it has no other copy or item yet),
+and a link or unlink by hand (``storage/links.py``). Changes that only take visibility away (a copy
 moved or deleted, an account removed) may leave it true: a shared item that is no
 longer visible to a viewer is dropped by the rule, never shown.
 """

@@ -295,7 +295,8 @@ def apply_step(s: Session, account_id: int, step: FolderStep) -> StepResult:
     fresh = [p for p in placements if p["uid"] not in already]
     insert_rows(s, Placement, fresh)
     # Messages stored by this step have no other copy, Inbox item or pending action
-    # yet: their items follow from this step alone, with no query.
+    # yet: their items, and the items' sharing flag, follow from this step alone, with
+    # no query.
     new_ids = set(stored_ids)
     touched.update(p["message_id"] for p in placements if p["message_id"] not in new_ids)
     if folder.role == Role.INBOX.value:
@@ -334,8 +335,9 @@ def apply_step(s: Session, account_id: int, step: FolderStep) -> StepResult:
         )
     if touched:
         _refresh_inbox(s, account.user_id, ws, touched)
-    # New links, copies and items may show a message to other members: their items' flag.
-    item_sharing.refresh(s, touched | new_ids)
+    # New copies and items may show a known message to other members: their items' flag
+    # (a message stored now got its flag with its item, see _open_items).
+    item_sharing.refresh(s, touched)
 
     _advance_folder(folder, step, len(step.copies))
     account.last_sync_at = utcnow()
@@ -427,6 +429,7 @@ class _Stored:
     id: int
     thread_id: int
     sent_at: datetime | None
+    linked: bool
 
 
 def _store(s: Session, ws: int, news: list[NewMessage]) -> dict[str, _Stored]:
@@ -538,7 +541,7 @@ def _store(s: Session, ws: int, news: list[NewMessage]) -> dict[str, _Stored]:
     # Attendee answers to meetings (iMIP REPLY) update the meeting as the mail arrives.
     calendar_replies.apply_replies(s, ws, (n.raw for n in items))
     return {
-        n.dedup_key: _Stored(mid, tid, n.parsed.envelope.date)
+        n.dedup_key: _Stored(mid, tid, n.parsed.envelope.date, bool(n.links))
         for mid, tid, n in zip(ids, thread_ids, items, strict=True)
     }
 
@@ -558,18 +561,20 @@ def _open_items(
     rows = []
     for mid, is_read_now in read.items():
         m = by_id[mid]
-        rows.append(
-            _new_item(
-                s,
-                account.workspace_id,
-                account.user_id,
-                mid,
-                m.thread_id,
-                m.sent_at,
-                state,
-                is_read_now,
-            )
+        row = _new_item(
+            s,
+            account.workspace_id,
+            account.user_id,
+            mid,
+            m.thread_id,
+            m.sent_at,
+            state,
+            is_read_now,
         )
+        # A new message's only other viewers are its timeline's: its copies are all in
+        # this account, and mail fetched from a mailbox has no CRM sender.
+        row["shared"] = m.linked
+        rows.append(row)
     insert_rows(s, InboxItem, rows)
 
 
