@@ -361,7 +361,7 @@ async def measure(world: World, requests: int) -> None:
             )
 
 
-def import_rate(world: World, count: int = 2_000, batch: int = 100) -> float:
+def import_rate(world: World, count: int = 10_000, batch: int = 100) -> float:
     """msg/s of the sync engine's write path (``storage.mail.apply_step``, batches of
     ``batch`` as an import stores them) into this workspace: new mail from contacts, half
     replies to stored messages (thread lookups), every one deduplicated and linked."""
