@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session
 
 from crmail.errors import InvalidInput
 from crmail.storage import paging, visibility
-from crmail.storage.calendar import MeetingView, meetings_by_id
+from crmail.storage.calendar_meetings import meetings_by_id
 from crmail.storage.calendar_models import EventLink
+from crmail.storage.calendar_views import MeetingView
 from crmail.storage.message_reads import summaries
 from crmail.storage.models import TimelineEntry
 from crmail.storage.timeline import check_subject

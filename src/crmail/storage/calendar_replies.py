@@ -37,7 +37,7 @@ def _calendar_parts(raw: bytes) -> list[bytes]:
 
 def apply_replies(s: Session, workspace_id: int, raws: Iterable[bytes]) -> int:
     """The answers found in ``raws`` applied; how many changed a meeting."""
-    from crmail.storage.calendar import set_partstat
+    from crmail.storage.calendar_events import set_partstat
 
     applied = 0
     for raw in raws:
