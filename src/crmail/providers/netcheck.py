@@ -12,9 +12,13 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from crmail.domain.netpolicy import AddressPolicy, ip_literal
-from crmail.errors import AddressNotAllowed, ConnectFailed
+from crmail.errors import AddressNotAllowed, ConnectFailed, TLSFailed
+
+T = TypeVar("T")
 
 POLICY_HINT = (
     "crmail connects only to servers on public addresses. For a self-hosted server on a "
@@ -49,3 +53,18 @@ async def allowed_addresses(
                 f"{host} is at {a}, a loopback, private or reserved address", hint=hint
             )
     return addrs
+
+
+async def first_answering(addresses: Sequence[str], connect: Callable[[str], Awaitable[T]]) -> T:
+    """``connect`` to each checked address in turn until one answers, like the resolver's
+    own loop: a :class:`ConnectFailed` moves on to the next address (the last one's is
+    raised); a TLS failure or any other error is the server's answer and is raised at once.
+    """
+    for address in addresses[:-1]:
+        try:
+            return await connect(address)
+        except TLSFailed:
+            raise
+        except ConnectFailed:
+            continue
+    return await connect(addresses[-1])

@@ -36,7 +36,7 @@ from crmail.errors import (
     TLSFailed,
 )
 from crmail.providers import OAUTH2_REFUSED_HINT
-from crmail.providers.netcheck import allowed_addresses
+from crmail.providers.netcheck import allowed_addresses, first_answering
 
 __all__ = ["SendResult", "SmtpInfo", "SmtpSettings", "probe", "send"]
 
@@ -214,10 +214,9 @@ async def _session(s: SmtpSettings) -> AsyncIterator[tuple[aiosmtplib.SMTP, bool
 
 async def _checked_socket(s: SmtpSettings, policy: AddressPolicy) -> socket.socket:
     """A socket connected to the first answering address of ``s.host`` that ``policy`` allows."""
-    addresses = await allowed_addresses(s.host, s.port, policy)
     loop = asyncio.get_running_loop()
-    failure: BaseException | None = None
-    for address in addresses:
+
+    async def connect(address: str) -> socket.socket:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setblocking(False)
@@ -225,14 +224,13 @@ async def _checked_socket(s: SmtpSettings, policy: AddressPolicy) -> socket.sock
             await asyncio.wait_for(loop.sock_connect(sock, (address, s.port)), s.timeout)
         except (OSError, TimeoutError) as e:
             sock.close()
-            failure = e  # like the resolver's own loop: the next address may answer
-            continue
+            raise ConnectFailed(
+                f"SMTP server {s.host}:{s.port} is unreachable: {_describe(e)}",
+                hint=_UNREACHABLE_HINT,
+            ) from e
         return sock
-    assert failure is not None
-    raise ConnectFailed(
-        f"SMTP server {s.host}:{s.port} is unreachable: {_describe(failure)}",
-        hint=_UNREACHABLE_HINT,
-    ) from failure
+
+    return await first_answering(await allowed_addresses(s.host, s.port, policy), connect)
 
 
 def _tls_context(s: SmtpSettings) -> ssl.SSLContext:

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from crmail.domain.netpolicy import AddressPolicy
-from crmail.errors import ConnectFailed, InvalidInput, TLSFailed
+from crmail.errors import InvalidInput
 from crmail.providers.imap.connection import ImapConnection, Security
-from crmail.providers.netcheck import allowed_addresses
+from crmail.providers.netcheck import allowed_addresses, first_answering
 from crmail.providers.tls import client_context
 
 
@@ -39,15 +39,9 @@ async def open_connection(s: ImapSettings) -> ImapConnection:
     if s.address_policy is None:
         return await ImapConnection.open(s.host, s.port, security, ctx, s.timeout)
     addresses = await allowed_addresses(s.host, s.port, s.address_policy)
-    for address in addresses[:-1]:
-        try:
-            return await ImapConnection.open(
-                s.host, s.port, security, ctx, s.timeout, address=address
-            )
-        except TLSFailed:
-            raise
-        except ConnectFailed:
-            continue  # like the resolver's own loop: the next address may answer
-    return await ImapConnection.open(
-        s.host, s.port, security, ctx, s.timeout, address=addresses[-1]
+    return await first_answering(
+        addresses,
+        lambda address: ImapConnection.open(
+            s.host, s.port, security, ctx, s.timeout, address=address
+        ),
     )
