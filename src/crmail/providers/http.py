@@ -251,15 +251,7 @@ class AuthorizedHttp(Generic[F]):
         response = await self.send(method, path_or_url, **kwargs)
         if not response.content:
             return {}
-        try:
-            data = response.json()
-        except ValueError as exc:
-            raise ProtocolError(
-                f"{self.rules.service} answered with something that is not JSON."
-            ) from exc
-        if not isinstance(data, dict):
-            raise ProtocolError(f"{self.rules.service} answered with JSON that is not an object.")
-        return data
+        return json_object(response, self.rules.service)
 
 
 class ApiClient:
@@ -293,10 +285,15 @@ async def get_public_json(
         raise ConnectFailed(f"{service} could not be reached.") from exc
     if not response.is_success:
         raise ProviderError(f"{service} answered HTTP {response.status_code}.")
+    return json_object(response, service), response.headers
+
+
+def json_object(response: httpx.Response, service: str) -> dict[str, Any]:
+    """The response's body as a JSON object; anything else is the provider's protocol error."""
     try:
         data = response.json()
     except ValueError as exc:
         raise ProtocolError(f"{service} answered with something that is not JSON.") from exc
     if not isinstance(data, dict):
         raise ProtocolError(f"{service} answered with JSON that is not an object.")
-    return data, response.headers
+    return data
