@@ -31,12 +31,14 @@ from crmail.errors import (
     AuthFailed,
     ConnectFailed,
     CrmailError,
+    InvalidInput,
     MessageTooLarge,
     SendFailed,
     TLSFailed,
 )
 from crmail.providers import OAUTH2_REFUSED_HINT
 from crmail.providers.netcheck import allowed_addresses, first_answering
+from crmail.providers.tls import client_context
 
 __all__ = ["SendResult", "SmtpInfo", "SmtpSettings", "probe", "send"]
 
@@ -182,11 +184,12 @@ async def _session(s: SmtpSettings) -> AsyncIterator[tuple[aiosmtplib.SMTP, bool
     """
     if s.security not in _SECURITIES:
         raise ValueError(f"unknown SMTP security {s.security!r}")
+    # Before the socket: a CA file that cannot be used leaves no connection behind.
+    tls_context = await _tls_context(s) if s.security != "none" else None
     # Under a policy the connection goes to an address that passed it, never to a second
     # DNS answer (rebinding); the name stays the TLS server name.
     policy = s.address_policy
     sock = await _checked_socket(s, policy) if policy is not None else None
-    tls_context = _tls_context(s) if s.security != "none" else None
     smtp = aiosmtplib.SMTP(
         hostname=s.host,
         port=None if sock is not None else s.port,
@@ -233,16 +236,16 @@ async def _checked_socket(s: SmtpSettings, policy: AddressPolicy) -> socket.sock
     return await first_answering(await allowed_addresses(s.host, s.port, policy), connect)
 
 
-def _tls_context(s: SmtpSettings) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    if s.ca_file:
-        try:
-            context.load_verify_locations(cafile=s.ca_file)
-        except (OSError, ssl.SSLError) as e:
-            raise TLSFailed(
-                f"The CA file {s.ca_file} cannot be used: {_describe(e)}", hint=_TLS_HINT
-            ) from e
-    return context
+async def _tls_context(s: SmtpSettings) -> ssl.SSLContext:
+    """The shared context for ``s``'s trust: the system store, plus its CA file if any
+    (built once per CA file and off the event loop, ``providers/tls.py``)."""
+    try:
+        return await client_context(s.ca_file or None, with_system_store=True)
+    except InvalidInput as e:
+        raise TLSFailed(
+            f"The CA file {s.ca_file} cannot be used: {_describe(e.__cause__ or e)}",
+            hint=_TLS_HINT,
+        ) from e
 
 
 async def _connect(smtp: aiosmtplib.SMTP, s: SmtpSettings) -> None:
