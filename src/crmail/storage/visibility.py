@@ -23,8 +23,8 @@ from sqlalchemy import (
     Exists,
     SQLColumnExpression,
     and_,
-    exists,
     func,
+    literal_column,
     or_,
     select,
 )
@@ -61,7 +61,12 @@ def message_visible(
     outer = select(message_id).get_final_froms() if not isinstance(message_id, int) else []
 
     def where(*conditions: ColumnElement[bool]) -> Exists:
-        subquery = exists().where(*conditions)
+        # OFFSET 0 keeps PostgreSQL from turning the EXISTS into a hashed subplan: that
+        # reads the whole table (every timeline entry, every item of the viewer) once per
+        # statement, chosen when it expects to test many rows and not seeing that a page's
+        # LIMIT stops the walk early. Probed per row through its index instead, a page
+        # costs what its rows do. SQLite probes per row either way.
+        subquery = select(literal_column("*")).where(*conditions).offset(0).exists()
         # For a value, correlate to nothing: no table of an enclosing query may leak in.
         return subquery.correlate(*outer) if outer else subquery.correlate(None)
 
