@@ -28,9 +28,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import os
+import re
+import shutil
+import statistics
 import sys
 import tempfile
 import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -64,6 +72,21 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
 FUTURE = datetime(2099, 1, 1, tzinfo=UTC)
 CONTACTS = 5_000
 BATCH = 5_000
+
+
+#: --hashed-keys: dedup keys and Message-IDs as random as the sync engine's (a sha256 of
+#: the Message-ID; ids with a random part), not ordered like "k17" and "m17@client.test"
+HASHED_KEYS = False
+
+
+def _key(plain: str) -> str:
+    return hashlib.sha256(plain.encode()).hexdigest() if HASHED_KEYS else plain
+
+
+def _msgid(plain: str) -> str:
+    if HASHED_KEYS:
+        return f"{hashlib.sha1(plain.encode()).hexdigest()[:16]}.{plain}@client.test"
+    return f"{plain}@client.test"
 
 
 def _raw(i: int) -> bytes:
@@ -163,8 +186,8 @@ class World:
                     "id": mid,
                     "workspace_id": ws,
                     "thread_id": i // 4 + 1,
-                    "dedup_key": f"k{i}",
-                    "message_id": f"m{i}@client.test",
+                    "dedup_key": _key(f"k{i}"),
+                    "message_id": _msgid(f"m{i}"),
                     "subject": f"Project kiwi {i // 4}",
                     "from_email": "ivy@client.test",
                     "from_name": "Ivy",
@@ -361,23 +384,38 @@ async def measure(world: World, requests: int) -> None:
             )
 
 
-def import_rate(world: World, count: int = 10_000, batch: int = 100) -> float:
+def import_rate(
+    world: World,
+    count: int = 10_000,
+    batch: int = 100,
+    tag: str = "",
+    profile: Profile | None = None,
+) -> float:
     """msg/s of the sync engine's write path (``storage.mail.apply_step``, batches of
     ``batch`` as an import stores them) into this workspace: new mail from contacts, half
-    replies to stored messages (thread lookups), every one deduplicated and linked."""
+    replies to stored messages (thread lookups), every one deduplicated and linked.
+
+    ``tag`` makes the mailbox new (its own user, account and Message-IDs), so the same
+    workspace can take several imports; ``profile`` times each batch's phases."""
     from crmail.domain.folders import Role
     from crmail.domain.scope import decide
     from crmail.mime import parse_message
     from crmail.storage import accounts, mail
 
     db, ids, n = world.services.db, world.ids, world.n
+    tag = tag or str(n)
 
     def account(s: Session) -> tuple[int, int]:
+        user = ids["me"]
+        email = "me@acme.test"
+        if tag != str(n):
+            email = f"me-{tag}@acme.test"
+            user = crm.create_user(s, ids["ws"], email, name=f"Me {tag}").user.id
         aid = accounts.create_account(
             s,
             workspace_id=ids["ws"],
-            user_id=ids["me"],
-            email="me@acme.test",
+            user_id=user,
+            email=email,
             provider="imap",
             settings={"imap_host": "imap.invalid"},
             secret=world.services.box.seal({"password": "x"}),
@@ -395,9 +433,9 @@ def import_rate(world: World, count: int = 10_000, batch: int = 100) -> float:
             m["From"] = f"C {i} <c{i % CONTACTS}@client.test>"
             m["To"] = "me@acme.test"
             m["Subject"] = f"Re: Project kiwi {i}"
-            m["Message-ID"] = f"<new{i}-{n}@client.test>"
+            m["Message-ID"] = f"<{_msgid(f'new{i}-{tag}')}>"
             if i % 2 == 0:  # a reply to a stored message spread over the mailbox
-                m["In-Reply-To"] = f"<m{(i * 7919) % n}@client.test>"
+                m["In-Reply-To"] = f"<{_msgid(f'm{(i * 7919) % n}')}>"
             m["Date"] = "Mon, 01 Jan 2024 10:00:00 +0000"
             m.set_content("A new business email body line.\n" * 20)
             raw = m.as_bytes()
@@ -410,15 +448,200 @@ def import_rate(world: World, count: int = 10_000, batch: int = 100) -> float:
                     uid=i + 1,
                     flags=frozenset(),
                     modseq=None,
-                    dedup_key=f"new{i}-{n}",
-                    new=mail.NewMessage(f"new{i}-{n}", parsed, raw, links),
+                    dedup_key=_key(f"new{i}-{tag}"),
+                    new=mail.NewMessage(_key(f"new{i}-{tag}"), parsed, raw, links),
                 )
             )
         steps.append(step)
+    if profile is not None:
+        return profile.run(db, steps, lambda s, step: mail.apply_step(s, aid, step), count)
     t = time.perf_counter()
     for step in steps:
         db.run(lambda s, step=step: mail.apply_step(s, aid, step))
     return count / (time.perf_counter() - t)
+
+
+class Profile:
+    """Where an import's time goes, summed over its batches: each kind of SQL statement,
+    each table's bulk INSERT, the COMMIT, and the Python around them (the rest)."""
+
+    def __init__(self) -> None:
+        self.ms: Counter[str] = Counter()
+        self.imports = 0
+
+    def run(
+        self,
+        db: Any,
+        steps: list[Any],
+        apply: Callable[[Session, Any], object],
+        count: int,
+    ) -> float:
+        from crmail.storage import mail
+
+        real_insert = mail.insert_rows
+        started: list[float] = []
+
+        def timed_insert(s: Session, model: Any, rows: Any) -> None:
+            t = time.perf_counter()
+            real_insert(s, model, rows)
+            self.ms[f"INSERT {model.__tablename__} (bulk)"] += (time.perf_counter() - t) * 1000
+
+        def before(*_a: Any) -> None:
+            started.append(time.perf_counter())
+
+        def after(_c: Any, _cur: Any, statement: str, _p: Any, _ctx: Any, many: bool) -> None:
+            key = _statement_kind(statement) + (" (executemany)" if many else "")
+            self.ms[key] += (time.perf_counter() - started.pop()) * 1000
+
+        event.listen(db.engine, "before_cursor_execute", before)
+        event.listen(db.engine, "after_cursor_execute", after)
+        mail.insert_rows = timed_insert  # type: ignore[assignment]
+        try:
+            t0 = time.perf_counter()
+            for step in steps:
+                with Session(db.engine, expire_on_commit=False) as s:
+                    apply(s, step)
+                    s.flush()
+                    t = time.perf_counter()
+                    s.commit()
+                    self.ms["COMMIT"] += (time.perf_counter() - t) * 1000
+            wall = time.perf_counter() - t0
+            wal = Path(f"{db.url.removeprefix('sqlite:///')}-wal")
+            if wal.exists():
+                # Frames (pages) in the WAL at the end: with wal_autocheckpoint=0, every
+                # page the import's commits wrote.
+                self.ms["WAL pages at end (not ms)"] += (wal.stat().st_size - 32) / 4120
+        finally:
+            mail.insert_rows = real_insert  # type: ignore[assignment]
+            event.remove(db.engine, "before_cursor_execute", before)
+            event.remove(db.engine, "after_cursor_execute", after)
+        self.ms["total (wall)"] += wall * 1000
+        self.imports += 1
+        return count / wall
+
+    def per_import(self) -> dict[str, float]:
+        out = {k: v / max(self.imports, 1) for k, v in self.ms.items()}
+        measured = sum(v for k, v in out.items() if k != "total (wall)" and "not ms" not in k)
+        out["Python, the rest"] = out.get("total (wall)", 0.0) - measured
+        return out
+
+
+def _statement_kind(sql: str) -> str:
+    words = " ".join(sql.split())
+    if "json_each" in words:
+        return "SELECT threads by subject (json_each)"
+    table = re.search(r"\b(?:FROM|INTO|UPDATE)\s+(\w+)", words)
+    head = words.split(" FROM ")[0][:48]
+    return f"{head} [{table.group(1) if table else '?'}]"
+
+
+def _load_average() -> str:
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+#: workspaces smaller than this are reset to their generated state before each import
+#: (a file copy); bigger ones grow by the imports, a negligible share of them
+RESET_BELOW = 500_000
+
+
+def _open_sqlite(directory: Path, variant: str) -> Services:
+    """The workspace's database, with the variant's extra PRAGMAs on every connection;
+    its ``sql:`` items (e.g. ``sql:DROP INDEX …``) run once, before the import."""
+    services = Services.open(
+        Settings(data_dir=directory, database_url=f"sqlite:///{directory / 'bench.db'}")
+    )
+    items = [x.strip() for x in variant.split(",") if x.strip()]
+    pragmas = ",".join(x for x in items if not x.startswith("sql:"))
+    with services.db.engine.begin() as conn:
+        for statement in (x[4:] for x in items if x.startswith("sql:")):
+            conn.execute(text(statement))
+    if pragmas:
+
+        @event.listens_for(services.db.engine, "connect")
+        def _extra(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            for pragma in pragmas.split(","):
+                cur.execute(f"PRAGMA {pragma.strip()}")
+            cur.close()
+
+        services.db.engine.dispose()  # the connection of the migration check had none
+    return services
+
+
+def import_rounds(sizes: list[int], rounds: int, variants: list[str], profile: bool) -> None:
+    """Interleaved import rounds on SQLite: each round imports a new 10,000-message mailbox
+    into every size's workspace, under each variant of extra PRAGMAs (``""``: as
+    ``storage/db.py`` sets them); per round the rate at each size and the ratio to the
+    first size, then the median ratio of each variant."""
+    print(f"load average at start (1/5/15 min): {_load_average()}")
+    base = sizes[0]
+    rates: dict[tuple[str, int], list[float]] = defaultdict(list)
+    profiles = {(v, n): Profile() for v in variants for n in sizes} if profile else {}
+    with ExitStack() as stack:
+        dirs = {n: Path(stack.enter_context(tempfile.TemporaryDirectory())) for n in sizes}
+        worlds = {}
+        for n in sizes:
+            services = _open_sqlite(dirs[n], "")
+            world = World(services, n)
+            t = time.perf_counter()
+            world.build()
+            services.close()
+            print(f"generated {n:,} messages in {time.perf_counter() - t:.1f} s")
+            if n < RESET_BELOW:
+                shutil.copyfile(dirs[n] / "bench.db", dirs[n] / "base.db")
+            worlds[n] = world
+        for r in range(rounds):
+            for vi, variant in enumerate(variants):
+                figures = {}
+                for n in sizes:
+                    db_file = dirs[n] / "bench.db"
+                    if n < RESET_BELOW:
+                        for leftover in (Path(f"{db_file}-wal"), Path(f"{db_file}-shm")):
+                            leftover.unlink(missing_ok=True)
+                        shutil.copyfile(dirs[n] / "base.db", db_file)
+                        # Written out now, or the import's first checkpoint (which syncs
+                        # the file) would pay for writing the whole copy to disk.
+                        with db_file.open("rb+") as copied:
+                            os.fsync(copied.fileno())
+                    services = _open_sqlite(dirs[n], variant)
+                    worlds[n].services = services
+                    try:
+                        figures[n] = import_rate(
+                            worlds[n], tag=f"r{r}v{vi}", profile=profiles.get((variant, n))
+                        )
+                    finally:
+                        services.close()
+                    rates[(variant, n)].append(figures[n])
+                cells = "  ".join(f"{n:>9,}: {figures[n]:6.0f} msg/s" for n in sizes)
+                ratios = "  ".join(f"{figures[n] / figures[base]:5.2f}" for n in sizes[1:])
+                print(f"round {r + 1} [{variant or 'as configured'}]  {cells}  ratio {ratios}")
+    print()
+    for variant in variants:
+        for n in sizes[1:]:
+            ratios = [
+                a / b for a, b in zip(rates[(variant, n)], rates[(variant, base)], strict=True)
+            ]
+            print(
+                f"[{variant or 'as configured'}] import into {n:,} / into {base:,}:"
+                f" median {statistics.median(ratios):.2f} over {len(ratios)} rounds"
+                f" (range {min(ratios):.2f}-{max(ratios):.2f});"
+                f" msg/s median {statistics.median(rates[(variant, n)]):.0f}"
+                f" vs {statistics.median(rates[(variant, base)]):.0f}"
+            )
+    if profile:
+        for variant in variants:
+            print(f"\nms per 10,000-message import [{variant or 'as configured'}]")
+            per = {n: profiles[(variant, n)].per_import() for n in sizes}
+            keys = sorted(set().union(*per.values()), key=lambda k: -per[sizes[-1]].get(k, 0))
+            print(f"{'phase':62}" + "".join(f"{n:>11,}" for n in sizes) + "   growth")
+            for k in keys:
+                vals = [per[n].get(k, 0.0) for n in sizes]
+                print(
+                    f"{k[:62]:62}"
+                    + "".join(f"{v:11.1f}" for v in vals)
+                    + f" {vals[-1] - vals[0]:+8.1f}"
+                )
+    print(f"\nload average at end (1/5/15 min): {_load_average()}")
 
 
 def _serve_process(settings: Settings, port: int) -> None:
@@ -524,10 +747,33 @@ def main() -> None:
     )
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--import-only", action="store_true", help="only the import rate at each size")
+    ap.add_argument(
+        "--rounds", type=int, default=5, help="--import-only on SQLite: interleaved rounds"
+    )
+    ap.add_argument(
+        "--pragmas",
+        default="",
+        help="--import-only on SQLite: variants of extra PRAGMAs to compare in the same"
+        " rounds, '|'-separated, each a comma-separated list ('' = as storage/db.py sets"
+        " them), e.g. '|mmap_size=1073741824|cache_size=-65536'",
+    )
+    ap.add_argument(
+        "--profile", action="store_true", help="--import-only: time each phase of the batches"
+    )
+    ap.add_argument(
+        "--hashed-keys",
+        action="store_true",
+        help="dedup keys and Message-IDs random, as the sync engine's (default: ordered)",
+    )
     args = ap.parse_args()
+    global HASHED_KEYS
+    HASHED_KEYS = args.hashed_keys
     sizes = [int(x) for x in args.sizes.split(",") if x]
     if args.million:
         sizes.append(1_000_000)
+    if args.import_only and not args.postgres and not args.database_url:
+        import_rounds(sizes, args.rounds, args.pragmas.split("|"), args.profile)
+        return
     cluster = None
     if args.postgres:
         # The tests' throwaway cluster (run from the repository's root).
