@@ -80,8 +80,10 @@ def pk() -> Mapped[int]:
     return mapped_column(Id, primary_key=True, autoincrement=True)
 
 
-def fk(target: str, *, nullable: bool = False, ondelete: str = "CASCADE") -> Mapped[Any]:
-    return mapped_column(Id, ForeignKey(target, ondelete=ondelete), nullable=nullable, index=True)
+def fk(
+    target: str, *, nullable: bool = False, ondelete: str = "CASCADE", index: bool = True
+) -> Mapped[Any]:
+    return mapped_column(Id, ForeignKey(target, ondelete=ondelete), nullable=nullable, index=index)
 
 
 # --- the CRM ------------------------------------------------------------------
@@ -260,7 +262,10 @@ class Message(Base):
     __tablename__ = "messages"
     id: Mapped[int] = pk()
     workspace_id: Mapped[int] = fk("workspaces.id")
-    thread_id: Mapped[int] = fk("threads.id", ondelete="RESTRICT")
+    #: no index of its own: ix_messages_thread_date leads with it and serves every lookup
+    #: by thread (the foreign key's included); a second one cost an import a random leaf
+    #: page per reply in a big workspace
+    thread_id: Mapped[int] = fk("threads.id", ondelete="RESTRICT", index=False)
     dedup_key: Mapped[str] = mapped_column(String(64))
     message_id: Mapped[str | None] = mapped_column(String(998))
     subject: Mapped[str] = mapped_column(Text, default="")
