@@ -4,9 +4,11 @@ and one process per SQLite file. The same tests run on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -17,6 +19,8 @@ from crmail.storage.leases import LeaseLost
 from crmail.storage.models import OutboxAction
 from crmail.storage.single import DatabaseInUse, only_process
 from crmail.sync.leases import LeaseKeeper
+from crmail.sync.service import SyncService
+from crmail.sync.worker import WorkerOptions
 from tests.factories import new_world
 from tests.servers import Dovecot, MailboxAccount
 
@@ -58,6 +62,61 @@ def test_release_hands_the_account_over_at_once(services: Services) -> None:
     assert db.run(lambda s: leases.leave(s, "proc-a")) == 2
     got = db.run(lambda s: leases.claim(s, "proc-b", [1, 2], 2, ttl=300))
     assert sorted(g.account_id for g in got) == [1, 2]
+
+
+def test_the_next_expiry_is_another_live_lease_on_the_databases_clock(
+    services: Services,
+) -> None:
+    db = services.db
+    db.run(lambda s: leases.claim(s, "proc-a", [1], 1, ttl=0.2))
+    db.run(lambda s: leases.claim(s, "proc-b", [2], 1, ttl=30))
+    db.run(lambda s: leases.claim(s, "proc-c", [3], 1, ttl=60))
+    time.sleep(0.4)
+    # proc-a's lease ran out (claimable now, nothing to wait for); proc-b's runs out next.
+    left = db.run(lambda s: leases.next_expiry(s, "proc-c", [1, 2, 3]))
+    assert left is not None and 20 < left <= 30
+    assert db.run(lambda s: leases.next_expiry(s, "proc-b", [1, 2])) is None  # its own
+    assert db.run(lambda s: leases.next_expiry(s, "proc-c", [4])) is None  # nobody's
+
+
+async def test_a_dead_processs_accounts_are_claimed_when_its_leases_run_out(
+    services: Services, dovecot: Dovecot
+) -> None:
+    """The survivor is at its fair share and would look again only at its next scan or
+    heartbeat (both minutes away): it claims the dead process's accounts because it
+    woke when their leases ran out, read from the database when it claimed its share."""
+    world = new_world(services)
+    accounts = []
+    for i in range(4):
+        box = dovecot.add_user(f"exp{i}{os.urandom(3).hex()}@example.test", "pw-expiry")
+        accounts.append(world.connect(world.user(box.email), box))
+    dead_ttl = 5.0  # the dead process's last renewal, a few seconds before the survivor starts
+    services.db.run(lambda s: leases.heartbeat(s, "proc-dead", dead_ttl))
+    dead = services.db.run(lambda s: leases.claim(s, "proc-dead", accounts[:2], 2, dead_ttl))
+    assert len(dead) == 2
+
+    keeper = LeaseKeeper(services.db, ttl=600, owner="proc-survivor")  # renews every 200 s
+    service = SyncService(
+        services.db, services.box, WorkerOptions(), scan_interval=600, keeper=keeper
+    )
+    service.start()
+    try:
+        await _until(lambda: len(keeper.held) >= 2)
+        # Its share of two live processes, claimed while the dead one's leases still ran.
+        assert sorted(keeper.held) == accounts[2:]
+        assert keeper.expiry_at is not None
+        await _until(lambda: len(keeper.held) == 4, timeout=30)
+        assert [keeper.held[a].epoch for a in accounts[:2]] == [2, 2]  # taken over
+    finally:
+        await service.stop()
+
+
+async def _until(cond: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
 
 
 async def test_a_fenced_worker_cannot_claim_or_finish_an_outbox_action(
@@ -190,3 +249,27 @@ async def test_a_lease_given_up_late_but_still_ours_is_taken_back(services: Serv
     lost, _ = await keeper.beat()
     assert lost == []
     assert keeper.valid(5) and keeper.held[5].account_id == 5
+
+
+async def test_renewals_keep_their_schedule_while_the_event_loop_is_blocked(
+    services: Services,
+) -> None:
+    # A thousand accounts starting kept the loop busy for seconds: renewals timed and
+    # recorded by the loop came late, and the leases were given up on this clock.
+    keeper = LeaseKeeper(services.db, ttl=3)  # renewed every 1 s, given up after 2.5 s
+    await keeper.claim([5])
+    outcomes: list[object] = []
+    halt = keeper.renew_on_schedule(outcomes.append)
+    try:
+        time.sleep(4)  # the loop blocked past the lease's local deadline
+        assert keeper.valid(5), "renewed meanwhile by the renewal thread"
+        assert keeper.expired_locally() == []
+    finally:
+        halt()
+    assert len(outcomes) >= 2 and keeper.settle(outcomes[-1]) == ([], [])  # type: ignore[arg-type]
+    assert db_owner(services, 5) == keeper.owner
+
+
+def db_owner(services: Services, account_id: int) -> str | None:
+    row = services.db.run(lambda s: leases.holder(s, account_id))
+    return None if row is None else row.owner

@@ -227,19 +227,28 @@ def holder(s: Session, account_id: int) -> LeaseRow | None:
 
 
 def next_expiry(s: Session, owner: str, wanted: list[int]) -> float | None:
-    """Seconds until the first lease of another process among ``wanted`` expires."""
+    """Seconds until the first unexpired lease of another process among ``wanted`` runs
+    out, by the database's clock (the one that stamped it): None if there is none."""
     if not wanted:
         return None
+    now = database_now(s)
     first = s.scalar(
         select(func.min(AccountLease.expires_at)).where(
             AccountLease.account_id.in_(wanted),
             AccountLease.owner.is_not(None),
             AccountLease.owner != owner,
+            AccountLease.expires_at > now,
         )
     )
-    if first is None:
-        return None
-    return (first - utcnow()).total_seconds()
+    return None if first is None else (first - now).total_seconds()
+
+
+def database_now(s: Session) -> datetime:
+    """The time the leases are stamped with: PostgreSQL's (its transaction's start, as in
+    every statement here), ours on SQLite."""
+    if _is_postgres(s):
+        return s.execute(select(func.now())).scalar_one()
+    return utcnow()
 
 
 class FencedDatabase(Database):

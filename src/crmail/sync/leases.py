@@ -6,7 +6,12 @@ cap), renews every third of the TTL, and gives up an account *before* its lease 
 expire anywhere: once ``ttl - margin`` has passed since the last renewal that committed,
 the account counts as lost on this process's own (monotonic) clock, whether or not the
 database could be reached to say so. Its worker is stopped, and every write still in
-flight is refused by the fence.
+flight is refused by the fence. A renewal may thus commit up to ``ttl/2`` after it was
+due (:attr:`LeaseKeeper.lateness_allowed`); how late they come is logged.
+
+Each claim also reads when the first lease another process holds among the wanted
+accounts runs out (on the database's clock, which stamped it): the service claims again
+at that moment, so a dead process's accounts are taken over when its leases expire.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import concurrent.futures
 import contextlib
 import logging
 import math
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
@@ -30,12 +37,21 @@ from crmail.storage.models import utcnow
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """One heartbeat's outcome: live processes, the leases still ours, when it began."""
+
+    live: int
+    renewed: list[Lease]
+    started: float
+
+
 class LeaseKeeper:
     def __init__(
         self,
         db: Database,
         *,
-        ttl: float = 24.0,
+        ttl: float = 15.0,
         max_accounts: int = 0,
         owner: str | None = None,
     ) -> None:
@@ -51,6 +67,11 @@ class LeaseKeeper:
         self._renewed: dict[int, float] = {}
         #: live sync processes, from the last heartbeat
         self.live = 1
+        #: monotonic time the first lease another process holds among the wanted accounts
+        #: runs out (seen at the last claim): a claim is tried then, not at the next scan
+        self.expiry_at: float | None = None
+        #: how late the latest renewals committed, worst first seen (s after due)
+        self.worst_lateness = 0.0
         self._total = 0
         self._registered = False
         #: the renewals' own thread: behind the single writer a long import commit held
@@ -81,6 +102,7 @@ class LeaseKeeper:
         mine = set(self.held)
         others = [a for a in wanted if a not in mine]
         if not others:
+            self.expiry_at = None
             return []
 
         def claim(s: Session) -> list[Lease]:
@@ -92,7 +114,13 @@ class LeaseKeeper:
                 self.live = leases.heartbeat(s, self.owner, self.ttl)
                 self._registered = True
             room = self.fair_share() - len(mine)
-            return leases.claim(s, self.owner, others, room, self.ttl)
+            got = leases.claim(s, self.owner, others, room, self.ttl)
+            # Even at its share: a dead process's leases and its heartbeat run out
+            # together, and the share grows then. Read on the database's clock, which
+            # stamped them; the local deadline errs late by this transaction's age.
+            left = leases.next_expiry(s, self.owner, others)
+            self.expiry_at = None if left is None else time.monotonic() + left
+            return got
 
         started = time.monotonic()
         got = await self.db.write(claim)
@@ -106,28 +134,93 @@ class LeaseKeeper:
     async def beat(self) -> tuple[list[int], list[int]]:
         """Heartbeat and renewal. Returns (lost, surplus): leases no longer held, and
         leases over the fair share, which the caller stops and then :meth:`release`s."""
+        loop = asyncio.get_running_loop()
+        return self.settle(await loop.run_in_executor(self._beats, self.renew))
+
+    def renew(self) -> Renewal:
+        """The heartbeat and renewal transaction (blocking: the beat thread's). The leases
+        renewed count from when it began, recorded here at once: an event loop running
+        behind (a thousand accounts starting) must not make them look late."""
         started = time.monotonic()
+        oldest = min(self._renewed.copy().values(), default=None)
 
         def beat(s: Session) -> tuple[int, list[Lease]]:
             live = leases.heartbeat(s, self.owner, self.ttl)
             return live, leases.renew(s, self.owner, self.ttl)
 
-        loop = asyncio.get_running_loop()
-        live, renewed = await loop.run_in_executor(self._beats, self.db.run, beat)
-        self.live = live
-        still = {r.account_id for r in renewed}
+        live, renewed = self.db.run(beat)
         for lease in renewed:
+            if lease.account_id in self._renewed:  # one the loop let go stays gone
+                self._renewed[lease.account_id] = started
+        if oldest is not None:
+            self._note_lateness(time.monotonic() - (oldest + self.heartbeat_interval))
+        return Renewal(live, renewed, started)
+
+    def settle(self, renewal: Renewal) -> tuple[list[int], list[int]]:
+        """On the event loop, after :meth:`renew`: (lost, surplus), as :meth:`beat`."""
+        self.live = renewal.live
+        still = {r.account_id for r in renewal.renewed}
+        for lease in renewal.renewed:
             # Also a lease given up on this clock (a renewal came late) that the database
             # still had as ours: taken back, else the renewals by owner would keep it
             # from everyone, this process included, for good.
             self.held.setdefault(lease.account_id, lease)
-            self._renewed[lease.account_id] = started
+            self._renewed[lease.account_id] = max(
+                renewal.started, self._renewed.get(lease.account_id, renewal.started)
+            )
         lost = [a for a in self.held if a not in still]
         for account_id in lost:
             self._forget(account_id)
         excess = len(self.held) - self.fair_share()
         surplus = sorted(self.held)[-excess:] if excess > 0 else []
         return lost, surplus
+
+    def renew_on_schedule(
+        self, deliver: Callable[[Renewal | CrmailError], None]
+    ) -> Callable[[], None]:
+        """Renew every :attr:`heartbeat_interval` on a thread of its own, timed by that
+        thread, and hand each outcome to ``deliver`` (from that thread). Returns the stop,
+        which waits for a renewal in flight: a process leaving must not record its
+        heartbeat again after it left."""
+        stop = threading.Event()
+
+        def run() -> None:
+            while not stop.wait(self.heartbeat_interval):
+                try:
+                    outcome: Renewal | CrmailError = self.renew()
+                except CrmailError as exc:
+                    outcome = exc
+                except Exception:  # a bug: the thread must go on renewing
+                    log.exception("the lease renewal failed")
+                    continue
+                if not stop.is_set():
+                    deliver(outcome)
+
+        thread = threading.Thread(target=run, name="lease-renewals", daemon=True)
+        thread.start()
+
+        def halt() -> None:
+            stop.set()
+            thread.join()
+
+        return halt
+
+    @property
+    def lateness_allowed(self) -> float:
+        """How long after it is due a renewal may commit before leases are given up."""
+        return self.ttl - self.margin - self.heartbeat_interval
+
+    def _note_lateness(self, late: float) -> None:
+        if late > self.worst_lateness:
+            self.worst_lateness = late
+            log.info("lease renewal committed %.2fs after due, the latest yet", late)
+        if late > self.margin:
+            log.warning(
+                "lease renewal committed %.1fs after due (leases are given up at %.1fs): "
+                "the database or this process is slow; a longer CRMAIL_LEASE_TTL helps",
+                late,
+                self.lateness_allowed,
+            )
 
     def expired_locally(self) -> list[int]:
         """Leases past their local deadline (the database could not be reached to renew
@@ -149,9 +242,6 @@ class LeaseKeeper:
         self._renewed.clear()
         n = await asyncio.to_thread(self.db.run, lambda s: leases.leave(s, self.owner))
         log.info("released %d account leases", n)
-
-    async def next_expiry(self, wanted: list[int]) -> float | None:
-        return await self.db.read(lambda s: leases.next_expiry(s, self.owner, wanted))
 
     def _forget(self, account_id: int) -> None:
         self.held.pop(account_id, None)

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable
 
 from crmail.crypto import SecretBox
@@ -24,7 +25,7 @@ from crmail.storage import accounts, actions, outbox
 from crmail.storage.db import Database
 from crmail.storage.leases import DEFAULT_SENDER, LeaseLost
 from crmail.sync.drain import drain_outbox
-from crmail.sync.leases import LeaseKeeper
+from crmail.sync.leases import LeaseKeeper, Renewal
 from crmail.sync.sending import Sending
 from crmail.sync.wakeups import parse_wake_message, wake_message
 from crmail.sync.worker import AccountWorker, WorkerOptions
@@ -39,6 +40,10 @@ STOP_TIMEOUT = 10.0
 #: between it compares a one-row stamp (:func:`accounts.active_version`): loading and
 #: fingerprinting a thousand accounts every scan cost a sixth of a core
 RELOAD_EVERY = 30.0
+
+#: the shortest wait for another process's lease to run out (one the last claim saw as
+#: about to expire may have expired while this process was busy: a claim, not a spin)
+EXPIRY_PAUSE = 0.05
 
 
 class SyncService:
@@ -186,11 +191,11 @@ class SyncService:
             # Atomic: of several processes running it together, each item wakes once.
             await self.db.write(actions.wake_snoozed)
             wait = self.scan_interval
-            if len(self.keeper.held) < self.keeper.fair_share():
-                # Room for more: look again the moment another process's lease expires.
-                expiry = await self.keeper.next_expiry(sorted(self._wanted))
-                if expiry is not None:
-                    wait = min(wait, max(0.05, expiry + 0.05))
+            if self.keeper.expiry_at is not None:
+                # Claim the moment another process's lease runs out: a dead one's accounts
+                # are taken over then, not at the next scan.
+                left = self.keeper.expiry_at - time.monotonic()
+                wait = min(wait, max(EXPIRY_PAUSE, left))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
             woken = self._wake.is_set()
@@ -198,22 +203,39 @@ class SyncService:
 
     async def _heartbeat(self) -> None:
         """Renew the leases; stop the workers of those lost, hand over those beyond this
-        process's fair share (stopped first, then released)."""
-        while True:
-            await asyncio.sleep(self.keeper.heartbeat_interval)
-            try:
-                lost, surplus = await self.keeper.beat()
-            except CrmailError as exc:
-                log.warning("could not renew the account leases: %s", exc)
-                continue  # the watchdog stops the workers before the leases expire
-            if lost:
-                log.warning("lost the leases of accounts %s: their sync stops here", lost)
-                self._drop(lost)
-            if surplus:
-                await self._stop_and_wait(self._drop(surplus))
-                await self.keeper.release(surplus)
-            if lost or surplus:
-                self._wake.set()
+        process's fair share (stopped first, then released).
+
+        The renewals are timed and committed on a thread of their own: at a start-up
+        storm this loop ran seconds behind, renewals came late, and leases were given up
+        and taken back. Only what follows a renewal waits for the loop."""
+        loop = asyncio.get_running_loop()
+        renewals: asyncio.Queue[Renewal | CrmailError] = asyncio.Queue()
+
+        def deliver(outcome: Renewal | CrmailError) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nothing to tell
+                loop.call_soon_threadsafe(renewals.put_nowait, outcome)
+
+        halt = self.keeper.renew_on_schedule(deliver)
+        try:
+            while True:
+                outcome = await renewals.get()
+                if isinstance(outcome, CrmailError):
+                    log.warning("could not renew the account leases: %s", outcome)
+                    continue  # the watchdog stops the workers before the leases expire
+                await self._settle(outcome)
+        finally:
+            await asyncio.to_thread(halt)
+
+    async def _settle(self, renewal: Renewal) -> None:
+        lost, surplus = self.keeper.settle(renewal)
+        if lost:
+            log.warning("lost the leases of accounts %s: their sync stops here", lost)
+            self._drop(lost)
+        if surplus:
+            await self._stop_and_wait(self._drop(surplus))
+            await self.keeper.release(surplus)
+        if lost or surplus:
+            self._wake.set()
 
     async def _watchdog(self) -> None:
         """A lease not renewed in time (the database unreachable, the process paused)
