@@ -100,10 +100,11 @@ class Settings:
     microsoft_mail_api: str = "graph"
     #: where Microsoft Graph is (a test's or the demo's fake); empty: Microsoft's own
     graph_api_url: str = ""
-    #: seconds an account's lease lasts without renewal (renewed every third of it): a
-    #: process that dies is replaced within about this long (several processes on one
-    #: PostgreSQL; docs/operations.md "Running several processes")
-    lease_ttl: float = 24.0
+    #: seconds an account's lease lasts without renewal (renewed every third of it, and
+    #: given up if a renewal is half of it late): a process that dies is replaced within
+    #: about this long plus its accounts' restart (several processes on one PostgreSQL;
+    #: docs/operations.md "Running several processes", with the measurements)
+    lease_ttl: float = 15.0
     #: most accounts one process syncs; 0: a fair share of the live processes
     max_accounts_per_process: int = 0
     #: the bearer secret of GET /metrics (Prometheus); empty: the endpoint is off (404)
@@ -162,7 +163,7 @@ class Settings:
             "google_certs_url": e.get("CRMAIL_GOOGLE_CERTS_URL", "").strip(),
             "microsoft_mail_api": e.get("CRMAIL_MICROSOFT_MAIL_API", "").strip().lower() or "graph",
             "graph_api_url": e.get("CRMAIL_GRAPH_API_URL", "").strip().rstrip("/"),
-            "lease_ttl": float(e.get("CRMAIL_LEASE_TTL", "24")),
+            "lease_ttl": float(e.get("CRMAIL_LEASE_TTL", "15")),
             "max_accounts_per_process": int(e.get("CRMAIL_MAX_ACCOUNTS_PER_PROCESS", "0")),
             "metrics_token": _metrics_token(e.get("CRMAIL_METRICS_TOKEN", "").strip()),
             "cookie_secure": e.get("CRMAIL_COOKIE_SECURE", "").lower()

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(
     BACKEND != "postgres", reason="several processes share accounts on PostgreSQL only"
 )
 
-#: short leases keep the tests quick; production defaults to 24 s
+#: short leases keep the tests quick; production defaults to 15 s
 TTL = 3.0
 
 
