@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.servers import Dovecot, MailboxAccount, SmtpRelay
+from tests.servers.small_disk import SmallDisk
 
 pytest_plugins = ["tests.db_fixtures"]
 
@@ -33,3 +35,16 @@ def smtp_relay(dovecot: Dovecot) -> Iterator[SmtpRelay]:
     """Plain SMTP (no AUTH, no TLS) on loopback relaying into Dovecot's LMTP."""
     with SmtpRelay(dovecot.host, dovecot.lmtp_port) as relay:
         yield relay
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[SmallDisk]:
+    """A size-limited tmpfs to use as crmail's data directory, to fill and free."""
+    try:
+        disk = SmallDisk.mount(tmp_path / "small-disk")
+    except PermissionError as exc:
+        pytest.skip(f"cannot mount a size-limited tmpfs to fill (needs root): {exc}")
+    try:
+        yield disk
+    finally:
+        disk.unmount()

@@ -64,7 +64,7 @@ class Services:
         db = Database(settings.database_url, lock_timeout=settings.db_lock_timeout)
         if migrate:
             try:
-                with translated_errors():
+                with translated_errors(db.file):
                     upgrade(db.engine)
             except BaseException:
                 db.close()

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import create_engine, event
@@ -21,9 +23,15 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalErr
 from sqlalchemy.orm import Session, sessionmaker
 
 from crmail.errors import InvalidInput, StorageError
-from crmail.storage.files import protect_sqlite_files
+from crmail.storage.files import protect_sqlite_files, sqlite_file
 
 T = TypeVar("T")
+
+#: what a refused write on a full disk means for the caller (the API's hint, the CLI's line)
+DISK_FULL_HINT = (
+    "nothing was stored; once space is freed, send the same request again "
+    "(sync and queued sends resume by themselves)"
+)
 
 #: seconds a statement waits for a lock another connection holds before it fails
 LOCK_TIMEOUT = 30.0
@@ -81,8 +89,17 @@ def _bound_values(parameters: Any) -> Iterator[object]:
             yield item
 
 
-def storage_error(exc: Exception) -> StorageError:
-    """The database's refusal as a :class:`StorageError` an operator can act on."""
+#: free bytes under which a disk I/O error is taken for a full disk: SQLite needs whole
+#: pages (and its shared-memory index) at once, so "almost full" fails alike
+_NEARLY_FULL = 1 << 20
+
+
+def storage_error(exc: Exception, where: Path | None = None) -> StorageError:
+    """The database's refusal as a :class:`StorageError` an operator can act on.
+
+    ``where`` is the SQLite database file, if any: SQLite reports a full disk met while
+    sizing its shared-memory index or log only as "disk I/O error", so the free space
+    beside the file decides which of the two it was."""
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
     text = str(orig).strip() or type(orig).__name__
     first = text.splitlines()[0]
@@ -91,9 +108,15 @@ def storage_error(exc: Exception) -> StorageError:
         return StorageError(
             f"database constraint conflict ({first}) — most likely a concurrent change; try again"
         )
-    if "disk is full" in low or "no space left" in low or "disk full" in low:
+    if (
+        "disk is full" in low
+        or "no space left" in low
+        or "disk full" in low
+        or ("disk i/o error" in low and where is not None and _nearly_full(where))
+    ):
         return StorageError(
-            "database disk is full — free space where the database lives, then try again"
+            "database disk is full — free space where the database lives, then try again",
+            hint=DISK_FULL_HINT,
         )
     if any(
         w in low for w in ("database is locked", "database is busy", "lock timeout", "deadlock")
@@ -104,14 +127,23 @@ def storage_error(exc: Exception) -> StorageError:
     return StorageError(f"database error: {first}")
 
 
+def _nearly_full(database_file: Path) -> bool:
+    try:
+        st = os.statvfs(database_file.parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < _NEARLY_FULL
+
+
 @contextmanager
-def translated_errors() -> Iterator[None]:
+def translated_errors(where: Path | None = None) -> Iterator[None]:
     """Database refusals become :class:`StorageError` (the CLI prints one line, the API
-    answers 503, sync workers record the reason and retry); bugs stay what they are."""
+    answers 503, sync workers record the reason and retry); bugs stay what they are.
+    ``where``: the SQLite database file, to tell a full disk from a failing one."""
     try:
         yield
     except (OperationalError, IntegrityError, sqlite3.OperationalError) as exc:
-        raise storage_error(exc) from exc
+        raise storage_error(exc, where) from exc
     except DataError as exc:
         # A value the database cannot hold (NUL in text on PostgreSQL, a number past its
         # column): bad input, said as such (422), not a crash.
@@ -124,6 +156,8 @@ class Database:
 
     def __init__(self, url: str, *, lock_timeout: float = LOCK_TIMEOUT) -> None:
         self.url = url
+        #: the SQLite database file (None on PostgreSQL)
+        self.file = sqlite_file(url)
         protect_sqlite_files(url)
         self.engine = make_engine(url, lock_timeout=lock_timeout)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -141,7 +175,7 @@ class Database:
 
     def run(self, fn: Callable[[Session], T]) -> T:
         """Run ``fn`` in one transaction, synchronously (API handlers, CLI, tests)."""
-        with translated_errors(), self.session() as s:
+        with translated_errors(self.file), self.session() as s:
             return fn(s)
 
     async def write(self, fn: Callable[[Session], T]) -> T:

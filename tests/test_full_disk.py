@@ -1,0 +1,177 @@
+"""A full disk under crmail's data directory (a size-limited tmpfs, filled with a ballast
+file): refused writes are said in words, nothing acknowledged is lost, nothing is stored
+twice, and work resumes by itself once space is freed. SQLite only: the database file and
+its write-ahead log live in the data directory (a PostgreSQL server's disk is its own).
+
+- API writes answer 503 in the one error shape ("database disk is full"), reads go on;
+- the CLI prints one line and exits 1;
+- the database passes SQLite's integrity check after every episode.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from crmail.api import create_app
+from crmail.config import Settings
+from crmail.crypto import new_key
+from crmail.services import Services
+from crmail.storage import crm
+from crmail.storage.models import Contact, Message, OutboxAction
+from tests.db_fixtures import LOOPBACK
+from tests.factories import World, new_world
+from tests.servers import MailboxAccount
+from tests.servers.small_disk import SmallDisk
+
+KEY = new_key()
+
+
+def disk_settings(disk: SmallDisk) -> Settings:
+    return Settings(
+        data_dir=disk.root,
+        database_url=f"sqlite:///{disk.root / 'crmail.db'}",
+        secret_keys=(KEY,),
+        mail_allowed_networks=LOOPBACK,
+    )
+
+
+@pytest.fixture
+def on_small_disk(small_disk: SmallDisk) -> Iterator[Services]:
+    svc = Services.open(disk_settings(small_disk))
+    try:
+        yield svc
+    finally:
+        small_disk.free()
+        svc.close()
+
+
+@dataclass
+class Api:
+    client: TestClient
+    headers: dict[str, str]
+    world: World
+
+
+@pytest.fixture
+def api(on_small_disk: Services, mailbox: MailboxAccount) -> Iterator[Api]:
+    world = new_world(on_small_disk)
+    new = on_small_disk.db.run(lambda s: crm.create_user(s, world.workspace_id, mailbox.email))
+    world.connect(new.user.id, mailbox, smtp_host="127.0.0.1", smtp_port=1, smtp_auth=False)
+    with TestClient(create_app(on_small_disk)) as client:
+        yield Api(client, {"Authorization": f"Bearer {new.token}"}, world)
+
+
+def assert_disk_full(r: httpx.Response) -> None:
+    body = r.json()
+    assert r.status_code == 503, body
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "hint"}, body
+    assert body["error"]["code"] == "database_error", body
+    assert body["error"]["message"].startswith("database disk is full"), body
+    assert body["error"]["hint"], body
+
+
+def count(services: Services, model: type) -> int:
+    return int(services.db.run(lambda s: s.scalar(select(func.count()).select_from(model))))
+
+
+def test_api_writes_on_a_full_disk_are_refused_in_words_and_reads_go_on(
+    api: Api, on_small_disk: Services, small_disk: SmallDisk
+) -> None:
+    services, client, h = on_small_disk, api.client, api.headers
+    ok = client.post("/api/contacts", json={"name": "Before", "emails": ["b@x.test"]}, headers=h)
+    assert ok.status_code == 201, ok.json()
+    attachment = {
+        "filename": "quote.pdf",
+        "content_type": "application/pdf",
+        "data_base64": base64.b64encode(os.urandom(64 * 1024)).decode(),
+    }
+    send = {"to": ["b@x.test"], "subject": "Quote", "text": "Here", "attachments": [attachment]}
+
+    small_disk.fill()
+    r = client.post("/api/contacts", json={"name": "During", "emails": ["d@x.test"]}, headers=h)
+    assert_disk_full(r)
+    assert_disk_full(client.post("/api/messages", json=send, headers=h))
+    # Reads go on, and show that nothing refused was stored.
+    listed = client.get("/api/contacts", headers=h)
+    assert listed.status_code == 200, listed.json()
+    assert [c["name"] for c in listed.json()] == ["Before"]
+    assert client.get("/api/accounts", headers=h).status_code == 200
+    assert count(services, Message) == 0 and count(services, OutboxAction) == 0
+
+    small_disk.free()
+    assert small_disk.integrity() == "ok"
+    again = client.post("/api/contacts", json={"name": "During", "emails": ["d@x.test"]}, headers=h)
+    assert again.status_code == 201, again.json()
+    queued = client.post("/api/messages", json=send, headers=h)
+    assert queued.status_code == 202, queued.json()
+    assert count(services, Contact) == 2
+    assert count(services, Message) == 1 and count(services, OutboxAction) == 1
+    assert small_disk.integrity() == "ok"
+
+
+def crmail(disk: SmallDisk, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "CRMAIL_DATA_DIR": str(disk.root),
+        "CRMAIL_DATABASE_URL": f"sqlite:///{disk.root / 'crmail.db'}",
+        "CRMAIL_SECRET_KEY": KEY,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "crmail.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_cli_on_a_full_disk_says_so_in_words_without_a_traceback(
+    small_disk: SmallDisk,
+) -> None:
+    assert crmail(small_disk, "migrate").returncode == 0
+    small_disk.fill()
+    try:
+        add = crmail(
+            small_disk,
+            "user",
+            "add",
+            "--workspace-name",
+            "Acme",
+            "--email",
+            "a@x.test",
+            "--no-password",
+        )
+        assert add.returncode == 1, add.stderr
+        assert "Traceback" not in add.stderr, add.stderr
+        first = add.stderr.splitlines()[0]
+        assert first.startswith("error: database disk is full — "), add.stderr
+        # A new process cannot even size SQLite's shared-memory index: said alike.
+        status = crmail(small_disk, "status")
+        assert status.returncode == 1, status.stderr
+        assert "Traceback" not in status.stderr, status.stderr
+        assert status.stderr.startswith("error: database disk is full — "), status.stderr
+    finally:
+        small_disk.free()
+    assert small_disk.integrity() == "ok"
+    added = crmail(
+        small_disk,
+        "user",
+        "add",
+        "--workspace-name",
+        "Acme",
+        "--email",
+        "a@x.test",
+        "--no-password",
+    )
+    assert added.returncode == 0, added.stderr
