@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -27,11 +28,17 @@ from crmail.config import Settings
 from crmail.crypto import new_key
 from crmail.services import Services
 from crmail.storage import crm
-from crmail.storage.models import Contact, Message, OutboxAction
+from crmail.storage.models import Contact, Message, OutboxAction, Placement
+from crmail.sync import sending
+from crmail.sync.inbound import SyncOptions
+from crmail.sync.worker import WorkerOptions
 from tests.db_fixtures import LOOPBACK
-from tests.factories import World, new_world
-from tests.servers import MailboxAccount
+from tests.factories import World, message, new_world
+from tests.servers import Dovecot, MailboxAccount, SmtpRelay
 from tests.servers.small_disk import SmallDisk
+from tests.sync.test_inbound import wait_for
+from tests.sync.test_recovery import Running
+from tests.sync.test_sending import header_of, sent_copies, smtp_settings
 
 KEY = new_key()
 
@@ -175,3 +182,143 @@ def test_the_cli_on_a_full_disk_says_so_in_words_without_a_traceback(
         "--no-password",
     )
     assert added.returncode == 0, added.stderr
+
+
+# --- sync ----------------------------------------------------------------------------------
+
+OPTIONS = WorkerOptions(
+    sync=SyncOptions(batch_size=5),
+    poll_interval=0.2,
+    idle_timeout=5,
+    min_backoff=0.05,
+    max_backoff=1.0,
+)
+
+
+def client_mail(box: MailboxAccount, tag: str) -> bytes:
+    body = f"about {tag}\n" + "x" * 2000
+    return message("ivy@client.test", box.email, f"about {tag}", body, msgid=f"<{tag}@client.test>")
+
+
+def status_of(client: TestClient, token: str, account: int) -> dict[str, object]:
+    r = client.get(f"/api/accounts/{account}/status", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text
+    body: dict[str, object] = r.json()
+    return body
+
+
+def stored_tags(services: Services) -> list[str]:
+    return sorted(
+        services.db.run(lambda s: [str(m) for m in s.scalars(select(Message.message_id))])
+    )
+
+
+async def test_sync_on_a_full_disk_says_so_stores_nothing_half_and_resumes_by_itself(
+    on_small_disk: Services, small_disk: SmallDisk, dovecot: Dovecot, mailbox: MailboxAccount
+) -> None:
+    services = on_small_disk
+    world = new_world(services)
+    new = services.db.run(lambda s: crm.create_user(s, world.workspace_id, mailbox.email))
+    world.contact("ivy@client.test")
+    account = world.connect(new.user.id, mailbox)
+    for i in range(3):
+        dovecot.deliver(mailbox.email, client_mail(mailbox, f"before{i}"))
+    client = TestClient(create_app(services))
+    run = Running(services, account, OPTIONS)
+    try:
+        await wait_for(lambda: run.state() == "live" and len(stored_tags(services)) == 3, 30)
+        assert status_of(client, new.token, account)["state"] == "live"
+        small_disk.fill()
+        for i in range(12):
+            dovecot.deliver(mailbox.email, client_mail(mailbox, f"during{i}"))
+
+        def says_disk_full() -> bool:
+            st = status_of(client, new.token, account)
+            return (
+                st["state"] == "retrying"
+                and st["last_error_code"] == "database_error"
+                and str(st["last_error"]).startswith("database disk is full")
+            )
+
+        await wait_for(says_disk_full, 30)
+        assert len(stored_tags(services)) == 3
+        assert not run.task.done()  # retrying, not dead
+        small_disk.free()
+        expected = sorted(
+            [f"before{i}@client.test" for i in range(3)]
+            + [f"during{i}@client.test" for i in range(12)]
+        )
+        await wait_for(lambda: stored_tags(services) == expected, 30)
+        await wait_for(lambda: status_of(client, new.token, account)["last_error"] is None, 30)
+        assert status_of(client, new.token, account)["state"] == "live"
+        assert count(services, Placement) == 15
+    finally:
+        await run.stop()
+    assert small_disk.integrity() == "ok"
+
+
+# --- sending -------------------------------------------------------------------------------
+
+
+async def test_a_send_whose_sent_stage_meets_a_full_disk_goes_out_once_and_is_recorded(
+    on_small_disk: Services,
+    small_disk: SmallDisk,
+    dovecot: Dovecot,
+    mailbox: MailboxAccount,
+    smtp_relay: SmtpRelay,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    services = on_small_disk
+    world = new_world(services)
+    new = services.db.run(lambda s: crm.create_user(s, world.workspace_id, mailbox.email))
+    world.contact("cto@client.test")
+    account = world.connect(new.user.id, mailbox, **smtp_settings(smtp_relay))
+    client = TestClient(create_app(services))
+    h = {"Authorization": f"Bearer {new.token}"}
+    queued = client.post(
+        "/api/messages", json={"to": ["cto@client.test"], "text": "the quote"}, headers=h
+    )
+    assert queued.status_code == 202, queued.json()
+    mid = queued.json()["message_id"]
+
+    real_send = sending.smtp.send
+
+    async def send_then_fill(*args: Any, **kwargs: Any) -> Any:
+        # The disk fills the moment the server has taken the message: "sent" cannot be
+        # recorded.
+        result = await real_send(*args, **kwargs)
+        small_disk.fill()
+        return result
+
+    monkeypatch.setattr(sending.smtp, "send", send_then_fill)
+    run = Running(services, account, OPTIONS)
+    try:
+        await wait_for(lambda: len(smtp_relay.accepted) == 1, 30)
+
+        def says_disk_full() -> bool:
+            st = status_of(client, new.token, account)
+            return str(st["last_error"]).startswith("database disk is full")
+
+        await wait_for(says_disk_full, 30)
+        small_disk.free()
+
+        def state() -> str:
+            r = client.get(f"/api/messages/{mid}", headers=h)
+            assert r.status_code == 200, r.json()
+            return str(r.json()["send_state"])
+
+        await wait_for(lambda: state() == "sent", 30)
+        msgid = header_of(services, mid)
+        await wait_for(lambda: sent_copies(dovecot, mailbox.email, msgid) == 1, 30)
+        await wait_for(lambda: count(services, OutboxAction) == 0 or outbox_done(services), 30)
+    finally:
+        await run.stop()
+    assert len(smtp_relay.accepted) == 1, "sent twice"
+    assert sent_copies(dovecot, mailbox.email, msgid) == 1
+    assert small_disk.integrity() == "ok"
+
+
+def outbox_done(services: Services) -> bool:
+    return services.db.run(
+        lambda s: all(a.state == "done" for a in s.scalars(select(OutboxAction)))
+    )

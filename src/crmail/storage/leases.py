@@ -262,6 +262,7 @@ class FencedDatabase(Database):
     def __init__(self, db: Database, lease: Lease, valid: Callable[[], bool]) -> None:
         # Shares the engine, sessions and single writer; owns nothing of its own.
         self.url = db.url
+        self.file = db.file
         self.engine = db.engine
         self._sessions = db._sessions
         self._writer = db._writer

@@ -98,16 +98,25 @@ class Sending:
         *,
         account: mail.AccountInfo | None = None,
         syncback: SyncBack | None = None,
+        accepted: dict[int, dict[str, object]] | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
         self.account = account
         self.syncback = syncback
+        #: "sent" stages the server accepted but the database refused to record (a full
+        #: disk), by action id: this process knows they went out, so when the action runs
+        #: again it records them rather than call the send "unknown". Pass the same dict
+        #: to the next Sending of the account to keep that knowledge across reconnects.
+        self.accepted: dict[int, dict[str, object]] = {} if accepted is None else accepted
 
     async def run(self, action: outbox.Action) -> None:
         stage = str(action.payload.get("stage", "queued"))
         if stage == "queued":
             await self._hand_to_smtp(action)
+            stage = "sent"
+        elif stage == "sending" and action.id in self.accepted:
+            await self._record_sent(action, self.accepted[action.id])
             stage = "sent"
         elif stage == "sending":
             stage = await self._after_interrupted_send(action)
@@ -140,7 +149,13 @@ class Sending:
             "accepted": list(result.accepted),
             "refused": result.refused,
         }
+        self.accepted[action.id] = sent
+        await self._record_sent(action, sent)
+
+    async def _record_sent(self, action: outbox.Action, sent: dict[str, object]) -> None:
+        mid = self._message_id(action)
         await self.db.write(lambda s: outbound.record_sent(s, action, mid, sent, self._answering()))
+        self.accepted.pop(action.id, None)
 
     async def _after_interrupted_send(self, action: outbox.Action) -> str:
         """A crash hit between "sending" and "sent": did the server take the message?"""

@@ -161,6 +161,8 @@ class AccountWorker:
         self._clients: list[ImapClient] = []
         self._outbox_wake = asyncio.Event()
         self._sender: Sending | None = None
+        #: sends SMTP accepted whose "sent" stage is not recorded yet (Sending.accepted)
+        self._accepted_sends: dict[int, dict[str, object]] = {}
         self._importing: set[int] = set()
         #: the sealed credentials this session logged in with
         self._secret: bytes | None = None
@@ -537,6 +539,7 @@ class AccountWorker:
                 smtp_settings_for(account, self.box, self.options.address_policy),
                 account=account,
                 syncback=syncback,
+                accepted=self._accepted_sends,
             )
         return self._sender
 
