@@ -252,6 +252,21 @@ async def test_sync_on_a_full_disk_says_so_stores_nothing_half_and_resumes_by_it
         await wait_for(lambda: status_of(client, new.token, account)["last_error"] is None, 30)
         assert status_of(client, new.token, account)["state"] == "live"
         assert count(services, Placement) == 15
+
+        # Done on a full disk: refused in words, the Inbox still reads, then it works.
+        h = {"Authorization": f"Bearer {new.token}"}
+        inbox = client.get("/api/inbox", headers=h)
+        assert inbox.status_code == 200, inbox.json()
+        thread = inbox.json()["items"][0]["message"]["thread_id"]
+        small_disk.fill()
+        assert_disk_full(client.post(f"/api/threads/{thread}/done", headers=h))
+        still = client.get("/api/inbox", headers=h)
+        assert still.status_code == 200 and len(still.json()["items"]) == 15, still.json()
+        small_disk.free()
+        done = client.post(f"/api/threads/{thread}/done", headers=h)
+        assert done.status_code == 202, done.json()
+        after = client.get("/api/inbox", headers=h).json()["items"]
+        assert thread not in [i["message"]["thread_id"] for i in after]
     finally:
         await run.stop()
     assert small_disk.integrity() == "ok"
@@ -322,3 +337,49 @@ def outbox_done(services: Services) -> bool:
     return services.db.run(
         lambda s: all(a.state == "done" for a in s.scalars(select(OutboxAction)))
     )
+
+
+async def test_a_send_queued_before_the_disk_filled_waits_and_goes_out_once(
+    on_small_disk: Services,
+    small_disk: SmallDisk,
+    dovecot: Dovecot,
+    mailbox: MailboxAccount,
+    smtp_relay: SmtpRelay,
+) -> None:
+    services = on_small_disk
+    world = new_world(services)
+    new = services.db.run(lambda s: crm.create_user(s, world.workspace_id, mailbox.email))
+    world.contact("cfo@client.test")
+    account = world.connect(new.user.id, mailbox, **smtp_settings(smtp_relay))
+    client = TestClient(create_app(services))
+    h = {"Authorization": f"Bearer {new.token}"}
+    queued = client.post(
+        "/api/messages", json={"to": ["cfo@client.test"], "text": "the terms"}, headers=h
+    )
+    assert queued.status_code == 202, queued.json()
+    mid = queued.json()["message_id"]
+    small_disk.fill()
+    run = Running(services, account, OPTIONS)
+    try:
+        # "sending" cannot be recorded before the handoff: nothing goes out yet.
+        await wait_for(
+            lambda: str(status_of(client, new.token, account)["last_error"]).startswith(
+                "database disk is full"
+            ),
+            30,
+        )
+        assert smtp_relay.accepted == []
+        small_disk.free()
+
+        def state() -> str:
+            r = client.get(f"/api/messages/{mid}", headers=h)
+            assert r.status_code == 200, r.json()
+            return str(r.json()["send_state"])
+
+        await wait_for(lambda: state() == "sent", 30)
+        await wait_for(lambda: outbox_done(services), 30)
+    finally:
+        await run.stop()
+    assert len(smtp_relay.accepted) == 1
+    assert sent_copies(dovecot, mailbox.email, header_of(services, mid)) == 1
+    assert small_disk.integrity() == "ok"
