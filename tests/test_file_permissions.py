@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from crmail.config import Settings
-from crmail.crypto import new_key
+from crmail.crypto import SecretKeyError, new_key
 from crmail.services import Services
 from crmail.storage import crm
 from crmail.storage.files import sqlite_file
@@ -70,3 +70,19 @@ def test_postgres_urls_and_memory_databases_touch_no_file() -> None:
     assert sqlite_file("sqlite://") is None
     assert sqlite_file("sqlite:///:memory:") is None
     assert sqlite_file("sqlite:////srv/crmail/crmail.db") == Path("/srv/crmail/crmail.db")
+
+
+def test_an_empty_key_file_is_refused_in_words_not_used(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "secret.key").write_text("")  # what a first start cut short used to leave
+    with pytest.raises(SecretKeyError, match="is empty") as refused:
+        Settings(data_dir=data).ensure_secret_key()
+    assert refused.value.hint and "delete it" in refused.value.hint
+
+
+def test_a_later_start_reads_the_key_the_first_made(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    keys = {Settings(data_dir=data).ensure_secret_key().secret_keys for _ in range(3)}
+    assert len(keys) == 1
+    assert [p.name for p in data.iterdir()] == ["secret.key"]  # no spare left beside it

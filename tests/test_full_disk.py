@@ -383,3 +383,38 @@ async def test_a_send_queued_before_the_disk_filled_waits_and_goes_out_once(
     assert len(smtp_relay.accepted) == 1
     assert sent_copies(dovecot, mailbox.email, header_of(services, mid)) == 1
     assert small_disk.integrity() == "ok"
+
+
+def test_a_first_start_on_a_full_disk_leaves_no_empty_secret_key_behind(
+    small_disk: SmallDisk,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CRMAIL_SECRET_KEY"}
+    env["CRMAIL_DATA_DIR"] = str(small_disk.root / "fresh")
+    small_disk.fill()
+    try:
+        first = subprocess.run(
+            [sys.executable, "-m", "crmail.cli", "status"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert first.returncode == 1, first.stderr
+        assert "Traceback" not in first.stderr, first.stderr
+        assert first.stderr.startswith("error: cannot create or read the secret key "), first.stderr
+        # Neither the key nor its spare is left half-written for the next start to trust.
+        fresh = small_disk.root / "fresh"
+        assert not fresh.exists() or sorted(p.name for p in fresh.iterdir()) == []
+    finally:
+        small_disk.free()
+    again = subprocess.run(
+        [sys.executable, "-m", "crmail.cli", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr
+    assert len((small_disk.root / "fresh" / "secret.key").read_text().strip()) == 44

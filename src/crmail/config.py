@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from crmail.crypto import new_key
+from crmail.crypto import SecretKeyError, new_key
 from crmail.domain.netpolicy import AddressPolicy, IPNetwork, parse_networks
 from crmail.errors import InvalidInput
 
@@ -210,13 +211,43 @@ class Settings:
         """
         if self.secret_keys:
             return self
-        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.data_dir / "secret.key"
-        if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(new_key())
-        return _with(self, secret_keys=(path.read_text().strip(),))
+        try:
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not path.exists():
+                _create_key_file(path)
+            key = path.read_text().strip()
+        except OSError as exc:
+            raise SecretKeyError(
+                f"cannot create or read the secret key {path}: {exc.strerror or exc}",
+                hint="free space or fix permissions in the data directory, "
+                "or set CRMAIL_SECRET_KEY",
+            ) from exc
+        if not key:
+            # Nothing can have been sealed with an empty key (it is no valid key), but
+            # replacing it here could race another process that starts at the same time.
+            raise SecretKeyError(
+                f"the secret key file {path} is empty (an interrupted first start?)",
+                hint="delete it and start again: a new key is made",
+            )
+        return _with(self, secret_keys=(key,))
+
+
+def _create_key_file(path: Path) -> None:
+    """Write a new key beside ``path`` and link it into place: the key file is never
+    seen half-written (a full disk, a crash), and when two processes start at once the
+    first link wins and both read the same key."""
+    spare = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(new_key())
+            fh.flush()
+            os.fsync(fh.fileno())
+        with contextlib.suppress(FileExistsError):  # another process won: its key is the one
+            os.link(spare, path)
+    finally:
+        spare.unlink(missing_ok=True)
 
 
 def _metrics_token(token: str) -> str:
