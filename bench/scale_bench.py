@@ -28,11 +28,15 @@ processes on one throwaway PostgreSQL sharing ``--cluster-accounts`` accounts (3
 default; 1,000 is possible but slow on two shared cores) and prints: time until every
 account is live, accounts per process once balanced, the takeover time after a SIGKILL
 of one process (until each of its accounts is leased by another, has an IMAP session
-again and is live), with the default lease TTL and with ``--short-ttl``, and the
-hand-over time after a SIGTERM.
+again and is live), with the default lease TTL and with ``--short-ttl`` (or the TTLs
+of ``--ttls``), and the hand-over time after a SIGTERM. Under each row, the takeover
+taken apart on the database's clock: when the killed process's leases ran out, when the
+survivors had claimed them all, the restart until all were live; and how late the lease
+renewals committed during the start-up (from the processes' logs).
 
 Usage: .venv/bin/python bench/scale_bench.py [--sizes 100,300] [--thousand]
        [--idle 30] [--deliveries 40] [--cluster 2,3] [--cluster-accounts 300]
+       [--short-ttl 6 | --ttls 15,24,6]
 """
 
 from __future__ import annotations
@@ -350,7 +354,7 @@ def lmtp_deliver(host: str, port: int, rcpt: str, raw: bytes) -> None:
 # --- several processes on one PostgreSQL ------------------------------------------------
 
 #: the production default (config.py); the bench also runs a short one
-DEFAULT_TTL = 24.0
+DEFAULT_TTL = 15.0
 
 
 class SyncCluster:
@@ -359,6 +363,7 @@ class SyncCluster:
     def __init__(self, url: str, key: str, data_dir: Path, server: dict[str, object]) -> None:
         self.url, self.key, self.data_dir, self.server = url, key, data_dir, server
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: dict[int, Path] = {}
 
     def start(self, ttl: float) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
@@ -369,15 +374,27 @@ class SyncCluster:
             CRMAIL_MAIL_ALLOWED_NETWORKS="127.0.0.1",
             CRMAIL_LEASE_TTL=str(ttl),
         )
-        log = (self.data_dir / f"proc{len(self.procs)}.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "crmail.cli", "-v", "run", "--role", "sync"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        path = self.data_dir / f"proc{len(self.logs)}.log"
+        with path.open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "crmail.cli", "-v", "run", "--role", "sync"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.procs.append(proc)
+        self.logs[proc.pid] = path
         return proc
+
+    def worst_renewal(self, procs: list[subprocess.Popen[bytes]]) -> float:
+        """The latest renewal commit (s after due) these processes logged so far."""
+        worst = 0.0
+        for p in procs:
+            for line in self.logs[p.pid].read_text(errors="replace").splitlines():
+                if "lease renewal committed" in line:
+                    late = line.split("lease renewal committed ")[1].split("s after due")[0]
+                    worst = max(worst, float(late))
+        return worst
 
     def stop(self) -> None:
         """SIGTERM (the leases are given back: the next run does not wait them out)."""
@@ -423,6 +440,24 @@ def cluster_look(db, server: dict[str, object], ids: list[int]):  # type: ignore
     return owners, live, sessions
 
 
+def lease_stamps(db, accounts: list[int]):  # type: ignore[no-untyped-def]
+    """(the database's now, account -> (owner pid, lease expiry)), on the database's clock."""
+    from sqlalchemy import func, select
+
+    from crmail.storage.models import AccountLease
+
+    def read(s):  # type: ignore[no-untyped-def]
+        now = s.scalar(select(func.now()))
+        rows = s.execute(
+            select(AccountLease.account_id, AccountLease.owner, AccountLease.expires_at).where(
+                AccountLease.account_id.in_(accounts)
+            )
+        ).all()
+        return now, {a: (int(o.split(":")[-2]) if o else None, e) for a, o, e in rows}
+
+    return db.run(read)
+
+
 def wait_cluster(what: str, cond, timeout: float = 900.0) -> float:  # type: ignore[no-untyped-def]
     started = time.perf_counter()
     while not cond():
@@ -435,9 +470,10 @@ def wait_cluster(what: str, cond, timeout: float = 900.0) -> float:  # type: ign
 class ClusterWatch:
     """What the cluster does, as seen from the database and the IMAP server."""
 
-    def __init__(self, look, user_of: dict[int, str]) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, look, user_of: dict[int, str], db) -> None:  # type: ignore[no-untyped-def]
         self.look = look
         self.user_of = user_of
+        self.db = db
 
     def everyone_live(self) -> bool:
         # A session too: the state another run left "live" is stale.
@@ -474,11 +510,33 @@ def cluster_run(cluster: SyncCluster, watch: ClusterWatch, p: int, ttl: float) -
     shares = watch.shares(procs)
     wait_cluster("all live after balancing", watch.everyone_live)
 
+    late = cluster.worst_renewal(procs)
+
     victim = procs.pop(0)
     mine = watch.accounts_of(victim)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    killed = wait_cluster("taken over", lambda: watch.elsewhere(victim, mine))
+    kill_at, before = lease_stamps(watch.db, mine)
+    claimed: list[float] = []
+
+    def taken_over() -> bool:
+        if not claimed:
+            _, after = lease_stamps(watch.db, mine)
+            if all(after[a][0] not in (None, victim.pid) for a in mine):
+                # A claim stamps now + TTL; a renewal since would only make this later.
+                claimed.append(max((e - kill_at).total_seconds() - ttl for _, e in after.values()))
+        return bool(claimed) and watch.elsewhere(victim, mine)
+
+    killed = wait_cluster("taken over", taken_over)
+    expiry = max((e - kill_at).total_seconds() for _, e in before.values())
+    decomposition = (
+        f"SIGKILL of {len(mine)} accounts' owner: leases ran out {expiry:.1f}s after the kill,"
+        f" all claimed by {claimed[0]:.1f}s ({claimed[0] - expiry:+.1f}s after the expiry),"
+        f" all live with a session by {killed:.1f}s ({killed - claimed[0]:.1f}s of restart,"
+        f" {1000 * (killed - claimed[0]) / max(1, len(mine)) * (p - 1):.0f} ms per account"
+        f" per survivor); renewals at start-up committed up to {late:.2f}s after due"
+        f" (given up at {ttl / 2:g}s)"
+    )
 
     # A replacement joins (its share comes from the others' surplus), then one leaves.
     procs.append(cluster.start(ttl))
@@ -492,10 +550,11 @@ def cluster_run(cluster: SyncCluster, watch: ClusterWatch, p: int, ttl: float) -
     return (
         f"{p:>5} {ttl:>4g}s {all_live:>8.1f}s {balanced:>8.1f}s"
         f" {'/'.join(map(str, shares)):>21} {killed:>16.1f}s {joined:>12.1f}s {handed:>17.1f}s"
+        f"\n      {decomposition}"
     )
 
 
-def cluster_bench(counts: list[int], n: int, short_ttl: float, server: dict[str, object]) -> None:
+def cluster_bench(counts: list[int], n: int, ttls: list[float], server: dict[str, object]) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.servers.postgres import Postgres
 
@@ -538,16 +597,18 @@ def cluster_bench(counts: list[int], n: int, short_ttl: float, server: dict[str,
         user_of = {a: u for u, a in by_user.items()}
         print(
             f"\n{n} accounts shared by several `crmail run --role sync` on one PostgreSQL"
-            f" (lease TTL {DEFAULT_TTL:g} s by default, {short_ttl:g} s short)"
+            f" (lease TTLs {', '.join(f'{t:g} s' for t in ttls)}; {DEFAULT_TTL:g} s by default)"
         )
         print(
             f"{'procs':>5} {'TTL':>5} {'all live':>9} {'balanced':>9} {'accounts per process':>21}"
             f" {'SIGKILL takeover':>17} {'join: balanced':>13} {'SIGTERM hand-over':>18}"
         )
         cluster = SyncCluster(url, key, root, server)
-        watch = ClusterWatch(functools.partial(cluster_look, services.db, server, ids), user_of)
+        watch = ClusterWatch(
+            functools.partial(cluster_look, services.db, server, ids), user_of, services.db
+        )
         for p in counts:
-            for ttl in (DEFAULT_TTL, short_ttl):
+            for ttl in ttls:
                 try:
                     print(cluster_run(cluster, watch, p, ttl), flush=True)
                 finally:
@@ -569,6 +630,9 @@ def main() -> None:
     ap.add_argument("--cluster", default="", help="process counts, e.g. 2,3 (PostgreSQL)")
     ap.add_argument("--cluster-accounts", type=int, default=300)
     ap.add_argument("--short-ttl", type=float, default=6.0, help="the short lease TTL, s")
+    ap.add_argument(
+        "--ttls", default="", help="the lease TTLs to run, s (default: the default and --short-ttl)"
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)  # JSON: one N, in this process
     args = ap.parse_args()
     if args.child:
@@ -641,7 +705,8 @@ def main() -> None:
             )
         counts = [int(x) for x in args.cluster.split(",") if x]
         if counts:
-            cluster_bench(counts, args.cluster_accounts, args.short_ttl, server)
+            ttls = [float(t) for t in args.ttls.split(",") if t] or [DEFAULT_TTL, args.short_ttl]
+            cluster_bench(counts, args.cluster_accounts, ttls, server)
     finally:
         dovecot.close()
 
