@@ -30,12 +30,14 @@ import argparse
 import asyncio
 import hashlib
 import os
+import random
 import re
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -604,6 +606,39 @@ def _open_sqlite(directory: Path, variant: str) -> Services:
     return services
 
 
+def _generate(stack: ExitStack, sizes: list[int]) -> tuple[dict[int, Path], dict[int, World]]:
+    """Each size's workspace in a directory of its own (SQLite), generated once; those
+    below :data:`RESET_BELOW` also saved as ``base.db`` for :func:`_reset`."""
+    dirs = {n: Path(stack.enter_context(tempfile.TemporaryDirectory())) for n in sizes}
+    worlds = {}
+    for n in sizes:
+        services = _open_sqlite(dirs[n], "")
+        world = World(services, n)
+        t = time.perf_counter()
+        world.build()
+        services.close()
+        print(f"generated {n:,} messages in {time.perf_counter() - t:.1f} s")
+        if n < RESET_BELOW:
+            shutil.copyfile(dirs[n] / "bench.db", dirs[n] / "base.db")
+        worlds[n] = world
+    return dirs, worlds
+
+
+def _reset(directory: Path, n: int) -> None:
+    """A small workspace back to its generated state before an import; a big one is left
+    to grow by the imports (a negligible share of it)."""
+    if n >= RESET_BELOW:
+        return
+    db_file = directory / "bench.db"
+    for leftover in (Path(f"{db_file}-wal"), Path(f"{db_file}-shm")):
+        leftover.unlink(missing_ok=True)
+    shutil.copyfile(directory / "base.db", db_file)
+    # Written out now, or the import's first checkpoint (which syncs the file) would pay
+    # for writing the whole copy to disk.
+    with db_file.open("rb+") as copied:
+        os.fsync(copied.fileno())
+
+
 def import_rounds(sizes: list[int], rounds: int, variants: list[str], profile: bool) -> None:
     """Interleaved import rounds on SQLite: each round imports a new 10,000-message mailbox
     into every size's workspace, under each variant of extra PRAGMAs (``""``: as
@@ -614,31 +649,13 @@ def import_rounds(sizes: list[int], rounds: int, variants: list[str], profile: b
     rates: dict[tuple[str, int], list[float]] = defaultdict(list)
     profiles = {(v, n): Profile() for v in variants for n in sizes} if profile else {}
     with ExitStack() as stack:
-        dirs = {n: Path(stack.enter_context(tempfile.TemporaryDirectory())) for n in sizes}
-        worlds = {}
-        for n in sizes:
-            services = _open_sqlite(dirs[n], "")
-            world = World(services, n)
-            t = time.perf_counter()
-            world.build()
-            services.close()
-            print(f"generated {n:,} messages in {time.perf_counter() - t:.1f} s")
-            if n < RESET_BELOW:
-                shutil.copyfile(dirs[n] / "bench.db", dirs[n] / "base.db")
-            worlds[n] = world
+        dirs, worlds = _generate(stack, sizes)
         for r in range(rounds):
             for vi, variant in enumerate(variants):
                 figures = {}
                 for n in sizes:
                     db_file = dirs[n] / "bench.db"
-                    if n < RESET_BELOW:
-                        for leftover in (Path(f"{db_file}-wal"), Path(f"{db_file}-shm")):
-                            leftover.unlink(missing_ok=True)
-                        shutil.copyfile(dirs[n] / "base.db", db_file)
-                        # Written out now, or the import's first checkpoint (which syncs
-                        # the file) would pay for writing the whole copy to disk.
-                        with db_file.open("rb+") as copied:
-                            os.fsync(copied.fileno())
+                    _reset(dirs[n], n)
                     services = _open_sqlite(dirs[n], variant)
                     worlds[n].services = services
                     try:
@@ -678,6 +695,123 @@ def import_rounds(sizes: list[int], rounds: int, variants: list[str], profile: b
                     + "".join(f"{v:11.1f}" for v in vals)
                     + f" {vals[-1] - vals[0]:+8.1f}"
                 )
+    print(f"\nload average at end (1/5/15 min): {_load_average()}")
+
+
+def _seed_import_box(dovecot: Any, world: World, tag: str, count: int) -> Any:
+    """A new mailbox of ``count`` messages (~9 KB, as sync_bench's) from the workspace's
+    contacts, so the contacts scope imports every one; Message-IDs random as real mail's,
+    and half of them replies to a stored message picked at random (its thread found by
+    In-Reply-To/References), as in :func:`import_rate`."""
+    from email.utils import format_datetime
+
+    from sync_bench import BODY
+
+    box = dovecot.add_user(f"imap-{tag}@acme.test", f"pw-{tag}")
+    pick = random.Random(tag)
+    now = datetime.now(UTC)
+
+    def message(i: int) -> bytes:
+        m = EmailMessage()
+        c = pick.randrange(CONTACTS)
+        m["From"] = f"Contact {c} <c{c}@client.test>"
+        m["To"] = box.email
+        m["Date"] = format_datetime(now - timedelta(seconds=count - i))
+        m["Message-ID"] = f"<{uuid.uuid4().hex}@client.test>"
+        if i % 2 == 0:
+            stored = pick.randrange(world.n)
+            m["Subject"] = f"Re: Project kiwi {stored // 4}"
+            m["In-Reply-To"] = m["References"] = f"<{_msgid(f'm{stored}')}>"
+        else:
+            m["Subject"] = f"Proposal {tag} {i}"
+        m.set_content(BODY)
+        return m.as_bytes()
+
+    dovecot.seed_maildir(box.email, "INBOX", (message(i) for i in range(count)))
+    # Dovecot indexes the new mail now, not during the timed import.
+    dovecot.doveadm("mailbox", "status", "-u", box.email, "messages", "INBOX")
+    return box
+
+
+def _imap_import_rate(services: Services, world: World, box: Any, count: int) -> float:
+    """msg/s of the real sync engine's initial import of ``box`` into an account of a new
+    user of the generated workspace.
+
+    The same workspace on purpose: a new workspace's rows would sort after every existing
+    row in each index led by workspace_id, so its inserts would land in the indexes'
+    last leaves at any size and hide the random-key cost that a real import into a big
+    workspace pays."""
+    from sync_bench import connect_account, timed_import
+
+    ws = world.ids["ws"]
+    uid = services.db.run(lambda s: crm.create_user(s, ws, box.email, name="Importer").user.id)
+    account = connect_account(services, ws, uid, box)
+    last = services.db.run(lambda s: s.scalar(text("SELECT max(id) FROM messages")))
+    seconds = asyncio.run(timed_import(services, account))
+    stored = services.db.run(
+        lambda s: s.scalar(text("SELECT count(*) FROM messages WHERE id > :m"), {"m": last})
+    )
+    assert stored == count, (stored, count)
+    # The replies joined the stored threads (generated with ids up to the world's).
+    joined = services.db.run(
+        lambda s: s.scalar(
+            text("SELECT count(*) FROM messages WHERE id > :m AND thread_id <= :t"),
+            {"m": last, "t": (world.n + 3) // 4},
+        )
+    )
+    assert joined == (count + 1) // 2, (joined, count)
+    return count / seconds
+
+
+def imap_import_rounds(sizes: list[int], rounds: int, count: int, storage: bool) -> None:
+    """Interleaved rounds on SQLite of what a user feels: each round seeds a new mailbox
+    of ``count`` messages into a Dovecot on loopback and imports it with the sync engine
+    (IMAP headers, scope decision, bodies, parse, store) into every size's workspace; with
+    ``storage``, also the storage write path's import (:func:`import_rate`) in the same
+    rounds. Prints each round, the median ratio to the first size and its range."""
+    from crmail.demo.dovecot import Dovecot
+
+    print(f"load average at start (1/5/15 min): {_load_average()}")
+    base = sizes[0]
+    kinds = ["IMAP import", "storage path"] if storage else ["IMAP import"]
+    rates: dict[tuple[str, int], list[float]] = defaultdict(list)
+    with ExitStack() as stack:
+        dirs, worlds = _generate(stack, sizes)
+        dovecot = stack.enter_context(Dovecot())
+        for r in range(rounds):
+            figures: dict[tuple[str, int], float] = {}
+            for n in sizes:
+                box = _seed_import_box(dovecot, worlds[n], f"r{r}-{n}", count)
+                for kind in kinds:
+                    _reset(dirs[n], n)
+                    services = _open_sqlite(dirs[n], "")
+                    worlds[n].services = services
+                    try:
+                        figures[(kind, n)] = (
+                            _imap_import_rate(services, worlds[n], box, count)
+                            if kind == "IMAP import"
+                            else import_rate(worlds[n], count=count, tag=f"s{r}")
+                        )
+                    finally:
+                        services.close()
+                    rates[(kind, n)].append(figures[(kind, n)])
+            for kind in kinds:
+                cells = "  ".join(f"{n:>9,}: {figures[(kind, n)]:6.0f} msg/s" for n in sizes)
+                shown = "  ".join(
+                    f"{figures[(kind, n)] / figures[(kind, base)]:5.2f}" for n in sizes[1:]
+                )
+                print(f"round {r + 1} [{kind}]  {cells}  ratio {shown}", flush=True)
+    print()
+    for kind in kinds:
+        for n in sizes[1:]:
+            ratios = [a / b for a, b in zip(rates[(kind, n)], rates[(kind, base)], strict=True)]
+            print(
+                f"[{kind}] into {n:,} / into {base:,}:"
+                f" median {statistics.median(ratios):.2f} over {len(ratios)} rounds"
+                f" (range {min(ratios):.2f}-{max(ratios):.2f});"
+                f" msg/s median {statistics.median(rates[(kind, n)]):.0f}"
+                f" vs {statistics.median(rates[(kind, base)]):.0f}"
+            )
     print(f"\nload average at end (1/5/15 min): {_load_average()}")
 
 
@@ -802,12 +936,30 @@ def main() -> None:
         action="store_true",
         help="dedup keys and Message-IDs random, as the sync engine's (default: ordered)",
     )
+    ap.add_argument(
+        "--imap-import",
+        action="store_true",
+        help="SQLite: interleaved rounds of the real sync engine's import from a loopback"
+        " Dovecot into each size's workspace, beside the storage path's (implies"
+        " --hashed-keys)",
+    )
+    ap.add_argument(
+        "--imap-messages", type=int, default=10_000, help="--imap-import: messages per mailbox"
+    )
+    ap.add_argument(
+        "--no-storage", action="store_true", help="--imap-import: not the storage path alongside"
+    )
     args = ap.parse_args()
     global HASHED_KEYS
-    HASHED_KEYS = args.hashed_keys
+    # The sync engine's dedup keys are sha256 hashes: against a workspace of ordered keys
+    # ("k17") every one would sort into one corner of the index.
+    HASHED_KEYS = args.hashed_keys or args.imap_import
     sizes = [int(x) for x in args.sizes.split(",") if x]
     if args.million:
         sizes.append(1_000_000)
+    if args.imap_import:
+        imap_import_rounds(sizes, args.rounds, args.imap_messages, not args.no_storage)
+        return
     if args.import_only and not args.postgres and not args.database_url:
         import_rounds(sizes, args.rounds, args.pragmas.split("|"), args.profile)
         return
