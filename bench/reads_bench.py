@@ -12,6 +12,10 @@ For each workspace size, in one run:
    and over real HTTP with 1 and 2 uvicorn processes on one port;
 5. import msg/s through the sync engine's write path into the workspace of that size.
 
+``--imap-import`` measures instead what a user feels (SQLite): the real sync engine's
+import of a new mailbox from a loopback Dovecot into each size's workspace, in
+interleaved rounds beside the write path's import (keys as random as real mail's).
+
 The workspace (5,000 contacts, one mailbox of N messages in threads of four, a contact
 with a twentieth of the mail on their timeline, an Inbox with 60% open and 10% snoozed
 items, twenty of them due) is generated directly through the storage layer's bulk path
@@ -22,6 +26,8 @@ Targets (issue 14): every page p99 <= 50 ms; deep page <= 1.2x first page; endpo
 
 Usage: .venv/bin/python bench/reads_bench.py [--sizes 10000,100000] [--million]
        [--postgres | --database-url postgresql+psycopg://...empty db] [--requests 200]
+       .venv/bin/python bench/reads_bench.py --imap-import --sizes 10000 --million
+       [--rounds 5] [--imap-messages 10000] [--no-storage]
 """
 
 from __future__ import annotations
