@@ -133,6 +133,10 @@ def crmail(disk: SmallDisk, *args: str) -> subprocess.CompletedProcess[str]:
         "CRMAIL_DATABASE_URL": f"sqlite:///{disk.root / 'crmail.db'}",
         "CRMAIL_SECRET_KEY": KEY,
     }
+    return cli(env, *args)
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "crmail.cli", *args],
         env=env,
@@ -200,6 +204,45 @@ def client_mail(box: MailboxAccount, tag: str) -> bytes:
     return message("ivy@client.test", box.email, f"about {tag}", body, msgid=f"<{tag}@client.test>")
 
 
+@dataclass
+class Seller:
+    """A user whose mailbox is connected, and an API client signed in as them."""
+
+    account: int
+    token: str
+    client: TestClient
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def status(self) -> dict[str, object]:
+        return status_of(self.client, self.token, self.account)
+
+    def says_disk_full(self) -> bool:
+        return str(self.status()["last_error"]).startswith("database disk is full")
+
+    def queue_send(self, to: str, text: str) -> int:
+        queued = self.client.post(
+            "/api/messages", json={"to": [to], "text": text}, headers=self.headers
+        )
+        assert queued.status_code == 202, queued.json()
+        return int(queued.json()["message_id"])
+
+    def send_state(self, mid: int) -> str:
+        r = self.client.get(f"/api/messages/{mid}", headers=self.headers)
+        assert r.status_code == 200, r.json()
+        return str(r.json()["send_state"])
+
+
+def seller(services: Services, mailbox: MailboxAccount, contact: str, **connect: Any) -> Seller:
+    world = new_world(services)
+    new = services.db.run(lambda s: crm.create_user(s, world.workspace_id, mailbox.email))
+    world.contact(contact)
+    account = world.connect(new.user.id, mailbox, **connect)
+    return Seller(account, new.token, TestClient(create_app(services)))
+
+
 def status_of(client: TestClient, token: str, account: int) -> dict[str, object]:
     r = client.get(f"/api/accounts/{account}/status", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200, r.text
@@ -217,30 +260,27 @@ async def test_sync_on_a_full_disk_says_so_stores_nothing_half_and_resumes_by_it
     on_small_disk: Services, small_disk: SmallDisk, dovecot: Dovecot, mailbox: MailboxAccount
 ) -> None:
     services = on_small_disk
-    world = new_world(services)
-    new = services.db.run(lambda s: crm.create_user(s, world.workspace_id, mailbox.email))
-    world.contact("ivy@client.test")
-    account = world.connect(new.user.id, mailbox)
+    me = seller(services, mailbox, "ivy@client.test")
+    client = me.client
     for i in range(3):
         dovecot.deliver(mailbox.email, client_mail(mailbox, f"before{i}"))
-    client = TestClient(create_app(services))
-    run = Running(services, account, OPTIONS)
+    run = Running(services, me.account, OPTIONS)
     try:
         await wait_for(lambda: run.state() == "live" and len(stored_tags(services)) == 3, 30)
-        assert status_of(client, new.token, account)["state"] == "live"
+        assert me.status()["state"] == "live"
         small_disk.fill()
         for i in range(12):
             dovecot.deliver(mailbox.email, client_mail(mailbox, f"during{i}"))
 
-        def says_disk_full() -> bool:
-            st = status_of(client, new.token, account)
+        def retrying_on_a_full_disk() -> bool:
+            st = me.status()
             return (
                 st["state"] == "retrying"
                 and st["last_error_code"] == "database_error"
-                and str(st["last_error"]).startswith("database disk is full")
+                and me.says_disk_full()
             )
 
-        await wait_for(says_disk_full, 30)
+        await wait_for(retrying_on_a_full_disk, 30)
         assert len(stored_tags(services)) == 3
         assert not run.task.done()  # retrying, not dead
         small_disk.free()
@@ -249,12 +289,12 @@ async def test_sync_on_a_full_disk_says_so_stores_nothing_half_and_resumes_by_it
             + [f"during{i}@client.test" for i in range(12)]
         )
         await wait_for(lambda: stored_tags(services) == expected, 30)
-        await wait_for(lambda: status_of(client, new.token, account)["last_error"] is None, 30)
-        assert status_of(client, new.token, account)["state"] == "live"
+        await wait_for(lambda: me.status()["last_error"] is None, 30)
+        assert me.status()["state"] == "live"
         assert count(services, Placement) == 15
 
         # Done on a full disk: refused in words, the Inbox still reads, then it works.
-        h = {"Authorization": f"Bearer {new.token}"}
+        h = me.headers
         inbox = client.get("/api/inbox", headers=h)
         assert inbox.status_code == 200, inbox.json()
         thread = inbox.json()["items"][0]["message"]["thread_id"]
@@ -284,17 +324,8 @@ async def test_a_send_whose_sent_stage_meets_a_full_disk_goes_out_once_and_is_re
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     services = on_small_disk
-    world = new_world(services)
-    new = services.db.run(lambda s: crm.create_user(s, world.workspace_id, mailbox.email))
-    world.contact("cto@client.test")
-    account = world.connect(new.user.id, mailbox, **smtp_settings(smtp_relay))
-    client = TestClient(create_app(services))
-    h = {"Authorization": f"Bearer {new.token}"}
-    queued = client.post(
-        "/api/messages", json={"to": ["cto@client.test"], "text": "the quote"}, headers=h
-    )
-    assert queued.status_code == 202, queued.json()
-    mid = queued.json()["message_id"]
+    me = seller(services, mailbox, "cto@client.test", **smtp_settings(smtp_relay))
+    mid = me.queue_send("cto@client.test", "the quote")
 
     real_send = sending.smtp.send
 
@@ -306,23 +337,12 @@ async def test_a_send_whose_sent_stage_meets_a_full_disk_goes_out_once_and_is_re
         return result
 
     monkeypatch.setattr(sending.smtp, "send", send_then_fill)
-    run = Running(services, account, OPTIONS)
+    run = Running(services, me.account, OPTIONS)
     try:
         await wait_for(lambda: len(smtp_relay.accepted) == 1, 30)
-
-        def says_disk_full() -> bool:
-            st = status_of(client, new.token, account)
-            return str(st["last_error"]).startswith("database disk is full")
-
-        await wait_for(says_disk_full, 30)
+        await wait_for(me.says_disk_full, 30)
         small_disk.free()
-
-        def state() -> str:
-            r = client.get(f"/api/messages/{mid}", headers=h)
-            assert r.status_code == 200, r.json()
-            return str(r.json()["send_state"])
-
-        await wait_for(lambda: state() == "sent", 30)
+        await wait_for(lambda: me.send_state(mid) == "sent", 30)
         msgid = header_of(services, mid)
         await wait_for(lambda: sent_copies(dovecot, mailbox.email, msgid) == 1, 30)
         await wait_for(lambda: count(services, OutboxAction) == 0 or outbox_done(services), 30)
@@ -347,36 +367,16 @@ async def test_a_send_queued_before_the_disk_filled_waits_and_goes_out_once(
     smtp_relay: SmtpRelay,
 ) -> None:
     services = on_small_disk
-    world = new_world(services)
-    new = services.db.run(lambda s: crm.create_user(s, world.workspace_id, mailbox.email))
-    world.contact("cfo@client.test")
-    account = world.connect(new.user.id, mailbox, **smtp_settings(smtp_relay))
-    client = TestClient(create_app(services))
-    h = {"Authorization": f"Bearer {new.token}"}
-    queued = client.post(
-        "/api/messages", json={"to": ["cfo@client.test"], "text": "the terms"}, headers=h
-    )
-    assert queued.status_code == 202, queued.json()
-    mid = queued.json()["message_id"]
+    me = seller(services, mailbox, "cfo@client.test", **smtp_settings(smtp_relay))
+    mid = me.queue_send("cfo@client.test", "the terms")
     small_disk.fill()
-    run = Running(services, account, OPTIONS)
+    run = Running(services, me.account, OPTIONS)
     try:
         # "sending" cannot be recorded before the handoff: nothing goes out yet.
-        await wait_for(
-            lambda: str(status_of(client, new.token, account)["last_error"]).startswith(
-                "database disk is full"
-            ),
-            30,
-        )
+        await wait_for(me.says_disk_full, 30)
         assert smtp_relay.accepted == []
         small_disk.free()
-
-        def state() -> str:
-            r = client.get(f"/api/messages/{mid}", headers=h)
-            assert r.status_code == 200, r.json()
-            return str(r.json()["send_state"])
-
-        await wait_for(lambda: state() == "sent", 30)
+        await wait_for(lambda: me.send_state(mid) == "sent", 30)
         await wait_for(lambda: outbox_done(services), 30)
     finally:
         await run.stop()
@@ -392,14 +392,7 @@ def test_a_first_start_on_a_full_disk_leaves_no_empty_secret_key_behind(
     env["CRMAIL_DATA_DIR"] = str(small_disk.root / "fresh")
     small_disk.fill()
     try:
-        first = subprocess.run(
-            [sys.executable, "-m", "crmail.cli", "status"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        first = cli(env, "status")
         assert first.returncode == 1, first.stderr
         assert "Traceback" not in first.stderr, first.stderr
         assert first.stderr.startswith("error: cannot create or read the secret key "), first.stderr
@@ -408,13 +401,6 @@ def test_a_first_start_on_a_full_disk_leaves_no_empty_secret_key_behind(
         assert not fresh.exists() or sorted(p.name for p in fresh.iterdir()) == []
     finally:
         small_disk.free()
-    again = subprocess.run(
-        [sys.executable, "-m", "crmail.cli", "migrate"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    again = cli(env, "migrate")
     assert again.returncode == 0, again.stderr
     assert len((small_disk.root / "fresh" / "secret.key").read_text().strip()) == 44
