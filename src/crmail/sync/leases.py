@@ -17,7 +17,6 @@ at that moment, so a dead process's accounts are taken over when its leases expi
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import math
@@ -74,10 +73,6 @@ class LeaseKeeper:
         self.worst_lateness = 0.0
         self._total = 0
         self._registered = False
-        #: the renewals' own thread: behind the single writer a long import commit held
-        #: them up, and in the shared pool a thousand accounts' start-up reads did (their
-        #: leases then ran out on this process's clock and every worker was stopped)
-        self._beats = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lease-beat")
 
     @property
     def heartbeat_interval(self) -> float:
@@ -132,10 +127,10 @@ class LeaseKeeper:
         return got
 
     async def beat(self) -> tuple[list[int], list[int]]:
-        """Heartbeat and renewal. Returns (lost, surplus): leases no longer held, and
-        leases over the fair share, which the caller stops and then :meth:`release`s."""
-        loop = asyncio.get_running_loop()
-        return self.settle(await loop.run_in_executor(self._beats, self.renew))
+        """One heartbeat and renewal now (the service renews on :meth:`renew_on_schedule`).
+        Returns (lost, surplus): leases no longer held, and leases over the fair share,
+        which the caller stops and then :meth:`release`s."""
+        return self.settle(await asyncio.to_thread(self.renew))
 
     def renew(self) -> Renewal:
         """The heartbeat and renewal transaction (blocking: the beat thread's). The leases
@@ -179,7 +174,9 @@ class LeaseKeeper:
         self, deliver: Callable[[Renewal | CrmailError], None]
     ) -> Callable[[], None]:
         """Renew every :attr:`heartbeat_interval` on a thread of its own, timed by that
-        thread, and hand each outcome to ``deliver`` (from that thread). Returns the stop,
+        thread, and hand each outcome to ``deliver`` (from that thread). Behind the single
+        writer a long import commit held renewals up, and in the shared pool a thousand
+        accounts' start-up reads did: their leases ran out on this process's clock. Returns the stop,
         which waits for a renewal in flight: a process leaving must not record its
         heartbeat again after it left."""
         stop = threading.Event()
