@@ -161,11 +161,7 @@ class Sending:
         """A crash hit between "sending" and "sent": did the server take the message?"""
         if self.account is not None and await self._in_sent_folder(action, waits=()):
             log.info("action %s: interrupted send found in Sent: it went out", action.id)
-            mid = self._message_id(action)
-            sent = {**action.payload, "stage": "sent"}
-            await self.db.write(
-                lambda s: outbound.record_sent(s, action, mid, sent, self._answering())
-            )
+            await self._record_sent(action, {**action.payload, "stage": "sent"})
             return "sent"
         await interrupted_unknown(self.db, action, self._message_id(action), "the mail server")
 
