@@ -53,6 +53,11 @@ def make_setup(services: Services, url: str) -> Setup:
     return services.db.run(make)
 
 
+#: the sender's wait for an answer: short enough for a hanging receiver to cost little,
+#: long enough that a prompt one is not taken for hanging on a loaded CI machine (0.5 s was)
+SENDER_TIMEOUT = 2.0
+
+
 @pytest.fixture
 def setup(services: Services, receiver: Receiver) -> Setup:
     return make_setup(services, receiver.url)
@@ -60,7 +65,9 @@ def setup(services: Services, receiver: Receiver) -> Setup:
 
 @pytest.fixture
 async def sender(services: Services, clock: Clock) -> AsyncIterator[WebhookSender]:
-    s = WebhookSender(services.db, services.box, allow_http_loopback=True, timeout=0.5, clock=clock)
+    s = WebhookSender(
+        services.db, services.box, allow_http_loopback=True, timeout=SENDER_TIMEOUT, clock=clock
+    )
     try:
         yield s
     finally:
@@ -159,7 +166,7 @@ async def test_a_hanging_receiver_times_out_and_is_retried(
 ) -> None:
     receiver.hang_next = 1
     setup.emit()
-    await asyncio.wait_for(sender.run_once(), 5)  # sender timeout is 0.5 s
+    await asyncio.wait_for(sender.run_once(), SENDER_TIMEOUT + 5)
     (d,) = setup.log()
     assert d.state == "pending" and d.last_status is None
     assert d.last_error is not None and "timeout" in d.last_error
@@ -263,7 +270,7 @@ async def test_a_slow_endpoint_does_not_hold_up_another(
         a.emit()
         b.emit()
         # both in one pass: the fast one is not serialized behind the slow one's timeout
-        await asyncio.wait_for(sender.run_once(), 0.5 * 2 + 2)
+        await asyncio.wait_for(sender.run_once(), SENDER_TIMEOUT * 2 + 2)
         assert b.log()[0].state == "delivered"
         assert a.log()[0].state == "pending"
 
