@@ -332,7 +332,9 @@ class Participant(Base):
     )
     role: Mapped[str] = mapped_column(String(10), primary_key=True)
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
-    email: Mapped[str] = mapped_column(String(320), index=True)
+    #: not indexed: participants are read by message, never looked up by address (an
+    #: index keyed by correspondent cost an import a random leaf page per message)
+    email: Mapped[str] = mapped_column(String(320))
     name: Mapped[str] = mapped_column(String(300), default="")
 
 
