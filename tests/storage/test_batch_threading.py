@@ -108,3 +108,22 @@ def test_a_reply_by_subject_follows_a_thread_merged_earlier_in_the_batch(
         lambda s: set(s.scalars(select(Thread.id).where(Thread.workspace_id == ws)))
     )
     assert remaining == {alpha}
+
+
+def test_new_threads_are_keyed_in_the_order_they_are_stored(services: Services) -> None:
+    # Each batch finds its new threads again by root key. A key made from the message
+    # (its dedup key) sorted anywhere in the workspace's index, a random leaf page per
+    # new thread in a big workspace; a time-ordered one lands in the index's last leaf.
+    ws = new_world(services).workspace_id
+    store(services, ws, [new(f"z{i}", f"Topic {i}", T0) for i in range(3)])
+    store(services, ws, [new(f"a{i}", f"Subject {i}", T0) for i in range(3)])
+    rows = services.db.run(
+        lambda s: s.execute(
+            select(Thread.id, Thread.root_key).where(Thread.workspace_id == ws).order_by(Thread.id)
+        ).all()
+    )
+    keys = [key for _, key in rows]
+    assert len(rows) == 6 and None not in keys
+    assert keys == sorted(keys)  # later threads, greater keys, whatever their messages
+    by_key = threads(services, ws)
+    assert [by_key[k] for k in ("z0", "z1", "z2", "a0", "a1", "a2")] == [tid for tid, _ in rows]

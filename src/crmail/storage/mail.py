@@ -8,6 +8,9 @@ the unique keys (workspace + dedup key, folder + UID) make a redo idempotent.
 
 from __future__ import annotations
 
+import itertools
+import secrets
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -578,14 +581,27 @@ def _open_items(
     insert_rows(s, InboxItem, rows)
 
 
+_PROCESS_TAG = secrets.token_hex(4)
+_ROOT_COUNTER = itertools.count()
+
+
+def _root_key() -> str:
+    """A key to find a new thread again after the batch's one INSERT: ordered by time
+    (then this process's random tag and a counter, so processes never collide), so it
+    lands in the last leaf of ``(workspace, root_key)``. The starting message's dedup key
+    served before, and being random it cost a big workspace's import a leaf page per new
+    thread (issue 14)."""
+    return f"t{time.time_ns():016x}{_PROCESS_TAG}{next(_ROOT_COUNTER) & 0xFFFFFFFF:08x}"
+
+
 class _Pending:
     """A thread to create at the end of the batch (union-find node: ``parent`` when merged)."""
 
     __slots__ = ("id", "key", "parent", "root_key", "subject")
 
-    def __init__(self, subject: str, root_key: str) -> None:
+    def __init__(self, subject: str) -> None:
         self.subject = subject
-        self.root_key = root_key
+        self.root_key = _root_key()
         self.key = normalize_subject(subject)[:200]
         self.parent: int | _Pending | None = None
         self.id: int | None = None
@@ -722,7 +738,7 @@ class _Threader:
             for p in pending[1:]:
                 p.parent = tid
         else:
-            tid = _Pending(env.subject, n.dedup_key)
+            tid = _Pending(env.subject)
         if env.message_id:
             self.by_msgid[env.message_id] = tid
         for ref in (*env.in_reply_to, *env.references):

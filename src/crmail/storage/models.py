@@ -248,8 +248,9 @@ class Thread(Base):
     subject: Mapped[str] = mapped_column(Text, default="")
     subject_key: Mapped[str] = mapped_column(String(200), default="")
     last_message_at: Mapped[datetime | None]
-    #: dedup key of the message that started the thread in the CRM: lets a batch of new
-    #: threads be inserted in one statement and found again (no per-row RETURNING)
+    #: lets a batch of new threads be inserted in one statement and found again (no
+    #: per-row RETURNING). Time-ordered (storage.mail._root_key); older threads carry
+    #: their first message's dedup key. Nothing else reads it.
     root_key: Mapped[str | None] = mapped_column(String(64))
     __table_args__ = (
         UniqueConstraint("workspace_id", "root_key"),
