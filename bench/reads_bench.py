@@ -70,6 +70,7 @@ from crmail.storage.models import (
     Lead,
     Message,
     MessageRaw,
+    MessageRef,
     Participant,
     Thread,
     TimelineEntry,
@@ -82,8 +83,13 @@ CONTACTS = 5_000
 BATCH = 5_000
 
 
-#: --hashed-keys: dedup keys and Message-IDs as random as the sync engine's (a sha256 of
-#: the Message-ID; ids with a random part), not ordered like "k17" and "m17@client.test"
+#: --hashed-keys: the generated mail as spread over the indexes as real mail is, not
+#: ordered or bunched: dedup keys and Message-IDs as random as the sync engine's (a sha256
+#: of the Message-ID; ids with a random part), not "k17" and "m17@client.test"; and each
+#: message from one of the contacts (not all from one address), on that contact's
+#: timeline, answering its thread's first message (References), in a thread with a root
+#: key. Without it, the import's random-keyed inserts into those indexes land in a small
+#: region at any size, and the import into a big workspace looks cheaper than it is.
 HASHED_KEYS = False
 
 
@@ -181,14 +187,22 @@ class World:
                 "subject": f"Project kiwi {t}",
                 "subject_key": f"project kiwi {t}",
                 "last_message_at": T0 + timedelta(minutes=min(4 * t + 3, self.n - 1)),
+                "root_key": _key(f"k{4 * t}") if HASHED_KEYS else None,
             }
             for t in range(start // 4, (start + count + 3) // 4)
         ]
         insert_rows(s, Thread, threads)
-        msgs, raws, parts, entries, items = [], [], [], [], []
+        msgs, raws, parts, entries, items, refs = [], [], [], [], [], []
         for i in range(start, start + count):
             mid = i + 1
             when = T0 + timedelta(minutes=i)
+            # The contact with a twentieth of the mail; with spread keys the rest from
+            # any of the others, as a real mailbox's correspondents are.
+            spread = HASHED_KEYS and i % 20 != 0
+            k = 1 + (i * 7919) % (CONTACTS - 1) if spread else 0
+            sender = f"c{k}@client.test" if HASHED_KEYS else "ivy@client.test"
+            if HASHED_KEYS and i % 4:
+                refs.append({"message_id": mid, "ref": _msgid(f"m{i - i % 4}"), "workspace_id": ws})
             msgs.append(
                 {
                     "id": mid,
@@ -197,7 +211,7 @@ class World:
                     "dedup_key": _key(f"k{i}"),
                     "message_id": _msgid(f"m{i}"),
                     "subject": f"Project kiwi {i // 4}",
-                    "from_email": "ivy@client.test",
+                    "from_email": sender,
                     "from_name": "Ivy",
                     "sent_at": when,
                     "received_at": when,
@@ -211,7 +225,7 @@ class World:
                     "message_id": mid,
                     "role": "from",
                     "position": 0,
-                    "email": "ivy@client.test",
+                    "email": sender,
                     "name": "Ivy",
                 }
             )
@@ -224,13 +238,13 @@ class World:
                     "name": "Me",
                 }
             )
-            if i % 20 == 0:
+            if i % 20 == 0 or spread:
                 entries.append(
                     {
                         "workspace_id": ws,
                         "message_id": mid,
                         "subject_type": "contact",
-                        "subject_id": contact,
+                        "subject_id": contact + k,
                         "reason": "from Ivy",
                         "message_date": when,
                     }
@@ -253,7 +267,7 @@ class World:
                     ),
                     "received_at": when,
                     # On the contact's timeline: a teammate may see it.
-                    "shared": i % 20 == 0,
+                    "shared": i % 20 == 0 or spread,
                 }
             )
         for model, rows in (
@@ -262,6 +276,7 @@ class World:
             (Participant, parts),
             (TimelineEntry, entries),
             (InboxItem, items),
+            (MessageRef, refs),
         ):
             insert_rows(s, model, rows)
 
@@ -940,7 +955,9 @@ def main() -> None:
     ap.add_argument(
         "--hashed-keys",
         action="store_true",
-        help="dedup keys and Message-IDs random, as the sync engine's (default: ordered)",
+        help="generated mail spread over the indexes as real mail is: dedup keys and"
+        " Message-IDs random as the sync engine's, correspondents, timelines, References"
+        " and thread root keys spread (default: ordered, one correspondent)",
     )
     ap.add_argument(
         "--imap-import",
