@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import text
 
 from crmail.services import Services
@@ -74,3 +75,54 @@ def test_user_tokens_move_to_api_tokens_and_nothing_else_is_lost(services: Servi
         back = conn.execute(text("SELECT token_hash FROM users WHERE id = 7")).scalar_one()
         count = conn.execute(text("SELECT count(*) FROM mail_accounts")).scalar_one()
     assert (back, count) == (digest, 1)
+
+
+def test_dedup_keys_take_the_message_id_prefix_and_copies_still_match(
+    services: Services,
+) -> None:
+    # 0019 rewrites the key of every message with a Message-ID; a copy imported after
+    # the upgrade must find the stored message (not be stored twice), and a reply must
+    # find it by Message-ID with the Message-ID index gone.
+    import hashlib
+
+    from crmail.mime import parse_message
+    from crmail.mime.keys import envelope_key
+    from crmail.storage import mail
+    from crmail.storage.models import Message
+    from tests.factories import new_world
+
+    def raw(mid: str, sender: str, *refs: str) -> bytes:
+        head = f"From: {sender}\r\nTo: me@acme.test\r\nSubject: Offer\r\nMessage-ID: <{mid}>\r\n"
+        if refs:
+            head += f"In-Reply-To: <{refs[-1]}>\r\n"
+        return (head + "\r\nHello\r\n").encode()
+
+    def new(data: bytes) -> mail.NewMessage:
+        parsed = parse_message(data)
+        return mail.NewMessage(envelope_key(parsed.envelope, data), parsed, data, ())
+
+    ws = new_world(services).workspace_id
+    first, no_id = raw("offer@client.test", "Ann <ann@client.test>"), b"From: x@y.test\r\n\r\nhi"
+    services.db.run(lambda s: mail.store_messages(s, ws, [new(first), new(no_id)]))
+    keys = lambda: services.db.run(  # noqa: E731
+        lambda s: dict(s.execute(text("SELECT message_id, dedup_key FROM messages")).all())
+    )
+    stored = keys()
+    downgrade(services.db.engine, "0018")
+    old = hashlib.sha256(b"mid\noffer@client.test\nann@client.test").hexdigest()
+    assert keys() == {"offer@client.test": old, None: stored[None]}
+    upgrade(services.db.engine)
+    assert keys() == stored == {"offer@client.test": new(first).dedup_key, None: stored[None]}
+    assert stored["offer@client.test"].startswith(old[:32], 32)
+
+    again = services.db.run(lambda s: mail.store_messages(s, ws, [new(first)]))
+    reply = raw("re@me.test", "Me <me@acme.test>", "offer@client.test")
+    services.db.run(lambda s: mail.store_messages(s, ws, [new(reply)]))
+    threads = services.db.run(
+        lambda s: dict(s.execute(text("SELECT message_id, thread_id FROM messages")).all())
+    )
+    assert again == []
+    assert threads["re@me.test"] == threads["offer@client.test"]
+    with services.db.engine.connect() as conn:
+        indexes = {i["name"] for i in sa_inspect(conn).get_indexes(Message.__tablename__)}
+    assert "ix_messages_ws_msgid" not in indexes

@@ -58,3 +58,18 @@ def test_a_key_without_message_id_or_body_is_refused() -> None:
 def test_body_digest_ignores_line_ends_and_trailing_blank_lines() -> None:
     assert body_digest(b"A: b\r\n\r\nx\r\ny\r\n\r\n") == body_digest(b"A: b\n\nx\ny")
     assert body_digest(b"A: b\n\nx\ny") != body_digest(b"A: b\n\nx\n\ny")
+
+
+def test_a_message_id_key_starts_with_the_message_id_s_own_digest() -> None:
+    # Threading finds a message by Message-ID through the unique key's index: every
+    # sender's copy under one Message-ID sorts inside the Message-ID's key range.
+    from crmail.domain.identity import key_range, message_id_prefix
+
+    ann = dedup_key("m1@x", "ann@x.test", date=None, subject="", recipients=[])
+    bob = dedup_key("m1@x", "bob@x.test", date=None, subject="", recipients=[])
+    other = dedup_key("m2@x", "ann@x.test", date=None, subject="", recipients=[])
+    assert ann != bob and len(ann) == len(bob) == 64
+    lo, hi = key_range("m1@x")
+    assert lo == message_id_prefix("m1@x") and lo <= ann < hi and lo <= bob < hi
+    assert not lo <= other < hi
+    assert set(ann) <= set("0123456789abcdef")

@@ -15,6 +15,7 @@ from email.utils import format_datetime
 from sqlalchemy import select
 
 from crmail.mime import parse_message
+from crmail.mime.keys import envelope_key
 from crmail.services import Services
 from crmail.storage import mail
 from crmail.storage.models import Message, Thread
@@ -36,7 +37,9 @@ def new(key: str, subject: str, when: datetime, *refs: str) -> mail.NewMessage:
         m["References"] = " ".join(f"<{r}@client.test>" for r in refs)
     m.set_content("Hello")
     raw = m.as_bytes()
-    return mail.NewMessage(key, parse_message(raw), raw, ())
+    parsed = parse_message(raw)
+    # The real key: threading finds a message by Message-ID through it.
+    return mail.NewMessage(envelope_key(parsed.envelope), parsed, raw, ())
 
 
 def store(services: Services, ws: int, news: list[mail.NewMessage]) -> None:
@@ -44,12 +47,13 @@ def store(services: Services, ws: int, news: list[mail.NewMessage]) -> None:
 
 
 def threads(services: Services, ws: int) -> dict[str, int]:
+    """Each message's thread, by the name ``new`` was given (its Message-ID's local part)."""
     rows = services.db.run(
         lambda s: s.execute(
-            select(Message.dedup_key, Message.thread_id).where(Message.workspace_id == ws)
+            select(Message.message_id, Message.thread_id).where(Message.workspace_id == ws)
         ).all()
     )
-    return dict(rows)
+    return {str(mid).split("@")[0]: tid for mid, tid in rows}
 
 
 def last_message_at(services: Services, thread_id: int) -> datetime | None:

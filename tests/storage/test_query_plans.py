@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from crmail.services import Services
 from crmail.storage import crm, item_sharing, visibility
 from crmail.storage import web as web_store
+from crmail.storage.bulk import insert_rows
 from crmail.storage.models import (
     Contact,
     Deal,
@@ -343,3 +344,67 @@ def test_a_teammates_inbox_reads_only_items_others_may_see(
         return [] if ok else [f"not a range of the owner's shared items: {plan}"]
 
     assert services.db.run(run) == []
+
+
+def test_messages_are_found_by_message_id_through_the_dedup_key_index(
+    services: Services, seeded: dict[str, int]
+) -> None:
+    """Threading's lookup by Message-ID (one statement per batch) seeks the key range
+    the Message-ID's digest starts in the unique (workspace, dedup key) index: there is
+    no index keyed by Message-ID, and walking the workspace per lookup is the fault."""
+    from crmail.domain.identity import dedup_key
+    from crmail.storage.thread_lookup import threads_by_message_id
+
+    def run(s: Session) -> tuple[dict[str, int], list[str]]:
+        ws = s.get_one(User, seeded["me"]).workspace_id
+        threads = [Thread(workspace_id=ws, subject=f"t{i}") for i in range(3)]
+        s.add_all(threads)
+        s.flush()
+        for thread, mid, sender in (
+            (threads[0], "a@client.test", "ivy@client.test"),
+            # another sender's message under the same Message-ID: a second key in range
+            (threads[1], "a@client.test", "spoof@else.test"),
+            (threads[2], "b@client.test", "ivy@client.test"),
+        ):
+            key = dedup_key(mid, sender, date=None, subject="", recipients=())
+            s.add(Message(workspace_id=ws, thread_id=thread.id, dedup_key=key, message_id=mid))
+        # A workspace with some mail, its statistics known: planners choose by them, and
+        # for a handful of rows any index will do.
+        more = [f"m{i}@client.test" for i in range(3_000)]
+        insert_rows(
+            s,
+            Message,
+            [
+                {
+                    "workspace_id": ws,
+                    "thread_id": threads[0].id,
+                    "dedup_key": dedup_key(
+                        mid, "ivy@client.test", date=None, subject="", recipients=()
+                    ),
+                    "message_id": mid,
+                }
+                for mid in more
+            ],
+        )
+        s.flush()
+        s.execute(text("ANALYZE messages"))
+        with captured(services) as seen:
+            found = threads_by_message_id(s, ws, ["b@client.test", "a@client.test", "none@x"])
+        [(sql, params)] = [(q, p) for q, p in seen if "thread_id" in q]
+        plan = _plan(s, sql, params)
+        assert found["b@client.test"] == threads[2].id
+        assert found["a@client.test"] in {threads[0].id, threads[1].id}
+        assert "none@x" not in found and len(found) == 2
+        if s.get_bind().dialect.name == "sqlite":
+            ok = any(
+                line.startswith("SEARCH m USING INDEX sqlite_autoindex_messages_1")
+                and "dedup_key>? AND dedup_key<?" in line
+                for line in plan
+            )
+        else:
+            ok = any(
+                "Index Scan using uq_messages_workspace_id_dedup_key" in line for line in plan
+            ) and any("Index Cond" in line and "(dedup_key)::text >=" in line for line in plan)
+        return found, [] if ok else ["messages not sought by key range:", *plan]
+
+    assert services.db.run(run)[1] == []

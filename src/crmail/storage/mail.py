@@ -46,7 +46,11 @@ from crmail.storage.models import (
     User,
     utcnow,
 )
-from crmail.storage.thread_lookup import advance_last_message, threads_by_subject
+from crmail.storage.thread_lookup import (
+    advance_last_message,
+    threads_by_message_id,
+    threads_by_subject,
+)
 
 # --- what the sync engine hands over -------------------------------------------------
 
@@ -632,15 +636,7 @@ class _Threader:
         refs = {
             r for n in news for r in (*n.parsed.envelope.in_reply_to, *n.parsed.envelope.references)
         }
-        self.by_msgid: dict[str, ThreadRef] = {}
-        for chunk in _chunks(sorted(own_ids | refs), 500):
-            for msgid, tid in s.execute(
-                select(Message.message_id, Message.thread_id).where(
-                    Message.workspace_id == ws, Message.message_id.in_(chunk)
-                )
-            ).all():
-                if msgid is not None:
-                    self.by_msgid[msgid] = tid
+        self.by_msgid: dict[str, ThreadRef] = dict(threads_by_message_id(s, ws, own_ids | refs))
         self.children: dict[str, set[ThreadRef]] = {}
         #: threads merged away in this batch -> the thread they went into
         self.merged: dict[int, int] = {}

@@ -292,8 +292,9 @@ class Message(Base):
     sent_by_user_id: Mapped[int | None] = fk("users.id", nullable=True, ondelete="SET NULL")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     __table_args__ = (
+        # Also finds messages by Message-ID: a key starts with its Message-ID's digest
+        # (crmail.domain.identity), so no index keyed by Message-ID is written too.
         UniqueConstraint("workspace_id", "dedup_key"),
-        Index("ix_messages_ws_msgid", "workspace_id", "message_id"),
         # A thread's messages in date order (the date as timelines and summaries show it).
         Index(
             "ix_messages_thread_date",

@@ -10,12 +10,13 @@ statement, and every time update one pipelined ``executemany``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import Table, bindparam, text, update
 from sqlalchemy.orm import Session
 
+from crmail.domain.identity import key_range
 from crmail.storage.models import Thread
 
 #: A reply found only by its subject must be this close in time to join a thread.
@@ -46,6 +47,58 @@ _SQLITE = text(
     GROUP BY q.key
     """
 )
+
+
+# Messages by Message-ID, through the unique (workspace, dedup key) index: a key starts
+# with its Message-ID's digest (crmail.domain.identity), so each Message-ID is a range
+# of keys; the Message-ID itself is compared too. Lookups as arrays or a JSON array, as
+# above. The lookups drive (SQLite's CROSS JOIN; PostgreSQL's LATERAL, fenced by OFFSET 0
+# so it is not flattened back into a join): with a plain join on ranges both planners
+# may walk the workspace's messages and probe the lookups for each.
+_BY_MSGID_POSTGRES = text(
+    """
+    SELECT m.message_id, m.thread_id
+    FROM unnest(CAST(:lo AS varchar[]), CAST(:hi AS varchar[]), CAST(:mid AS varchar[]))
+         AS q(lo, hi, mid)
+    CROSS JOIN LATERAL (
+        SELECT message_id, thread_id FROM messages
+        WHERE workspace_id = :ws AND dedup_key >= q.lo AND dedup_key < q.hi
+              AND message_id = q.mid
+        OFFSET 0
+    ) AS m
+    """
+)
+_BY_MSGID_SQLITE = text(
+    """
+    SELECT m.message_id, m.thread_id
+    FROM json_each(:lookups) AS q
+    CROSS JOIN messages m ON m.workspace_id = :ws
+         AND m.dedup_key >= json_extract(q.value, '$[0]')
+         AND m.dedup_key < json_extract(q.value, '$[1]')
+         AND m.message_id = json_extract(q.value, '$[2]')
+    """
+)
+
+
+def threads_by_message_id(s: Session, ws: int, message_ids: Iterable[str]) -> dict[str, int]:
+    """The thread of each stored message of the workspace with one of these Message-IDs,
+    in one statement."""
+    wanted = sorted(set(message_ids))
+    if not wanted:
+        return {}
+    ranges = [key_range(mid) for mid in wanted]
+    if s.get_bind().dialect.name == "postgresql":
+        params: dict[str, object] = {
+            "ws": ws,
+            "lo": [lo for lo, _ in ranges],
+            "hi": [hi for _, hi in ranges],
+            "mid": wanted,
+        }
+        rows = s.execute(_BY_MSGID_POSTGRES, params).all()
+    else:
+        packed = [[lo, hi, mid] for (lo, hi), mid in zip(ranges, wanted, strict=True)]
+        rows = s.execute(_BY_MSGID_SQLITE, {"ws": ws, "lookups": json.dumps(packed)}).all()
+    return {mid: tid for mid, tid in rows}
 
 
 def threads_by_subject(
