@@ -460,7 +460,9 @@ def import_rate(
         step = mail.FolderStep(folder_id=folder)
         for i in range(start, start + batch):
             m = EmailMessage()
-            m["From"] = f"C {i} <c{i % CONTACTS}@client.test>"
+            # With spread keys, correspondents spread as a mailbox's are.
+            c = (i * 7919) % CONTACTS if HASHED_KEYS else i % CONTACTS
+            m["From"] = f"C {i} <c{c}@client.test>"
             m["To"] = "me@acme.test"
             m["Subject"] = f"Re: Project kiwi {i}"
             m["Message-ID"] = f"<{_msgid(f'new{i}-{tag}')}>"
