@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -147,7 +148,11 @@ async def measure(n: int, server: dict[str, object], idle: float, deliveries: in
     raise_fd_limit()
     host, tls_port, ca = str(server["host"]), int(str(server["tls_port"])), str(server["ca"])
     root = Path(tempfile.mkdtemp(prefix=f"crmail-scale-{n}-"))
-    services = Services.open(Settings(data_dir=root, secret_keys=(new_key(),)))
+    # CRMAIL_LEASE_TTL as crmail reads it, so runs can compare TTLs on one process too.
+    settings = Settings(data_dir=root, secret_keys=(new_key(),))
+    if "CRMAIL_LEASE_TTL" in os.environ:
+        settings = dataclasses.replace(settings, lease_ttl=float(os.environ["CRMAIL_LEASE_TTL"]))
+    services = Services.open(settings)
     tag = f"{n}x{os.getpid()}"
     emails = [f"load{tag}-{i}@load.test" for i in range(n)]
 
