@@ -217,7 +217,10 @@ class Seller:
         return {"Authorization": f"Bearer {self.token}"}
 
     def status(self) -> dict[str, object]:
-        return status_of(self.client, self.token, self.account)
+        r = self.client.get(f"/api/accounts/{self.account}/status", headers=self.headers)
+        assert r.status_code == 200, r.text
+        body: dict[str, object] = r.json()
+        return body
 
     def says_disk_full(self) -> bool:
         return str(self.status()["last_error"]).startswith("database disk is full")
@@ -241,13 +244,6 @@ def seller(services: Services, mailbox: MailboxAccount, contact: str, **connect:
     world.contact(contact)
     account = world.connect(new.user.id, mailbox, **connect)
     return Seller(account, new.token, TestClient(create_app(services)))
-
-
-def status_of(client: TestClient, token: str, account: int) -> dict[str, object]:
-    r = client.get(f"/api/accounts/{account}/status", headers={"Authorization": f"Bearer {token}"})
-    assert r.status_code == 200, r.text
-    body: dict[str, object] = r.json()
-    return body
 
 
 def stored_tags(services: Services) -> list[str]:
