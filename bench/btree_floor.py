@@ -17,7 +17,6 @@ Usage: .venv/bin/python bench/btree_floor.py [--indexes 0,2,4,6] [--rounds 4]
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import shutil
 import sqlite3
@@ -26,6 +25,8 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+
+from _sqlite_rounds import load_average, restore
 
 PAYLOAD = b"x" * 1000
 BATCH = 200
@@ -43,18 +44,18 @@ def _row(keys: int) -> tuple[object, ...]:
     return (*(secrets.token_hex(16) for _ in range(keys)), PAYLOAD)
 
 
+def _insert(keys: int) -> str:
+    names = ", ".join([*(f"k{i}" for i in range(keys)), "payload"])
+    return f"INSERT INTO t ({names}) VALUES ({', '.join('?' * (keys + 1))})"
+
+
 def _create(path: Path, rows: int, keys: int) -> None:
     conn = _connect(path)
     columns = "".join(f", k{i} TEXT" for i in range(keys))
     conn.execute(f"CREATE TABLE t (id INTEGER PRIMARY KEY{columns}, payload BLOB)")
-    marks = ", ".join("?" * (keys + 1))
-    names = ", ".join([*(f"k{i}" for i in range(keys)), "payload"])
     for start in range(0, rows, 50_000):
         conn.execute("BEGIN")
-        conn.executemany(
-            f"INSERT INTO t ({names}) VALUES ({marks})",
-            (_row(keys) for _ in range(min(50_000, rows - start))),
-        )
+        conn.executemany(_insert(keys), (_row(keys) for _ in range(min(50_000, rows - start))))
         conn.execute("COMMIT")
     # Indexes built once over the rows (as a big workspace's have grown), not row by row.
     for i in range(keys):
@@ -65,31 +66,15 @@ def _create(path: Path, rows: int, keys: int) -> None:
 
 def _insert_rate(path: Path, keys: int) -> float:
     conn = _connect(path)
-    marks = ", ".join("?" * (keys + 1))
-    names = ", ".join([*(f"k{i}" for i in range(keys)), "payload"])
     batches = [[_row(keys) for _ in range(BATCH)] for _ in range(ROUNDS_ROWS // BATCH)]
     t = time.perf_counter()
     for batch in batches:
         conn.execute("BEGIN")
-        conn.executemany(f"INSERT INTO t ({names}) VALUES ({marks})", batch)
+        conn.executemany(_insert(keys), batch)
         conn.execute("COMMIT")
     seconds = time.perf_counter() - t
     conn.close()
     return ROUNDS_ROWS / seconds
-
-
-def _reset(path: Path) -> None:
-    """The small database back to its built state: 10,000 rows more each round would
-    double, then triple it. The big one grows by 1% a round."""
-    for leftover in (Path(f"{path}-wal"), Path(f"{path}-shm")):
-        leftover.unlink(missing_ok=True)
-    shutil.copyfile(f"{path}.base", path)
-    with path.open("rb+") as copied:  # written out now, not at the first checkpoint
-        os.fsync(copied.fileno())
-
-
-def _load_average() -> str:
-    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -100,7 +85,7 @@ def main() -> None:
     ap.add_argument("--big", type=int, default=1_000_000)
     args = ap.parse_args()
     counts = [int(x) for x in args.indexes.split(",")]
-    print(f"load average at start (1/5/15 min): {_load_average()}")
+    print(f"load average at start (1/5/15 min): {load_average()}")
     rates: dict[tuple[int, int], list[float]] = defaultdict(list)
     with tempfile.TemporaryDirectory() as tmp:
         paths = {}
@@ -110,11 +95,14 @@ def main() -> None:
                 t = time.perf_counter()
                 _create(paths[(keys, n)], n, keys)
                 print(f"{keys} indexes, {n:,} rows: built in {time.perf_counter() - t:.1f} s")
+        # The small one back to its built state each round: 10,000 rows more a round
+        # would double, then triple it. The big one grows by 1% a round.
+        base = {keys: Path(f"{paths[(keys, args.small)]}.base") for keys in counts}
         for keys in counts:
-            shutil.copyfile(paths[(keys, args.small)], f"{paths[(keys, args.small)]}.base")
+            shutil.copyfile(paths[(keys, args.small)], base[keys])
         for r in range(args.rounds):
             for keys in counts:
-                _reset(paths[(keys, args.small)])
+                restore(base[keys], paths[(keys, args.small)])
                 small = _insert_rate(paths[(keys, args.small)], keys)
                 big = _insert_rate(paths[(keys, args.big)], keys)
                 rates[(keys, args.small)].append(small)
@@ -136,7 +124,7 @@ def main() -> None:
             f" {statistics.median(rates[(keys, args.big)]):.0f}"
             f" vs {statistics.median(rates[(keys, args.small)]):.0f}"
         )
-    print(f"\nload average at end (1/5/15 min): {_load_average()}")
+    print(f"\nload average at end (1/5/15 min): {load_average()}")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import os
 import random
 import re
 import shutil
@@ -54,6 +53,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from _sqlite_rounds import load_average, restore
 from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
@@ -567,10 +567,6 @@ def _statement_kind(sql: str) -> str:
     return f"{head} [{table.group(1) if table else '?'}]"
 
 
-def _load_average() -> str:
-    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 #: workspaces smaller than this are reset to their generated state before each import
 #: (a file copy); bigger ones grow by the imports, a negligible share of them
 RESET_BELOW = 500_000
@@ -657,16 +653,8 @@ def _generate(stack: ExitStack, sizes: list[int]) -> tuple[dict[int, Path], dict
 def _reset(directory: Path, n: int) -> None:
     """A small workspace back to its generated state before an import; a big one is left
     to grow by the imports (a negligible share of it)."""
-    if n >= RESET_BELOW:
-        return
-    db_file = directory / "bench.db"
-    for leftover in (Path(f"{db_file}-wal"), Path(f"{db_file}-shm")):
-        leftover.unlink(missing_ok=True)
-    shutil.copyfile(directory / "base.db", db_file)
-    # Written out now, or the import's first checkpoint (which syncs the file) would pay
-    # for writing the whole copy to disk.
-    with db_file.open("rb+") as copied:
-        os.fsync(copied.fileno())
+    if n < RESET_BELOW:
+        restore(directory / "base.db", directory / "bench.db")
 
 
 def import_rounds(sizes: list[int], rounds: int, variants: list[str], profile: bool) -> None:
@@ -674,7 +662,7 @@ def import_rounds(sizes: list[int], rounds: int, variants: list[str], profile: b
     into every size's workspace, under each variant of extra PRAGMAs (``""``: as
     ``storage/db.py`` sets them); per round the rate at each size and the ratio to the
     first size, then the median ratio of each variant."""
-    print(f"load average at start (1/5/15 min): {_load_average()}")
+    print(f"load average at start (1/5/15 min): {load_average()}")
     base = sizes[0]
     rates: dict[tuple[str, int], list[float]] = defaultdict(list)
     profiles = {(v, n): Profile() for v in variants for n in sizes} if profile else {}
@@ -725,7 +713,7 @@ def import_rounds(sizes: list[int], rounds: int, variants: list[str], profile: b
                     + "".join(f"{v:11.1f}" for v in vals)
                     + f" {vals[-1] - vals[0]:+8.1f}"
                 )
-    print(f"\nload average at end (1/5/15 min): {_load_average()}")
+    print(f"\nload average at end (1/5/15 min): {load_average()}")
 
 
 def _seed_import_box(dovecot: Any, world: World, tag: str, count: int) -> Any:
@@ -801,7 +789,7 @@ def imap_import_rounds(sizes: list[int], rounds: int, count: int, storage: bool)
     rounds. Prints each round, the median ratio to the first size and its range."""
     from crmail.demo.dovecot import Dovecot
 
-    print(f"load average at start (1/5/15 min): {_load_average()}")
+    print(f"load average at start (1/5/15 min): {load_average()}")
     base = sizes[0]
     kinds = ["IMAP import", "storage path"] if storage else ["IMAP import"]
     rates: dict[tuple[str, int], list[float]] = defaultdict(list)
@@ -842,7 +830,7 @@ def imap_import_rounds(sizes: list[int], rounds: int, count: int, storage: bool)
                 f" msg/s median {statistics.median(rates[(kind, n)]):.0f}"
                 f" vs {statistics.median(rates[(kind, base)]):.0f}"
             )
-    print(f"\nload average at end (1/5/15 min): {_load_average()}")
+    print(f"\nload average at end (1/5/15 min): {load_average()}")
 
 
 def _serve_process(settings: Settings, port: int) -> None:
