@@ -205,17 +205,7 @@ def ensure_folders(
 
 
 def known_keys(s: Session, workspace_id: int, keys: Iterable[str]) -> set[str]:
-    keys = list(set(keys))
-    found: set[str] = set()
-    for chunk in _chunks(keys, 500):
-        found.update(
-            s.scalars(
-                select(Message.dedup_key).where(
-                    Message.workspace_id == workspace_id, Message.dedup_key.in_(chunk)
-                )
-            )
-        )
-    return found
+    return set(_message_ids(s, workspace_id, set(keys)))
 
 
 def placed_uids(s: Session, folder_id: int) -> set[int]:
