@@ -22,9 +22,8 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 def test_demo_starts_syncs_and_serves(tmp_path: Path) -> None:
-    proc, base = _start_demo(tmp_path)
+    proc, base, banner = _start_demo(tmp_path)
     try:
-        banner = _banner(proc)
         token = re.search(r"Bearer ([\w-]+)", banner)
         assert token, banner
         headers = {"Authorization": f"Bearer {token.group(1)}"}
@@ -67,9 +66,8 @@ def _living(group: int) -> list[tuple[int, str, int, int]]:
 
 def test_demo_stops_its_dovecot_on_sigterm(tmp_path: Path) -> None:
     """Container and service managers stop with SIGTERM: nothing the demo started stays."""
-    proc, _ = _start_demo(tmp_path)
+    proc, _, out = _start_demo(tmp_path)
     try:
-        out = _banner(proc)
         dovecots = [
             pid for pid, comm, ppid, _ in _processes() if ppid == proc.pid and comm == "dovecot"
         ]
@@ -112,19 +110,34 @@ class _Form(HTMLParser):
 
 def _start_demo(
     tmp_path: Path, *args: str, cwd: Path | None = None
-) -> tuple[subprocess.Popen[str], str]:
-    port = free_port()
-    env = {**os.environ, "CRMAIL_DATA_DIR": str(tmp_path)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "crmail.cli", "demo", "--port", str(port), *args],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    return proc, f"http://127.0.0.1:{port}"
+) -> tuple[subprocess.Popen[str], str, str]:
+    """The demo started, its URL and its banner. Another test worker may take the free
+    port before the demo binds it (seen once in CI): the demo then exits saying the
+    address is in use, and is started again on a new port in a fresh data directory.
+    Any other failure fails the test."""
+    for attempt in range(3):
+        port = free_port()
+        data = tmp_path if attempt == 0 else tmp_path / f"retry{attempt}"
+        env = {**os.environ, "CRMAIL_DATA_DIR": str(data)}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "crmail.cli", "demo", "--port", str(port), *args],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            return proc, f"http://127.0.0.1:{port}", _banner(proc)
+        except AssertionError as exc:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise
+            if "address already in use" not in str(exc):
+                raise
+    raise AssertionError("the demo found no free port in three tries")
 
 
 def _banner(proc: subprocess.Popen[str]) -> str:
@@ -158,9 +171,8 @@ def test_the_demo_with_fake_providers_connects_a_mailbox(
 ) -> None:
     """Sign in, press "Connect with Google/Microsoft", allow on the fake's consent page:
     the mailbox imports through the fake API, the contacts' mail only."""
-    proc, base = _start_demo(tmp_path, "--fake-providers")
+    proc, base, banner = _start_demo(tmp_path, "--fake-providers")
     try:
-        banner = _banner(proc)
         assert "Connect with Google" in banner and "Connect with Microsoft" in banner
         token = re.search(r"Bearer ([\w-]+)", banner)
         user = re.search(r"/signin\s+as (\S+) / (\S+)", banner)
